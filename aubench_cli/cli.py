@@ -1,0 +1,90 @@
+"""The ``aubench`` command line: wires one module per command into a Typer app, behind one error boundary.
+
+Commands live in ``aubench_cli/commands/<name>.py`` as plain functions with ``Annotated`` options; they parse
+options, call one library function and render its result. Library code raises ``AubenchError``; ``guarded``
+turns that into one red line on stderr (problem and fix) and the error's exit code (2 for bad usage or input,
+1 for failures). ``AUBENCH_DEBUG=1`` lets the traceback through instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from aubench_cli import __version__
+from aubench_cli.errors import AubenchError
+
+# One module per command under aubench_cli/commands/, in the order `aubench --help` lists them. Only commands
+# that work are listed here.
+COMMANDS = ["models", "profile"]
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("AUBENCH_DEBUG", "") not in ("", "0")
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The error boundary around a command: domain errors become one red line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AubenchError as exc:
+            if debug_enabled():
+                raise
+            text = f"error: {exc.message}"
+            if exc.hint:
+                text += f" - {exc.hint}"
+            stderr.print(text, style="bold red", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            stderr.print("interrupted", style="yellow")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aubench {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="aubench",
+        help="Benchmark CNNs and training settings for facial Action Unit detection (Bishay et al.).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="rich",
+    )
+
+    @app.callback()
+    def main(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    ) -> None:
+        """aubench: which CNNs and training settings to choose for Action Unit detection."""
+
+    for name in COMMANDS:
+        module = importlib.import_module(f"aubench_cli.commands.{name}")
+        app.command(module.NAME, help=module.__doc__.split("\n\n")[0])(guarded(module.command))
+    return app
+
+
+app = build_app()
+
+
+def run() -> None:
+    app()

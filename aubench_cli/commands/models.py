@@ -1,0 +1,85 @@
+"""List the networks of the paper's Table I, or check a weights file against one.
+
+With no argument: every registered network with its input channels, how the paper trained it (from scratch with
+Adagrad 0.005, or fine-tuned from pretrained weights with Adam 1e-4), its parameter count and where pretrained
+weights come from. With ARCH and --weights/--pretrained: load them and report loaded, missing and unexpected
+tensors, so a file can be checked before a long training run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.table import Table
+
+from aubench_cli.commands._render import human, print_json, stderr, stdout
+from aubench_cli.errors import UsageError
+from aubench_cli.models import create_model, get_model_info, list_models
+from aubench_cli.profiling import count_params
+
+NAME = "models"
+
+
+def command(
+    arch: Annotated[Optional[str], typer.Argument(help="A network to check weights against (see the list).")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Local state dict or aubench checkpoint to load.")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Load the library registry's weights (online).")] = False,
+    outputs: Annotated[int, typer.Option("--outputs", help="Number of outputs (AUs) of the classifier.")] = 12,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    if arch is None:
+        if weights or pretrained:
+            raise UsageError("--weights/--pretrained need an architecture", "e.g. aubench models vgg16 --weights vgg16.pth")
+        _list(outputs, json_out)
+        return
+    _check(arch, weights, pretrained, outputs, json_out)
+
+
+def model_rows(outputs: int = 12) -> list[dict]:
+    rows = []
+    with torch.device("meta"):  # shapes only: counts without allocating or initialising weights
+        for name in list_models():
+            info = get_model_info(name)
+            params, trainable = count_params(create_model(name, outputs))
+            rows.append({
+                "arch": name, "title": info.title, "in_chans": info.in_chans, "from_scratch": info.from_scratch,
+                "optimizer": info.optimizer, "lr": info.lr, "params": params, "trainable_params": trainable,
+                "pretrained_source": info.pretrained_source or ("" if info.from_scratch else "local file"),
+            })
+    return rows
+
+
+def _list(outputs: int, json_out: bool) -> None:
+    rows = model_rows(outputs)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(title=f"aubench networks ({outputs} outputs, 96x96 input)")
+    for col in ("arch", "paper name", "input", "paper training", "params", "pretrained weights"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for r in rows:
+        training = "scratch, Adagrad 0.005" if r["from_scratch"] else "fine-tune, Adam 1e-4"
+        table.add_row(r["arch"], r["title"], f"{r['in_chans']}ch", training, human(r["params"]), r["pretrained_source"])
+    stdout.print(table)
+
+
+def _check(arch: str, weights: str | None, pretrained: bool, outputs: int, json_out: bool) -> None:
+    from aubench_cli.weights import load_pretrained, load_weights_file
+
+    get_model_info(arch)
+    if weights and pretrained:
+        raise UsageError("--weights and --pretrained both given", "choose one source of weights")
+    if not (weights or pretrained):
+        raise UsageError(f"nothing to check for {arch}", "pass --weights FILE or --pretrained")
+    model = create_model(arch, outputs)
+    report = load_weights_file(model, arch, weights) if weights else load_pretrained(model, arch)
+    if json_out:
+        print_json({"arch": arch, **report.as_dict()})
+        return
+    stdout.print(report.summary())
+    for label, keys in (("missing", report.missing), ("unexpected", report.unexpected)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            stderr.print(f"[yellow]{label}:[/] {shown}")

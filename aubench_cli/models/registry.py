@@ -1,0 +1,102 @@
+"""The model registry: one decorated builder per network, with the facts the tool needs about it.
+
+A builder is a function ``build(num_outputs: int, input_size: int = 96) -> nn.Module`` named as the network. ``ModelInfo`` records what the paper did with
+the network (trained from scratch with Adagrad or fine-tuned with Adam), its input channels, the dotted name of
+its final classifier layer (replaced when weights are loaded), and where pretrained weights come from.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from aubench_cli.errors import UsageError, suggest
+
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    builder: Builder
+    title: str  # as the paper's Table I names it
+    column: int  # the network's column in the paper's Table I; lists follow it
+    in_chans: int  # 1: takes the grayscale crop; 3: repeats it to RGB inside forward (the paper's 3-channel nets)
+    from_scratch: bool  # True: random init, Adagrad lr 0.005; False: pretrained, fine-tuned with Adam lr 1e-4
+    classifier: str  # dotted module name of the final Linear layer
+    # Where pretrained weights come from: "torchvision:<WeightsEnum member>", "timm:<model.tag>", or "" when
+    # they exist only as a user's local file (LightCNN, VGG-Face) or the paper trained from scratch.
+    pretrained_source: str = ""
+    local_weights_note: str = ""
+
+    @property
+    def optimizer(self) -> str:
+        return "adagrad" if self.from_scratch else "adam"
+
+    @property
+    def lr(self) -> float:
+        return 0.005 if self.from_scratch else 1e-4
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *,
+    title: str,
+    column: int,
+    in_chans: int,
+    from_scratch: bool,
+    classifier: str,
+    pretrained_source: str = "",
+    local_weights_note: str = "",
+) -> Callable[[Builder], Builder]:
+    """Register a builder under its function name; a duplicate name is a programming error."""
+
+    def decorate(builder: Builder) -> Builder:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelInfo(
+            name=name,
+            builder=builder,
+            title=title,
+            column=column,
+            in_chans=in_chans,
+            from_scratch=from_scratch,
+            classifier=classifier,
+            pretrained_source=pretrained_source,
+            local_weights_note=local_weights_note,
+        )
+        return builder
+
+    return decorate
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a glob pattern, in the order of the paper's Table I."""
+    infos = sorted(_REGISTRY.values(), key=lambda info: info.column)
+    return [info.name for info in infos if fnmatch.fnmatch(info.name, pattern)]
+
+
+def get_model_info(name: str) -> ModelInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown architecture {name!r}", suggest(name, _REGISTRY)) from None
+
+
+def create_model(name: str, num_outputs: int = 12, input_size: int = 96) -> nn.Module:
+    """Build a network by name with ``num_outputs`` logits (random init; see ``weights`` for loading)."""
+    info = get_model_info(name)
+    if num_outputs < 1:
+        raise UsageError(f"a network needs at least one output, got {num_outputs}", "pass the number of AUs")
+    if input_size < 32:
+        raise UsageError(f"input size {input_size} is too small", "the paper uses 96 (32 is the least every network takes)")
+    model = info.builder(num_outputs, input_size)
+    model.aubench_arch = name  # type: ignore[assignment]
+    return model
