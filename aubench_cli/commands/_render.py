@@ -7,11 +7,17 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress, ProgressColumn
 
 # Tables are wide (Table I has 11 columns with --paper): when stdout is a file or a pipe, don't squeeze them
 # into 80 columns.
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False)
+
+
+def progress(*columns: str | ProgressColumn, transient: bool = True) -> Progress:
+    """A Rich progress bar on stderr; off when stderr is not a terminal, so logs and pipes stay clean."""
+    return Progress(*columns, console=stderr, transient=transient, disable=not stderr.is_terminal)
 
 
 def print_json(obj: Any) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aubench_cli import config as cfgmod
-from aubench_cli.commands._render import kilo, mega, print_json, signed_pct, stderr, stdout
+from aubench_cli.commands._render import kilo, mega, print_json, progress, signed_pct, stderr, stdout
 from aubench_cli.errors import UsageError
 from aubench_cli.profiling import profile_models
 
@@ -41,8 +41,7 @@ def command(
         "profile.input_size": input_size, "profile.outputs": outputs, "profile.batch": batch, "profile.device": device,
     }).profile
 
-    with Progress(SpinnerColumn(), TextColumn("profiling {task.description}"), TimeElapsedColumn(),
-                  console=stderr, transient=True) as bar:
+    with progress(SpinnerColumn(), TextColumn("profiling {task.description}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("", total=None)
         rows = profile_models(
             archs or None, input_size=cfg.input_size, outputs=cfg.outputs, batch=cfg.batch, device=cfg.device,

@@ -1,0 +1,105 @@
+"""The command line through Typer's CliRunner: listing, profiling, JSON, and the one error boundary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from aubench_cli import __version__
+from aubench_cli.cli import app
+from aubench_cli.errors import UsageError
+from aubench_cli.models import create_model, list_models
+
+runner = CliRunner()
+
+
+def test_models_json_lists_every_network():
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["arch"] for r in rows] == list_models()
+    by_name = {r["arch"]: r for r in rows}
+    assert by_name["baseline"]["params"] == 658_156  # 12 outputs
+    assert by_name["baseline"]["optimizer"] == "adagrad" and by_name["vgg16"]["optimizer"] == "adam"
+
+
+def test_models_table():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in list_models():
+        assert name in result.stdout
+
+
+def test_models_checks_a_weights_file(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(create_model("emonets", 3).state_dict(), path)
+    result = runner.invoke(app, ["models", "emonets", "--weights", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["loaded"] == 6 and report["replaced"] == ["classifier.bias", "classifier.weight"]
+
+
+def test_profile_json_with_paper_figures():
+    result = runner.invoke(app, ["profile", "--all", "--paper", "--no-speed", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["arch"] for r in rows] == list_models()
+    for r in rows:
+        for key in ("arch", "params", "macs", "flops", "memory_mb", "images_per_s", "paper_flops", "paper_params",
+                    "paper_memory_mb"):
+            assert key in r
+        assert isinstance(r["flops"], int) and isinstance(r["paper_params"], int)
+        assert abs(r["flops"] / r["paper_flops"] - 1) < 0.01
+
+
+def test_profile_measures_speed_and_honours_set():
+    result = runner.invoke(app, ["profile", "baseline", "--json", "--set", "profile.batch=3"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["batch"] == 3 and row["images_per_s"] > 0 and row["outputs"] == 12
+
+
+def test_profile_table_shows_paper_columns():
+    result = runner.invoke(app, ["profile", "emonets", "--paper", "--no-speed"])
+    assert result.exit_code == 0
+    assert "paper FLOPs" in result.stdout and "739.4M" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["profile", "vgg"], "did you mean 'vgg16'"),
+        (["profile"], "--all"),
+        (["profile", "baseline", "--all"], "not both"),
+        (["profile", "baseline", "--set", "profile.batchsize=4"], "profile.batch"),
+        (["profile", "baseline", "--set", "profile.batch=many"], "integer"),
+        (["profile", "baseline", "--paper", "--input", "64"], "96"),
+        (["profile", "baseline", "--device", "cuda:0"] if not torch.cuda.is_available() else ["profile", "x"], ""),
+        (["models", "--weights", "x.pt"], "architecture"),
+        (["models", "baseline", "--weights", "missing.pt"], "not found"),
+    ],
+)
+def test_bad_usage_is_one_red_line_and_exit_2(args, needle):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+    assert needle in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_debug_variable_lets_the_traceback_through():
+    result = runner.invoke(app, ["profile", "vgg"], env={"AUBENCH_DEBUG": "1"})
+    assert isinstance(result.exception, UsageError)
+
+
+def test_module_entry_point_and_version():
+    out = subprocess.run([sys.executable, "-m", "aubench_cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"aubench {__version__}"
+    bad = subprocess.run([sys.executable, "-m", "aubench_cli", "models", "nosuchnet", "--pretrained"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown architecture" in bad.stderr
