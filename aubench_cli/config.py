@@ -59,6 +59,24 @@ class TrainConfig:
     lr: float | None = None
     seed: int = 0
     device: str = "auto"
+    # "auto": on CUDA always; on CPU for the networks measured faster that way (docs/performance.md)
+    channels_last: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the model (slow start, faster steps)
+
+
+@dataclass
+class AugmentConfig:
+    """Magnitudes of the augmentation groups (the paper gives none; these are ours, see docs/training.md)."""
+
+    flip_p: float = 0.5  # horizontal flip probability (B)
+    brightness: float = 0.2  # multiplicative factor in [1 - b, 1 + b] (B)
+    contrast: float = 0.2  # factor in [1 - c, 1 + c] (B)
+    blur_p: float = 0.3  # Gaussian blur probability (C)
+    blur_sigma: float = 1.2  # largest blur sigma in pixels (C)
+    zoom: float = 0.1  # scale in [1 - z, 1 + z] (C)
+    shift: float = 0.08  # translation up to this fraction of the side, each axis (D): ~8 px at 96
+    rotate: float = 10.0  # rotation up to +-degrees (D)
 
 
 @dataclass
@@ -82,6 +100,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 

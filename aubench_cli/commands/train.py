@@ -1,0 +1,103 @@
+"""Train a network with the paper's protocol (balanced batches, per-AU BCE, best validation checkpoint).
+
+Settings come from the defaults (the paper's), then --preset, then --set key=value, then the options below.
+Writes config.yaml, data.json, metrics.csv, best.pt and last.pt into the run directory. Ctrl-C saves a
+checkpoint; --resume RUN continues it exactly. Several GPUs or machines: torchrun --nproc-per-node N -m
+aubench_cli train ...
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from aubench_cli import config as cfgmod
+from aubench_cli.commands._render import print_json, progress, stderr, stdout
+from aubench_cli.errors import UsageError
+
+NAME = "train"
+
+
+def command(
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache written by aubench preprocess [default: ./aubench-cache].")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Network (aubench models lists them) [default: baseline].")] = None,
+    balance: Annotated[Optional[str], typer.Option("--balance", help="oversample | undersample | random | cost [default: oversample].")] = None,
+    norm: Annotated[Optional[str], typer.Option("--norm", help="raw | sample-center | sample-norm | feature-center | feature-norm [default: raw].")] = None,
+    aug: Annotated[Optional[str], typer.Option("--aug", help="Augmentation group A (none) | B | C | D [default: D].")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs [default: 600]; with --resume, the new total.")] = None,
+    batches_per_epoch: Annotated[Optional[int], typer.Option("--batches-per-epoch", help="Training batches per epoch [default: 300].")] = None,
+    val_batches: Annotated[Optional[int], typer.Option("--val-batches", help="Balanced validation batches per epoch [default: 300].")] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adagrad | adam | sgd [default: the paper's for the network].")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate [default: 0.005 Adagrad, 1e-4 Adam].")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of init, batches, subsets [default: 0].")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N [default: auto].")] = None,
+    frames_frac: Annotated[Optional[float], typer.Option("--frames-frac", help="Fraction of training frames (Section V) [default: 1].")] = None,
+    subjects_frac: Annotated[Optional[float], typer.Option("--subjects-frac", help="Fraction of training subjects (Section V) [default: 1].")] = None,
+    drop_unbalanceable: Annotated[Optional[bool], typer.Option("--drop-unbalanceable", help="Drop AUs with no positives or negatives in a split (with a warning).")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Start from this state dict or checkpoint (classifier replaced).")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from the library registry's weights (online).")] = None,
+    compile_: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Run directory [default: runs/<arch>-<settings>-<time>].")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory exactly.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (presets/) or YAML file.")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting, e.g. augment.rotate=15.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
+) -> None:
+    from aubench_cli.train import train
+
+    if resume and out and out != resume:
+        raise UsageError("--resume names the run directory; --out is not needed with it", f"drop --out {out}")
+    options = {
+        "data.cache": cache, "model.arch": arch, "train.balance": balance, "train.norm": norm, "train.aug": aug,
+        "train.epochs": epochs, "train.batches_per_epoch": batches_per_epoch, "train.val_batches": val_batches,
+        "train.optimizer": optimizer, "train.lr": lr, "train.seed": seed, "train.device": device,
+        "data.frames_frac": frames_frac, "data.subjects_frac": subjects_frac,
+        "data.drop_unbalanceable": drop_unbalanceable, "model.weights": weights, "model.pretrained": pretrained,
+        "train.compile": compile_,
+    }
+    if resume:
+        given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device")]
+        if given or preset or sets:
+            raise UsageError("a resumed run keeps its own settings", "pass only --resume RUN, and --epochs N to extend it")
+    cfg = cfgmod.resolve(preset, sets, options)
+    if cfg.train.aug:
+        cfg.train.aug = cfg.train.aug.upper()
+
+    bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    state: dict = {}
+
+    def on_progress(event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            state["task"] = bar.add_task("train", total=event["total"], speed="")
+            state["run"] = event["run"]
+            stderr.print(f"training into {event['run']} ({event['epochs']} epochs, batches of {event['batch_size']})")
+        elif kind == "step":
+            bar.update(state["task"], advance=1, description=f"epoch {event['epoch']}")
+        elif kind == "epoch":
+            bar.update(state["task"], speed=f"{event['images_per_s']:.0f} img/s")
+            line = (f"epoch {event['epoch']}: loss {event['train_loss']:.4f}  val mean acc {event['val_mean']:.4f}  "
+                    f"(best epoch {event['best_epoch']})  {event['images_per_s']:.0f} img/s")
+            if bar.disable:
+                stderr.print(line)
+            else:
+                bar.console.print(line)
+
+    with bar:
+        try:
+            summary = train(cfg, resume or out, resume=bool(resume), epochs=epochs if resume else None,
+                            overwrite=overwrite, log=lambda m: stderr.print(m, markup=False), progress=on_progress)
+        except KeyboardInterrupt:
+            run = state.get("run", resume or out)
+            stderr.print(f"[yellow]interrupted: checkpoint saved; continue with aubench train --resume {run}[/]")
+            raise typer.Exit(130) from None
+    if json_out:
+        print_json(summary)
+        return
+    stdout.print(f"best mean validation accuracy {summary['best_val_mean_accuracy']:.4f} at epoch "
+                 f"{summary['best_epoch']}; run written to {summary['run']}")
