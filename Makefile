@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/profile.py
+	$(BIN)/python benchmarks/profile_networks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

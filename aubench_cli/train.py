@@ -550,6 +550,8 @@ def train(
         "best_epoch": best["epoch"], "best_val_mean_accuracy": best["mean"], "best_val_per_au": best.get("per_au", {}),
         "last": rows[-1] if rows else None, "world_size": ddp.world, "device": str(device),
         "train_frames": int(len(data.train_index)), "dropped_aus": data.record["dropped_aus"],
+        # sum of every weight: equal on every DDP rank, and a quick check that two runs ended identical
+        "weights_checksum": float(sum(p.detach().double().sum() for p in model.parameters())),
     }
     if ddp.main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))

@@ -1,7 +1,7 @@
 """Benchmark `aubench profile --all`: wall time of the whole command, and per-network speed.
 
 Runs the real command (a subprocess, as a user would), so import and model-build time are included, then
-prints the per-network images/s it measured. Usage: python benchmarks/profile.py [--batch 16] [--paper]
+prints the per-network images/s it measured. Usage: python benchmarks/profile_networks.py [--batch 16] [--paper]
 """
 
 from __future__ import annotations
