@@ -392,6 +392,7 @@ def train(
     else:
         _prepare_run_dir(run_dir, overwrite, ddp)
     _validate(cfg)
+    cfg.data.cache = str(Path(cfg.data.cache).resolve())  # the run finds its cache from any directory
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world)))))
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-import torch
 import typer
 from rich.table import Table
 
 from aubench_cli.commands._render import human, print_json, stderr, stdout
 from aubench_cli.errors import UsageError
-from aubench_cli.models import create_model, get_model_info, list_models
-from aubench_cli.profiling import count_params
 
 NAME = "models"
 
@@ -38,6 +35,11 @@ def command(
 
 
 def model_rows(outputs: int = 12) -> list[dict]:
+    import torch
+
+    from aubench_cli.models import create_model, get_model_info, list_models
+    from aubench_cli.profiling import count_params
+
     rows = []
     with torch.device("meta"):  # shapes only: counts without allocating or initialising weights
         for name in list_models():
@@ -66,6 +68,7 @@ def _list(outputs: int, json_out: bool) -> None:
 
 
 def _check(arch: str, weights: str | None, pretrained: bool, outputs: int, json_out: bool) -> None:
+    from aubench_cli.models import create_model, get_model_info
     from aubench_cli.weights import load_pretrained, load_weights_file
 
     get_model_info(arch)

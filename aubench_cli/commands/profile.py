@@ -15,7 +15,6 @@ from rich.table import Table
 from aubench_cli import config as cfgmod
 from aubench_cli.commands._render import kilo, mega, print_json, progress, signed_pct, stderr, stdout
 from aubench_cli.errors import UsageError
-from aubench_cli.profiling import profile_models
 
 NAME = "profile"
 
@@ -37,6 +36,8 @@ def command(
         raise UsageError("give network names or --all, not both", "e.g. aubench profile vgg16 resnet50, or aubench profile --all")
     if not archs and not all_:
         raise UsageError("which networks?", "name them (aubench profile baseline vgg16) or pass --all")
+    from aubench_cli.profiling import profile_models
+
     cfg = cfgmod.resolve(preset, sets, {
         "profile.input_size": input_size, "profile.outputs": outputs, "profile.batch": batch, "profile.device": device,
     }).profile

@@ -1,0 +1,293 @@
+"""Face finding and alignment: BlazeFace finds a face, FaceMesh places its landmarks, one warp makes the crop.
+
+The paper aligns faces with 4 landmarks (outer eye corners, nose tip, chin), levels the eyes, converts to
+grayscale and scales to 96x96. ``FaceAligner`` does that for a stream of frames (one video): BlazeFace (mediapipe
+``face_detection``) looks at the whole frame only when there is no face to follow; otherwise a region of interest
+(ROI) is cut around the previous frame's landmarks, turned upright, and FaceMesh (mediapipe ``face_mesh`` in
+tracking mode) runs on that small image, which costs the same whatever the frame size. ``alignment_transform``
+maps the 4 landmarks onto fixed positions of the 96x96 crop (``TEMPLATE``, drawn in docs/preprocessing.md) with a
+rotation taken from the eye corners alone, so eyes are always level; ``warp_crop`` then does one
+``cv2.warpAffine`` from the original frame to the crop. Everything here works on one frame at a time and keeps
+only the previous frame's landmarks as state; processes each make their own ``FaceAligner``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CROP_SIZE = 96
+
+# FaceMesh indices of the paper's 4 landmarks, in the order the cache stores them: the outer eye corner on the
+# image's left (the subject's right eye), the one on the image's right, the nose tip and the chin. Checked on
+# skimage's astronaut photo (docs/preprocessing.md): 33 and 263 sit on the outer canthi, 1 on the tip of the nose
+# (4 is a few pixels up the bridge), 152 on the bottom of the chin.
+LANDMARK_IDS = (33, 263, 1, 152)
+LANDMARK_NAMES = ("eye_outer_left", "eye_outer_right", "nose_tip", "chin")
+
+# Where the 4 landmarks land in the 96x96 crop (x, y in pixels, pixel centres at integers). The unit is the
+# eyes-to-chin height, mapped to 50 px: eyes on row 34 and chin on row 84 leave 11 px below the chin and 34 px
+# above the eyes, which holds the brows (about 0.2 units above the eyes, row ~24) and the lower forehead. The eye
+# corners are 0.85 units apart and the nose tip 0.39 units below the eyes: the proportions of a frontal face,
+# measured on the astronaut photo.
+TEMPLATE = np.array([[26.25, 34.0], [68.75, 34.0], [47.5, 53.5], [47.5, 84.0]], dtype=np.float64)
+
+# Extra mesh points (forehead top, both cheeks) that with LANDMARK_IDS outline the face: enough to place the next
+# frame's ROI without converting all 468 landmarks from protobuf, which costs more than the warp.
+_OUTLINE_IDS = (10, 234, 454)
+_ROI_SIZE = 256  # FaceMesh's own crop of a face that fills half of this is close to its 192 px input
+_ROI_MARGIN = 2.0  # ROI side / face extent: room for the face to move between frames
+
+
+@dataclass
+class FaceResult:
+    """One aligned face: the crop, its 4 landmarks (frame pixels), the frame-to-crop transform, how it was found."""
+
+    crop: np.ndarray  # (96, 96) uint8 grayscale
+    landmarks: np.ndarray  # (4, 2) float32, frame pixel coordinates, order of LANDMARK_NAMES
+    transform: np.ndarray  # (2, 3) float32, frame pixel -> crop pixel
+    detected: bool  # True: BlazeFace looked at the whole frame; False: followed from the previous frame
+
+
+def alignment_transform(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """The 2x3 similarity mapping frame pixels to crop pixels: eyes level, scale and shift fitted to ``TEMPLATE``.
+
+    The rotation comes from the outer eye corners only (so they end on one row whatever the nose and chin do);
+    scale and translation are the least-squares fit of all 4 landmarks to the template under that rotation.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(4, 2)
+    template = TEMPLATE * (size / CROP_SIZE)
+    dx, dy = pts[1] - pts[0]
+    angle = math.atan2(dy, dx)
+    cos, sin = math.cos(-angle), math.sin(-angle)
+    rot = np.array([[cos, -sin], [sin, cos]])
+    src = pts - pts.mean(axis=0)
+    dst = template - template.mean(axis=0)
+    rotated = src @ rot.T
+    denom = float((src**2).sum())
+    scale = float((rotated * dst).sum()) / denom if denom > 1e-9 else 1.0
+    if scale <= 0:  # landmarks in an impossible order (chin above the eyes): fall back to eye distance alone
+        scale = (template[1, 0] - template[0, 0]) / max(math.hypot(dx, dy), 1e-6)
+    linear = scale * rot
+    shift = template.mean(axis=0) - linear @ pts.mean(axis=0)
+    return np.hstack([linear, shift[:, None]]).astype(np.float32)
+
+
+def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map (..., 2) points through a 2x3 affine transform."""
+    t = np.asarray(transform, dtype=np.float64)
+    p = np.asarray(points, dtype=np.float64)
+    return p @ t[:, :2].T + t[:, 2]
+
+
+def warp_crop(frame: np.ndarray, transform: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """One warp from the original frame straight to the grayscale crop (colour is dropped after the warp, on 96x96
+    pixels instead of the whole frame)."""
+    crop = cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if crop.ndim == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return crop
+
+
+def _roi_transform(center: np.ndarray, angle: float, side: float) -> np.ndarray:
+    """Frame -> ROI transform: a square of ``side`` frame pixels centred on ``center``, turned by ``-angle``."""
+    scale = _ROI_SIZE / max(side, 1.0)
+    cos, sin = math.cos(-angle) * scale, math.sin(-angle) * scale
+    linear = np.array([[cos, -sin], [sin, cos]])
+    shift = np.array([_ROI_SIZE / 2, _ROI_SIZE / 2]) - linear @ center
+    return np.hstack([linear, shift[:, None]])
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence C++ logging (mediapipe prints a dozen harmless absl warnings each time a graph starts, some of
+    them later, from its own threads) by pointing file descriptor 2 at /dev/null for the duration; Python
+    exceptions are unaffected. ``AUBENCH_DEBUG=1`` keeps the messages."""
+    if os.environ.get("AUBENCH_DEBUG", "") not in ("", "0"):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _invert(transform: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(transform, dtype=np.float64))
+
+
+class FaceAligner:
+    """Finds, follows and aligns one face through the frames of one video (call ``reset`` between videos).
+
+    mediapipe graphs are built on first use so that a process that never sees a frame pays nothing; each worker
+    process owns its aligner (mediapipe objects cannot be shared across processes).
+    """
+
+    def __init__(self, size: int = CROP_SIZE, min_confidence: float = 0.5):
+        self.size = size
+        self.min_confidence = min_confidence
+        self._mesh = None
+        self._detectors: dict[int, object] = {}
+        self._track: tuple[np.ndarray, float, float] | None = None  # ROI centre, angle, side for the next frame
+        self._fresh = True  # a graph was (re)started: its first frame prints warnings worth hiding
+        self.detections = 0  # full-frame BlazeFace runs, for profiling
+        # Which face to take when a frame holds several: None, the most confident; "left" / "right", the one
+        # nearest that side of the image (Aff-Wild2 labels the two people of a video as video_left / _right).
+        self.side: str | None = None
+
+    # -- mediapipe objects -------------------------------------------------------------------------------------
+    def _face_mesh(self):
+        if self._mesh is None:
+            import mediapipe as mp
+
+            # Tracking mode: the graph reuses the last landmarks inside our ROI and only re-detects when it loses
+            # them, which is what makes following cheaper than detecting.
+            self._fresh = True
+            with quiet_native_stderr():
+                self._mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=False,
+                    max_num_faces=1,
+                    refine_landmarks=False,
+                    min_detection_confidence=self.min_confidence,
+                    min_tracking_confidence=self.min_confidence,
+                )
+        return self._mesh
+
+    def _detector(self, model: int):
+        if model not in self._detectors:
+            import mediapipe as mp
+
+            self._fresh = True
+            with quiet_native_stderr():
+                self._detectors[model] = mp.solutions.face_detection.FaceDetection(
+                    model_selection=model, min_detection_confidence=self.min_confidence
+                )
+        return self._detectors[model]
+
+    def reset(self, side: str | None = None) -> None:
+        """Forget the followed face (a new video starts); ``side`` picks the face to follow (see ``side``)."""
+        self._track = None
+        self.side = side
+        if self._mesh is not None:
+            # the graph keeps the last video's face otherwise (13 ms to restart; once per video)
+            with quiet_native_stderr():
+                self._mesh.reset()
+            self._fresh = True
+
+    def close(self) -> None:
+        for graph in [self._mesh, *self._detectors.values()]:
+            if graph is not None:
+                graph.close()
+        self._mesh = None
+        self._detectors = {}
+
+    # -- the per-frame path ------------------------------------------------------------------------------------
+    def _detect(self, frame: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+        """BlazeFace on the whole frame: the short-range model first (faces filling the frame, the usual AU
+        video), then the full-range one (small faces in a wide shot). Returns an ROI (centre, angle, side)."""
+        self.detections += 1
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        h, w = rgb.shape[:2]
+        for model in (0, 1):
+            detector = self._detector(model)
+            result = detector.process(rgb)
+            if not result.detections:
+                continue
+            if self.side is None or len(result.detections) == 1:
+                best = max(result.detections, key=lambda d: d.score[0])
+            else:
+                def centre_x(d) -> float:
+                    box = d.location_data.relative_bounding_box
+                    return box.xmin + box.width / 2
+
+                pick = min if self.side == "left" else max
+                best = pick(result.detections, key=centre_x)
+            box = best.location_data.relative_bounding_box
+            keys = best.location_data.relative_keypoints
+            right_eye = np.array([keys[0].x * w, keys[0].y * h])
+            left_eye = np.array([keys[1].x * w, keys[1].y * h])
+            # keypoint 0 is the subject's right eye, on the image's left
+            dx, dy = left_eye - right_eye
+            angle = math.atan2(dy, dx)
+            center = np.array([(box.xmin + box.width / 2) * w, (box.ymin + box.height / 2) * h])
+            # BlazeFace's box spans brows to mouth; the whole face is about 1.3 times that
+            side = 1.3 * _ROI_MARGIN * max(box.width * w, box.height * h)
+            return center, angle, side
+        return None
+
+    def _landmarks_in_roi(self, frame: np.ndarray, roi: tuple[np.ndarray, float, float]):
+        """FaceMesh on the upright ROI; returns (4 landmarks, outline points) in frame pixels, or None."""
+        center, angle, side = roi
+        to_roi = _roi_transform(center, angle, side)
+        patch = cv2.warpAffine(frame, to_roi, (_ROI_SIZE, _ROI_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        patch = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB) if patch.ndim == 3 else cv2.cvtColor(patch, cv2.COLOR_GRAY2RGB)
+        result = self._face_mesh().process(patch)
+        if not result.multi_face_landmarks:
+            return None
+        marks = result.multi_face_landmarks[0].landmark
+        ids = LANDMARK_IDS + _OUTLINE_IDS
+        pts = np.array([(marks[i].x * _ROI_SIZE, marks[i].y * _ROI_SIZE) for i in ids])
+        pts = apply_transform(_invert(to_roi), pts)
+        return pts[: len(LANDMARK_IDS)], pts
+
+    @staticmethod
+    def _next_roi(landmarks: np.ndarray, outline: np.ndarray) -> tuple[np.ndarray, float, float]:
+        dx, dy = landmarks[1] - landmarks[0]
+        angle = math.atan2(dy, dx)
+        cos, sin = math.cos(-angle), math.sin(-angle)
+        upright = outline @ np.array([[cos, -sin], [sin, cos]]).T
+        lo, hi = upright.min(axis=0), upright.max(axis=0)
+        mid_upright = (lo + hi) / 2
+        center = mid_upright @ np.array([[cos, sin], [-sin, cos]]).T  # back to frame coordinates
+        return center, angle, _ROI_MARGIN * float(max(hi - lo))
+
+    def process(self, frame: np.ndarray) -> FaceResult | None:
+        """Align the face in one frame (BGR or grayscale uint8); None when no face is found."""
+        if self._fresh:
+            with quiet_native_stderr():
+                result = self._process(frame)
+            self._fresh = False
+            return result
+        return self._process(frame)
+
+    def _process(self, frame: np.ndarray) -> FaceResult | None:
+        found = None
+        detected = False
+        if self._track is not None:
+            found = self._landmarks_in_roi(frame, self._track)
+        if found is None:
+            roi = self._detect(frame)
+            if roi is not None:
+                # no FaceMesh reset here: it has just lost the face itself, so it re-detects inside the new ROI
+                found = self._landmarks_in_roi(frame, roi)
+                detected = True
+        if found is None:
+            self._track = None
+            return None
+        landmarks, outline = found
+        self._track = self._next_roi(landmarks, outline)
+        transform = alignment_transform(landmarks, self.size)
+        crop = warp_crop(frame, transform, self.size)
+        return FaceResult(crop, landmarks.astype(np.float32), transform, detected)
+
+    def __enter__(self) -> FaceAligner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,161 @@
+"""Align the faces of a dataset folder into a cache: 96x96 grayscale crops with labels, splits and landmarks.
+
+Reads the generic, DISFA, BP4D or Aff-Wild2 layout (``--format auto`` tells them apart), finds and follows the
+face with mediapipe, levels the eyes, and writes one shard per video (resumable: a rerun skips finished videos).
+Prints a summary (videos, frames, faces found, failures, per-AU positive rates per split), or JSON with
+``--json``; exits 1 when some video could not be read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from aubench_cli.errors import UsageError, suggest
+from aubench_cli.labels import LAYOUTS
+from aubench_cli.preprocess import PreprocessOptions, parse_splits, run_preprocess
+
+NAME = "preprocess"
+
+
+def _stderr_console() -> Console:
+    """A console on a duplicate of stderr: the run points descriptor 2 itself at /dev/null while mediapipe's
+    C++ threads chatter, and the progress bar must still reach the terminal."""
+    try:
+        if sys.stderr.fileno() == 2:
+            return Console(file=os.fdopen(os.dup(2), "w", buffering=1), highlight=False)
+    except (AttributeError, OSError, ValueError):  # stderr captured in memory (tests): use it as it is
+        pass
+    return Console(file=sys.stderr, highlight=False)
+
+
+class _FramesPerSecond(ProgressColumn):
+    """Frames per second since the bar started (rich's own speed column averages over a short window only)."""
+
+    def render(self, task) -> Text:
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:6.1f} frames/s", style="cyan")
+
+
+def command(
+    input: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="Dataset folder (generic manifest.csv, DISFA, BP4D or Aff-Wild2 layout).")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Cache folder to write (created; resumed if it exists).")] = Path("aubench-cache"),
+    format: Annotated[str, typer.Option(
+        "--format", help="Layout of INPUT: auto, generic, disfa, bp4d or affwild2.")] = "auto",
+    workers: Annotated[int, typer.Option(
+        "--workers", "-j", help="Processes working on videos in parallel (0: one per CPU core).")] = 0,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", help="Intensity labels count as present at >= this (DISFA 0-5 scale).")] = 2.0,
+    split_seed: Annotated[int, typer.Option(
+        "--split-seed", help="Seed of the subject split (when the manifest gives none).")] = 0,
+    splits: Annotated[str, typer.Option(
+        "--splits", help="Train,val,test shares of subjects (the paper's by default).")] = "0.74,0.11,0.15",
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Rebuild an existing cache made with other settings.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Align the faces of a dataset folder into a cache."""
+    if format not in ("auto", *LAYOUTS):
+        raise UsageError(f"unknown --format {format!r}", suggest(format, ("auto", *LAYOUTS)))
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {workers}", "0 uses every CPU core")
+    options = PreprocessOptions(
+        layout=format, threshold=threshold, workers=workers, split_seed=split_seed, splits=parse_splits(splits),
+        overwrite=overwrite,
+    )
+    stderr = _stderr_console()
+    bar = Progress(
+        TextColumn("[bold]preprocess"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _FramesPerSecond(),
+        TextColumn("{task.fields[videos]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=False,
+        disable=as_json and not stderr.is_terminal,
+    )
+    state = {"task": None, "videos_done": 0, "videos": 0}
+
+    def on_progress(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            state["videos"] = event["videos"]
+            state["task"] = bar.add_task("frames", total=max(event["frames"], 1), videos=f"0/{event['videos']} videos")
+            if event.get("already_done"):
+                stderr.print(f"resuming: {event['already_done']} videos already in the cache")
+        elif state["task"] is None:
+            return
+        elif kind == "frames":
+            bar.advance(state["task"], event["n"])
+        elif kind == "video":
+            state["videos_done"] += 1
+            bar.update(state["task"], videos=f"{state['videos_done']}/{state['videos']} videos")
+            if event["status"] != "ok":
+                bar.console.print(_line("failed", "red", f"{event['video']}: {event['error']}"))
+
+    started = time.perf_counter()
+    with bar:
+        summary = run_preprocess(input, out, options, progress=on_progress)
+    summary.setdefault("seconds", round(time.perf_counter() - started, 2))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        render_summary(summary, stderr)
+    stderr.file.flush()
+    if summary["failures"]:
+        raise typer.Exit(1)
+
+
+def _line(tag: str, style: str, text: str) -> Text:
+    """A tagged report line; the text (paths, video names, reasons) is never read as Rich markup."""
+    return Text.assemble((tag, style), " ", text)
+
+
+def render_summary(summary: dict, console: Console) -> None:
+    """The end-of-run report: counts, failures, skips and mismatches, then per-AU positive rates per split."""
+    v = summary["videos"]
+    fps = summary.get("frames_per_second")
+    workers = summary["workers"]
+    speed = f"; {fps:.0f} frames/s with {workers} worker{'s' if workers != 1 else ''}" if fps else ""
+    console.print(Text.assemble(
+        (summary["cache"], "bold"),
+        f": {v['in_cache']} videos in the cache ({v['processed_now']} now, {v['already_done']} already done), "
+        f"{v['failed']} failed, {v['skipped']} skipped; {summary['frames_read']} frames read, "
+        f"{summary['frames_labelled']} labelled, {summary['faces_found']} faces found "
+        f"({summary['faces_found_pct']:.1f}%){speed}",
+    ))
+    for f in summary["failures"]:
+        console.print(_line("failed", "red", f"{f['video']}: {f['reason']}"))
+    for s in summary["skipped"]:
+        console.print(_line("skipped", "yellow", f"{s['video']}: {s['reason']}"))
+    for m in summary["mismatches"][:20]:
+        for issue in m["issues"]:
+            console.print(_line("labels", "yellow", f"{m['video']}: {issue}"))
+    if len(summary["mismatches"]) > 20:
+        console.print(f"... and {len(summary['mismatches']) - 20} more videos with label mismatches (see --json)")
+    if summary["videos_without_face"]:
+        console.print(_line("no face found", "yellow", "in " + ", ".join(summary["videos_without_face"][:10])))
+    # one row per AU, one column per split: fits a terminal whatever the number of AUs
+    splits = summary["splits"]
+    table = Table(title="positive rate per AU (share of known labels)", title_justify="left")
+    table.add_column("AU")
+    for split, info in splits.items():
+        table.add_column(f"{split} ({info['subjects']} subj, {info['frames']} fr)", justify="right")
+    for au in summary["au_names"]:
+        rates = [info["positive_rate"][au] for info in splits.values()]
+        table.add_row(au, *("-" if r is None else f"{r:.3f}" for r in rates))
+    console.print(table)

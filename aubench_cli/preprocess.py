@@ -1,0 +1,605 @@
+"""``aubench preprocess`` as a library: dataset folder in, aligned-face cache out, one video per task.
+
+``run_preprocess`` lists the dataset (labels.py), reads every video's labels in the main process (small files;
+the dataset's AU list and any label problem are known before work starts), assigns subject-exclusive splits,
+opens the cache for writing (cache.py; finished videos are skipped, half-written ones redone), then hands the
+remaining videos to ``workers`` processes (from a forkserver, each with its own mediapipe graphs and one OpenCV
+thread). A worker decodes its video, aligns the face of every labelled frame (align.py) and writes the video's shard
+atomically; a video that cannot be read is reported and skipped and the others go on. Frames and labels are
+matched by frame key only: frames without labels, labels without frames and frames without a face are counted
+and reported, never shifted. Progress goes to an optional callback; the result is a JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aubench_cli import __version__
+from aubench_cli.cache import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    CacheLock,
+    ShardWriter,
+    now,
+    open_cache,
+    prepare_cache,
+    write_header,
+    write_index,
+)
+from aubench_cli.errors import UsageError
+from aubench_cli.labels import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    DatasetListing,
+    LabelTable,
+    VideoSource,
+    _ranges,
+    dataset_au_names,
+    frame_number,
+    list_dataset,
+    read_all_labels,
+)
+
+PAPER_SPLITS = (0.74, 0.11, 0.15)  # the paper's train / val / test shares (40.9K / 5.9K / 8.2K videos)
+ProgressFn = Callable[[dict], None]
+
+
+@dataclass
+class PreprocessOptions:
+    layout: str = "auto"
+    threshold: float = 2.0  # DISFA-style intensities count as present at >= 2 (the field's convention, B level)
+    workers: int = 0  # 0: one per CPU core
+    split_seed: int = 0
+    splits: tuple[float, float, float] = PAPER_SPLITS
+    overwrite: bool = False
+    min_confidence: float = 0.5  # mediapipe's default for both detection and tracking
+
+
+class VideoError(Exception):
+    """A video (or frame folder) that cannot be decoded."""
+
+
+# -- splits ------------------------------------------------------------------------------------------------------
+
+
+def split_counts(n: int, proportions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Subjects per split: the proportions rounded (largest remainders), then every split whose share is above 0
+    given at least one subject while there are subjects to spare, in the order train, test, val (with 2 subjects:
+    one to train, one to test; with 3 or more every wanted split is non-empty)."""
+    p = np.asarray(proportions, dtype=np.float64)
+    p = p / p.sum()
+    counts = np.floor(p * n).astype(int)
+    for i in np.argsort(-(p * n - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    for i in (0, 2, 1):
+        if p[i] > 0 and counts[i] == 0:
+            donors = [j for j in range(3) if counts[j] > 1 or (counts[j] == 1 and p[j] == 0)]
+            if donors:
+                donor = max(donors, key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
+
+
+def split_subjects(subjects: list[str], proportions=PAPER_SPLITS, seed: int = 0) -> dict[str, str]:
+    """Assign each subject to train / val / test at random (seeded), in the given proportions of subjects."""
+    unique = sorted(set(subjects))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_train, n_val, _ = split_counts(len(unique), proportions)
+    out = {}
+    for rank, i in enumerate(order):
+        out[unique[i]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return dict(sorted(out.items()))
+
+
+def assign_splits(listing: DatasetListing, proportions, seed: int) -> tuple[dict[str, str], str]:
+    """Subject -> split, from the manifest when it gives splits (checked subject-exclusive), else by seed."""
+    given = {v.split for v in listing.videos}
+    if listing.videos and None not in given:
+        subjects: dict[str, str] = {}
+        for v in listing.videos:
+            other = subjects.setdefault(v.subject, v.split)
+            if other != v.split:
+                raise UsageError(
+                    f"manifest puts subject {v.subject!r} in both {other} and {v.split}",
+                    "splits must be subject-exclusive: give all of a subject's videos one split",
+                )
+        return dict(sorted(subjects.items())), "manifest"
+    return split_subjects([v.subject for v in listing.videos], proportions, seed), "seed"
+
+
+def parse_splits(text: str) -> tuple[float, float, float]:
+    """``"0.74,0.11,0.15"`` -> proportions (train, val, test), checked."""
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0 or parts[0] <= 0:
+        raise UsageError(
+            f"--splits must be three non-negative shares train,val,test with train > 0, got {text!r}",
+            "e.g. --splits 0.74,0.11,0.15",
+        )
+    total = sum(parts)
+    return tuple(round(p / total, 6) for p in parts)  # type: ignore[return-value]
+
+
+# -- frames ------------------------------------------------------------------------------------------------------
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+    numbers = [frame_number(p) for p in files]
+    if files and all(n is not None for n in numbers):
+        return [p for _, p in sorted(zip(numbers, files), key=lambda t: (t[0], t[1].name))]
+    return sorted(files)
+
+
+def iter_frames(path: Path, wanted: Callable[[int, int], bool], stats: dict) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """(index, number, frame or None) for each frame of a video file or frame folder, in order.
+
+    ``number`` is the frame number in an image's file name (the index for video files). Frames ``wanted``
+    rejects are not decoded to pixels (``None``). ``stats`` receives ``container_frames`` and ``unreadable``.
+    """
+    import cv2
+
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise VideoError(f"{path} holds no frame images")
+        stats["unreadable"] = 0
+        for index, file in enumerate(files):
+            number = frame_number(file)
+            number = index if number is None else number
+            if not wanted(index, number):
+                yield index, number, None
+                continue
+            frame = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            if frame is None:
+                stats["unreadable"] += 1
+                continue
+            yield index, number, frame
+        return
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(f"cannot open {path} (corrupt file or a format OpenCV cannot read)")
+    try:
+        stats["container_frames"] = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        index = 0
+        while cap.grab():
+            if wanted(index, index):
+                ok, frame = cap.retrieve()
+                if not ok:
+                    stats["unreadable"] = stats.get("unreadable", 0) + 1
+                    index += 1
+                    continue
+                yield index, index, frame
+            else:
+                yield index, index, None
+            index += 1
+    finally:
+        cap.release()
+
+
+# -- one video (runs in a worker) -------------------------------------------------------------------------------
+
+_aligner = None
+_progress_queue = None
+
+
+def _init_worker(progress_queue, threads: int = 1) -> None:
+    """Pool worker set-up: one thread for OpenCV and the math libraries (processes give the parallelism, and
+    oversubscribed threads slow all of them), progress reported through the queue."""
+    global _progress_queue
+    _silence_native_stderr()  # a pool worker: nothing of ours goes to stderr, mediapipe's chatter does
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging: warnings and up only
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import cv2
+
+    cv2.setNumThreads(threads)
+    _progress_queue = progress_queue
+
+
+def _silence_native_stderr() -> None:
+    if os.environ.get("AUBENCH_DEBUG", "") in ("", "0"):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
+def _get_aligner(min_confidence: float):
+    global _aligner
+    if _aligner is None or _aligner.min_confidence != min_confidence:
+        from aubench_cli.align import FaceAligner
+
+        _aligner = FaceAligner(min_confidence=min_confidence)
+    return _aligner
+
+
+def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
+    """Align every labelled frame of one video and write its shard; returns the video's report (never raises
+    for a bad video: the report says ``failed`` and why)."""
+    fields = task["video"]
+    video = VideoSource(**{**fields, "path": Path(fields["path"]), "label_path": Path(fields["label_path"])})
+    table = LabelTable(**task["labels"])
+    report: dict[str, Any] = {
+        "video": video.id, "subject": video.subject, "path": str(video.path), "status": "ok", "error": None,
+        "frames_read": 0, "frames_labelled": 0, "faces": 0, "no_face": 0, "detected": 0, "unlabelled_frames": 0,
+        "label_rows": int(len(table.frames)), "labels_without_frame": 0, "mismatches": list(table.issues),
+    }
+    emit = progress if progress is not None else _queue_progress
+    start, cpu_start = time.perf_counter(), time.process_time()
+    writer = None
+    try:
+        aligner = _get_aligner(task["min_confidence"])
+        aligner.reset(side=task.get("face_side"))
+        frame_key = _frame_key(task.get("layout", "generic"), video.path, table)
+        key_is_number = table.key == "number"
+        row_of = {int(k): i for i, k in enumerate(table.frames)}
+        writer = ShardWriter(Path(task["cache"]), video.id, len(table.au_names))
+        stats: dict[str, Any] = {}
+        seen_keys: list[int] = []
+        unlabelled: list[int] = []
+        pending = 0
+
+        def wanted(index: int, number: int) -> bool:
+            return frame_key(index, number) in row_of
+
+        for index, number, frame in iter_frames(video.path, wanted, stats):
+            report["frames_read"] += 1
+            key = frame_key(index, number)
+            if frame is None:
+                unlabelled.append(key)
+                continue
+            seen_keys.append(key)
+            report["frames_labelled"] += 1
+            face = aligner.process(frame)
+            if face is None:
+                report["no_face"] += 1
+            else:
+                writer.add(face.crop, table.values[row_of[key]], index, face.landmarks, face.transform, face.detected)
+                report["faces"] += 1
+                report["detected"] += int(face.detected)
+            pending += 1
+            if pending >= 32:
+                emit({"event": "frames", "n": pending})
+                pending = 0
+        if pending:
+            emit({"event": "frames", "n": pending})
+        if report["frames_read"] == 0:
+            raise VideoError(f"no frame could be decoded from {video.path} (corrupt file or unsupported codec)")
+        all_keys = np.asarray(seen_keys + unlabelled, dtype=np.int64)
+        _report_mismatches(report, table, all_keys, np.asarray(unlabelled, dtype=np.int64), stats, key_is_number)
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        # CPU time of this process (mediapipe's graph threads included), which a busy machine does not inflate
+        report["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
+        writer.commit({**report, "label_key": table.key, "au_names": table.au_names})
+        writer = None
+    except VideoError as exc:
+        report.update(status="failed", error=str(exc))
+    except Exception as exc:  # a decoder or mediapipe failure on one video must not stop the others
+        report.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if writer is not None:
+            writer.abort()
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    return report
+
+
+def _frame_key(layout: str, path: Path, table: LabelTable) -> Callable[[int, int], int]:
+    """How a decoded frame finds its label row: (index in the video, number in its file name) -> label key.
+
+    Video files: the index. Frame folders: BP4D labels carry the image numbers themselves; Aff-Wild2 and DISFA
+    number images from 1 (``00001.jpg`` is row 0), and a folder with gaps (frames where ABAW's own cropping
+    found no face) must not shift the rows after the gap, so the number is used, not the position. Generic
+    labels count frames by position, which is only safe when the numbered images have no gaps.
+    """
+    if table.key == "number":
+        return lambda index, number: number
+    if not path.is_dir():
+        return lambda index, number: index
+    numbers = [frame_number(p) for p in _image_files(path)]
+    if not numbers or any(n is None for n in numbers):
+        return lambda index, number: index
+    if layout in ("affwild2", "disfa"):
+        return lambda index, number: number - 1
+    gaps = [a for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+    if gaps:
+        raise VideoError(
+            f"the images in {path} skip frame numbers (after {gaps[0]}); generic labels index frames by position, "
+            "so every label after the gap would shift: number the images without gaps, or use a video file"
+        )
+    return lambda index, number: index
+
+
+def _report_mismatches(report: dict, table: LabelTable, frame_keys: np.ndarray, unlabelled: np.ndarray, stats: dict,
+                       by_number: bool) -> None:
+    """Write down every way frames and labels disagree (the frames that match are kept either way)."""
+    what = "frame numbers" if by_number else "frames"
+    label_keys = table.frames
+    orphans = np.setdiff1d(label_keys, frame_keys)
+    report["labels_without_frame"] = int(len(orphans))
+    report["unlabelled_frames"] = int(len(unlabelled))
+    if len(orphans):
+        report["mismatches"].append(
+            f"{len(orphans)} label rows have no frame ({what} {_ranges(orphans)}; the video has {report['frames_read']} frames)"
+        )
+    if len(unlabelled):
+        report["mismatches"].append(
+            f"{len(unlabelled)} frames have no label row ({what} {_ranges(np.sort(unlabelled))}): not used"
+        )
+    container = stats.get("container_frames")
+    if container and container != report["frames_read"]:
+        report["mismatches"].append(f"the container says {container} frames but {report['frames_read']} were decoded")
+    if stats.get("unreadable"):
+        report["mismatches"].append(f"{stats['unreadable']} frames could not be decoded: not used")
+
+
+def _queue_progress(event: dict) -> None:
+    if _progress_queue is not None:
+        _progress_queue.put(event)
+
+
+def _worker_task(task: dict) -> dict:
+    return process_video(task)
+
+
+# -- the whole run -----------------------------------------------------------------------------------------------
+
+
+def _settings(options: PreprocessOptions) -> dict:
+    from aubench_cli.align import CROP_SIZE, LANDMARK_IDS, LANDMARK_NAMES, TEMPLATE
+
+    try:
+        from importlib.metadata import version
+
+        mp_version = version("mediapipe")
+    except Exception:  # noqa: BLE001 - a missing distribution only loses a label in the header
+        mp_version = "unknown"
+    return {
+        "threshold": float(options.threshold),
+        "crop_size": CROP_SIZE,
+        "grayscale": True,
+        "landmark_ids": list(LANDMARK_IDS),
+        "landmark_names": list(LANDMARK_NAMES),
+        "template": TEMPLATE.tolist(),
+        "aligner": f"mediapipe {mp_version}: BlazeFace detection, FaceMesh tracking",
+        "min_confidence": float(options.min_confidence),
+    }
+
+
+def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOptions | None = None,
+                   progress: ProgressFn | None = None) -> dict:
+    """Preprocess a dataset folder into a cache; returns the summary (see docs/preprocessing.md)."""
+    options = options or PreprocessOptions()
+    if options.threshold <= 0:
+        raise UsageError(f"--threshold must be above 0, got {options.threshold}", "DISFA's convention is 2")
+    started = time.perf_counter()
+    input_dir, out = Path(input_dir), Path(out)
+    listing = list_dataset(input_dir, options.layout)
+    tables, unreadable = read_all_labels(listing.layout, listing.videos, options.threshold)
+    skipped = list(listing.skipped) + unreadable
+    videos = [v for v in listing.videos if v.id in tables]
+    if not videos:
+        reasons = "; ".join(f"{s['video']}: {s['reason']}" for s in skipped[:3])
+        raise UsageError(f"no video in {input_dir} has usable labels", reasons)
+    au_names = dataset_au_names(tables.values())
+    if not au_names:
+        raise UsageError(f"no AU in {input_dir} has a single known label", "check the label files")
+    tables = {k: t.reorder(au_names) for k, t in tables.items()}
+    usable = DatasetListing(listing.layout, listing.root, videos)
+    subjects, split_source = assign_splits(usable, options.splits, options.split_seed)
+
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "created": now(),
+        "updated": now(),
+        "status": "incomplete",
+        "source": {"path": str(input_dir.resolve()), "layout": listing.layout},
+        "au_names": au_names,
+        "settings": _settings(options),
+        "splits": {"source": split_source, "seed": options.split_seed, "proportions": list(options.splits)},
+        "subjects": subjects,
+    }
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the cache folder {out}: {exc.strerror}", "choose a writable --out") from None
+    with CacheLock(out):
+        done, removed = prepare_cache(out, header, options.overwrite)
+        todo = [v for v in videos if v.id not in done]
+        # longest first, so one long video does not run alone at the end
+        todo.sort(key=lambda v: -len(tables[v.id].frames))
+        tasks = [
+            {
+                "video": {**asdict(v), "path": str(v.path), "label_path": str(v.label_path)},
+                "labels": {**asdict(tables[v.id])},
+                "cache": str(out),
+                "layout": listing.layout,
+                "face_side": _face_side(listing.layout, v),
+                "min_confidence": options.min_confidence,
+            }
+            for v in todo
+        ]
+        workers = options.workers or os.cpu_count() or 1
+        workers = max(1, min(workers, len(tasks)))
+        if progress:
+            progress({"event": "start", "videos": len(tasks), "frames": int(sum(len(tables[v.id].frames) for v in todo)),
+                      "already_done": len(done), "workers": workers})
+        work_started = time.perf_counter()
+        reports = _run_tasks(tasks, workers, progress)
+        work_seconds = time.perf_counter() - work_started
+        failures = [{"video": r["video"], "reason": r["error"]} for r in reports if r["status"] != "ok"]
+        write_index(out)
+        cache = open_cache(out)
+        summary = _summary(cache, listing, reports, failures, skipped, removed, len(done), workers, work_seconds)
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        header = {**header, **{k: cache.header[k] for k in ("created",)}, "updated": now(),
+                  "status": "complete" if not failures else f"incomplete: {len(failures)} videos failed",
+                  "summary": {k: summary[k] for k in ("videos", "frames_read", "faces_found", "failures", "skipped")}}
+        write_header(out, header)
+    return summary
+
+
+def _face_side(layout: str, video: VideoSource) -> str | None:
+    """Aff-Wild2 labels the two people of one video in ``<video>_left.txt`` and ``<video>_right.txt``."""
+    if layout == "affwild2":
+        for side in ("left", "right"):
+            if video.label_path.stem.endswith(f"_{side}"):
+                return side
+    return None
+
+
+def _run_tasks(tasks: list[dict], workers: int, progress: ProgressFn | None) -> list[dict]:
+    def on_event(event: dict) -> None:
+        if progress:
+            progress(event)
+
+    reports: list[dict] = []
+    if workers == 1:
+        # in-process: no spawn cost, and one worker is what a small job or a debugger wants
+        import cv2
+
+        from aubench_cli.align import quiet_native_stderr
+
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # OpenCV's threads only add overhead on 96x96 and 256x256 warps
+        # mediapipe logs from its own threads at any time; callers that draw on stderr meanwhile (a progress
+        # bar) write to a duplicate of it (see commands/preprocess.py)
+        try:
+            with quiet_native_stderr():
+                for task in tasks:
+                    report = process_video(task, progress=on_event)
+                    reports.append(report)
+                    on_event({"event": "video", **_short(report)})
+        finally:
+            cv2.setNumThreads(threads)
+        return reports
+    ctx = _mp_context()
+    events = ctx.Queue()
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(events, 1))
+    try:
+        futures = {executor.submit(_worker_task, t): t for t in tasks}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            _drain(events, on_event)
+            for fut in finished:
+                task = futures[fut]
+                try:
+                    report = fut.result()
+                except BrokenProcessPool:
+                    report = _failed(task, "a worker process died while processing it (re-run to resume)")
+                except Exception as exc:  # noqa: BLE001 - reported per video
+                    report = _failed(task, f"{type(exc).__name__}: {exc}")
+                reports.append(report)
+                on_event({"event": "video", **_short(report)})
+        _drain(events, on_event)
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+    return reports
+
+
+def _mp_context():
+    """Worker processes start from a forkserver that has imported mediapipe and OpenCV once (a fork of it costs
+    milliseconds; a spawned worker pays about a second of imports each); plain spawn where there is no
+    forkserver (macOS, Windows) or when AUBENCH_MP_START=spawn. Never a bare fork of this process: it may hold
+    threads (a progress bar, mediapipe graphs) that a fork would copy in a broken state."""
+    method = os.environ.get("AUBENCH_MP_START", "forkserver")
+    if method not in mp.get_all_start_methods():
+        method = "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["aubench_cli.preprocess", "aubench_cli.align", "cv2", "mediapipe"])
+    return ctx
+
+
+def _drain(events, on_event: Callable[[dict], None]) -> None:
+    while True:
+        try:
+            on_event(events.get_nowait())
+        except queue_mod.Empty:
+            return
+
+
+def _failed(task: dict, reason: str) -> dict:
+    v = task["video"]
+    return {"video": v["id"], "subject": v["subject"], "path": v["path"], "status": "failed", "error": reason,
+            "frames_read": 0, "frames_labelled": 0, "faces": 0, "no_face": 0, "detected": 0, "mismatches": []}
+
+
+def _short(report: dict) -> dict:
+    return {k: report[k] for k in ("video", "status", "error", "frames_read", "faces")}
+
+
+def positive_rates(labels: np.ndarray, au_names: list[str]) -> dict[str, float | None]:
+    """Share of positives among the known labels of each AU (None when no label is known)."""
+    out = {}
+    for j, name in enumerate(au_names):
+        col = labels[:, j]
+        known = int((col >= 0).sum())
+        out[name] = round(float((col == 1).sum()) / known, 4) if known else None
+    return out
+
+
+def _summary(cache, listing: DatasetListing, reports: list[dict], failures: list[dict], skipped: list[dict],
+             removed: list[str], already_done: int, workers: int, work_seconds: float) -> dict:
+    metas = list(cache.video_meta.values())
+    frames_read = sum(int(m.get("frames_read", 0)) for m in metas)
+    labelled = sum(int(m.get("frames_labelled", 0)) for m in metas)
+    faces = sum(int(m.get("faces", 0)) for m in metas)
+    run_frames = sum(int(r.get("frames_read", 0)) for r in reports)
+    splits = {}
+    for split in SPLITS:
+        idx = cache.indices(split)
+        subjects = sorted({s for s, sp in zip(cache.subjects, cache.subject_split) if sp == split})
+        splits[split] = {
+            "subjects": len(subjects),
+            "videos": len({cache.videos[i] for i in np.unique(cache.video_index[idx])}),
+            "frames": int(len(idx)),
+            "positive_rate": positive_rates(cache.labels[idx], cache.au_names),
+        }
+    mismatches = [{"video": m["video"], "issues": m["mismatches"]} for m in metas if m.get("mismatches")]
+    no_face_videos = [m["video"] for m in metas if int(m.get("faces", 0)) == 0]
+    return {
+        "cache": str(cache.path),
+        "input": str(listing.root),
+        "layout": listing.layout,
+        "au_names": cache.au_names,
+        "videos": {
+            "listed": len(listing.videos) + sum(not s["reason"].startswith("labels without") for s in listing.skipped),
+            "in_cache": len(metas),
+            "processed_now": sum(r["status"] == "ok" for r in reports),
+            "already_done": already_done,
+            "failed": len(failures),
+            "skipped": len(skipped),
+        },
+        "frames_read": frames_read,
+        "frames_labelled": labelled,
+        "faces_found": faces,
+        "faces_found_pct": round(100.0 * faces / labelled, 2) if labelled else 0.0,
+        "failures": failures,
+        "skipped": skipped,
+        "mismatches": mismatches,
+        "videos_without_face": no_face_videos,
+        "partial_shards_removed": removed,
+        "splits": splits,
+        "workers": workers,
+        "frames_per_second": round(run_frames / work_seconds, 1) if work_seconds > 0 and run_frames else None,
+    }

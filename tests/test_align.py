@@ -1,0 +1,125 @@
+"""Alignment: the astronaut photo rotated, scaled and shifted gives the same crop, eyes level, landmarks on the
+template; the transform maths on its own; a frame without a face gives nothing; following is cheaper than
+detecting and says so."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from aubench_cli.align import (
+    CROP_SIZE,
+    TEMPLATE,
+    FaceAligner,
+    alignment_transform,
+    apply_transform,
+    warp_crop,
+)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="module")
+def aligner():
+    with FaceAligner() as a:
+        yield a
+
+
+def transformed(photo: np.ndarray, angle: float, scale: float = 1.0, size=(640, 480), shift=(0, 0)) -> np.ndarray:
+    """The photo turned by ``angle`` degrees and scaled about the face, placed on a canvas of ``size``."""
+    face = (224.0, 130.0)
+    m = cv2.getRotationMatrix2D(face, angle, scale)
+    m[:, 2] += np.array([size[0] / 2 - face[0] + shift[0], size[1] / 2 - face[1] + shift[1]])
+    return cv2.warpAffine(photo, m, size, borderMode=cv2.BORDER_REPLICATE)
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+def test_transform_recovers_a_known_similarity():
+    # landmarks = template pushed through a known similarity; aligning must map them back onto the template
+    angle, scale, shift = np.deg2rad(25.0), 3.2, np.array([310.0, 190.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    frame_pts = (TEMPLATE - 48) @ (scale * rot).T + shift
+    t = alignment_transform(frame_pts)
+    np.testing.assert_allclose(apply_transform(t, frame_pts), TEMPLATE, atol=1e-3)
+
+
+def test_eyes_level_even_when_nose_and_chin_disagree():
+    pts = TEMPLATE.copy() * 2 + 100
+    pts[2, 0] += 15  # nose and chin pushed sideways (a turned head)
+    pts[3, 0] += 25
+    crop_pts = apply_transform(alignment_transform(pts), pts)
+    assert abs(crop_pts[0, 1] - crop_pts[1, 1]) < 1e-4
+
+
+def test_warp_gives_grayscale_uint8_crop(photo):
+    t = alignment_transform(np.array([[194.6, 100.9], [256.7, 104.1], [224.1, 131.2], [221.3, 175.5]]))
+    crop = warp_crop(photo, t)
+    assert crop.shape == (CROP_SIZE, CROP_SIZE) and crop.dtype == np.uint8
+
+
+def test_landmark_indices_on_the_photo(aligner, photo):
+    aligner.reset()
+    face = aligner.process(photo)
+    assert face is not None and face.detected
+    eye_l, eye_r, nose, chin = face.landmarks
+    # the photo's outer eye corners, nose tip and chin, measured by hand to within a few pixels
+    np.testing.assert_allclose(eye_l, [195, 101], atol=6)
+    np.testing.assert_allclose(eye_r, [257, 104], atol=6)
+    np.testing.assert_allclose(nose, [224, 131], atol=6)
+    np.testing.assert_allclose(chin, [221, 175], atol=6)
+
+
+@pytest.mark.parametrize(
+    "angle,scale,shift", [(20, 1.0, (0, 0)), (-20, 1.0, (0, 0)), (10, 0.6, (120, -60)), (-15, 1.4, (-50, 30))]
+)
+def test_rotated_and_scaled_faces_give_the_same_crop(aligner, photo, angle, scale, shift):
+    aligner.reset()
+    upright = aligner.process(transformed(photo, 0))
+    aligner.reset()
+    turned = aligner.process(transformed(photo, angle, scale, shift=shift))
+    assert upright is not None and turned is not None
+    pts = apply_transform(turned.transform, turned.landmarks)
+    assert abs(pts[0, 1] - pts[1, 1]) < 0.5  # eyes level in the crop
+    np.testing.assert_allclose(pts, TEMPLATE, atol=2.5)  # every landmark where the template puts it
+    np.testing.assert_allclose(pts, apply_transform(upright.transform, upright.landmarks), atol=1.5)
+    assert corr(upright.crop, turned.crop) > 0.95
+
+
+def test_following_then_losing_the_face(aligner, photo):
+    aligner.reset()
+    frames = [transformed(photo, a) for a in (0, 3, 6)]
+    results = [aligner.process(f) for f in frames]
+    assert [r.detected for r in results] == [True, False, False]
+    assert aligner.process(np.full((480, 640, 3), 128, np.uint8)) is None
+    again = aligner.process(frames[0])
+    assert again is not None and again.detected  # lost, so found again by detection
+
+
+def test_grayscale_frames_work(aligner, photo):
+    aligner.reset()
+    gray = cv2.cvtColor(transformed(photo, 5), cv2.COLOR_BGR2GRAY)
+    face = aligner.process(gray)
+    assert face is not None and face.crop.shape == (96, 96)
+
+
+def test_side_picks_the_left_or_right_face(photo):
+    # two people in one frame (Aff-Wild2's video_left / video_right): the smaller face on the right
+    left = transformed(photo, 0, 1.0, size=(480, 480))
+    right = transformed(photo, 10, 0.8, size=(480, 480))
+    frame = np.hstack([left, right])
+    with FaceAligner() as aligner:
+        found = {}
+        for side in ("left", "right"):
+            aligner.reset(side=side)
+            face = aligner.process(frame)
+            assert face is not None
+            found[side] = face.landmarks[:, 0].mean()
+    assert found["left"] < 480 < found["right"]

@@ -1,0 +1,313 @@
+"""``aubench preprocess`` end to end on tiny hand-made datasets: labels matched to frames without shifting,
+mismatches and missing labels reported, a corrupt video skipped with a non-zero exit, resume after an
+interruption, subject-exclusive splits, and the CLI's usage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+from typer.testing import CliRunner
+
+from aubench_cli.cache import open_cache
+from aubench_cli.cli import app
+from aubench_cli.errors import UsageError
+from aubench_cli.labels import list_dataset
+from aubench_cli.preprocess import PreprocessOptions, assign_splits, run_preprocess, split_counts, split_subjects
+
+runner = CliRunner()
+N_FRAMES = 8
+
+
+def face_frames(n: int, seed: int, size=(640, 480)) -> list[np.ndarray]:
+    """The astronaut photo, gently turning and moving across ``n`` frames."""
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    rng = np.random.default_rng(seed)
+    base_angle, base_scale = rng.uniform(-10, 10), rng.uniform(0.8, 1.1)
+    frames = []
+    for i in range(n):
+        m = cv2.getRotationMatrix2D((224.0, 130.0), base_angle + 1.5 * i, base_scale)
+        m[:, 2] += np.array([size[0] / 2 - 224 + 2 * i, size[1] / 2 - 130])
+        frames.append(cv2.warpAffine(photo, m, size, borderMode=cv2.BORDER_REPLICATE))
+    return frames
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (w, h))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+
+
+def label_rows(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(100 + seed)
+    rows = rng.integers(0, 2, (n, 2))
+    rows[rng.random((n, 2)) < 0.15] = -1
+    return rows
+
+
+def write_labels(path: Path, frames: list[int], rows: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["frame,AU01,AU12"] + [f"{f},{'' if a < 0 else a},{b}" for f, (a, b) in zip(frames, rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_dataset(root: Path, subjects=("s1", "s2", "s3", "s4")) -> dict:
+    """A generic-layout dataset: one video per subject, with its labels; returns the expected labels."""
+    manifest = ["video,subject"]
+    expected = {}
+    for i, subject in enumerate(subjects):
+        name = f"{subject}_v1"
+        write_video(root / "videos" / f"{name}.avi", face_frames(N_FRAMES, i))
+        rows = label_rows(N_FRAMES, i)
+        write_labels(root / "labels" / f"{name}.csv", list(range(N_FRAMES)), rows)
+        manifest.append(f"videos/{name}.avi,{subject}")
+        expected[f"videos__{name}"] = rows
+    (root / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    return expected
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("data") / "generic"
+    return root, make_dataset(root)
+
+
+def test_end_to_end_labels_match_frames(dataset, tmp_path):
+    root, expected = dataset
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    cache = open_cache(tmp_path / "cache")
+    assert summary["failures"] == [] and summary["faces_found"] == len(cache) == 4 * N_FRAMES
+    assert summary["faces_found_pct"] == 100.0
+    assert cache.au_names == ["AU01", "AU12"]
+    for vid, rows in expected.items():
+        sel = cache.video == vid
+        np.testing.assert_array_equal(cache.frame[sel], np.arange(N_FRAMES))
+        np.testing.assert_array_equal(cache.labels[sel], rows)
+    # crops are aligned: the landmarks land on the template in crop coordinates
+    from aubench_cli.align import TEMPLATE, apply_transform
+
+    pts = np.stack([apply_transform(t, lm) for t, lm in zip(cache.transform, cache.landmarks)])
+    assert np.abs(pts - TEMPLATE).max() < 3.0
+    assert cache.detected.sum() == 4  # one detection per video, the rest followed
+    header = json.loads((tmp_path / "cache" / "cache.json").read_text())
+    assert header["status"] == "complete" and header["source"]["layout"] == "generic"
+    # positive rates per split match the labels
+    train = cache.indices("train")
+    rate = summary["splits"]["train"]["positive_rate"]["AU12"]
+    col = cache.labels[train, 1]
+    assert rate == pytest.approx((col == 1).sum() / (col >= 0).sum(), abs=1e-4)
+
+
+def test_mismatched_labels_are_reported_never_shifted(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    rows_long = label_rows(N_FRAMES + 3, 7)
+    write_labels(root / "labels" / "s1_v1.csv", list(range(N_FRAMES + 3)), rows_long)  # 3 labels past the end
+    rows_gap = label_rows(N_FRAMES, 8)
+    kept = [f for f in range(N_FRAMES) if f not in (2, 3)]
+    write_labels(root / "labels" / "s2_v1.csv", kept, rows_gap[kept])  # frames 2 and 3 unlabelled
+    (root / "labels" / "s3_v1.csv").unlink()  # no label file at all
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    cache = open_cache(tmp_path / "cache")
+    issues = {m["video"]: " | ".join(m["issues"]) for m in summary["mismatches"]}
+    assert "3 label rows have no frame (frames 8-10" in issues["videos__s1_v1"]
+    assert "2 frames have no label row (frames 2-3)" in issues["videos__s2_v1"]
+    assert summary["skipped"] == [{"video": "videos__s3_v1", "reason": "no label file labels/s3_v1.csv"}]
+    s1 = cache.video == "videos__s1_v1"
+    np.testing.assert_array_equal(cache.labels[s1], rows_long[:N_FRAMES])
+    s2 = cache.video == "videos__s2_v1"
+    np.testing.assert_array_equal(cache.frame[s2], kept)
+    np.testing.assert_array_equal(cache.labels[s2], rows_gap[kept])
+    assert summary["failures"] == []
+
+
+def test_frames_without_a_face_are_counted_not_written(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    frames = face_frames(N_FRAMES, 0)
+    for i in (3, 4):
+        frames[i] = np.full_like(frames[i], 90)
+    write_video(root / "videos" / "s1_v1.avi", frames)
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    meta = open_cache(tmp_path / "cache").video_meta["videos__s1_v1"]
+    assert meta["no_face"] == 2 and meta["faces"] == N_FRAMES - 2 and meta["n"] == N_FRAMES - 2
+    assert summary["faces_found"] == 3 * N_FRAMES - 2
+
+
+def test_bp4d_frame_folder_matched_by_frame_number(tmp_path):
+    root = tmp_path / "bp4d"
+    frames = face_frames(6, 1)
+    numbers = [1, 2, 3, 5, 6, 7]  # image 4 is missing from the folder
+    folder = root / "2DFaces" / "F001" / "T1"
+    folder.mkdir(parents=True)
+    for n, f in zip(numbers, frames):
+        cv2.imwrite(str(folder / f"{n:04d}.jpg"), f)
+    rows = [[n, n % 2, 9 if n == 6 else (n + 1) % 2] for n in range(1, 8)]
+    occ = root / "AUCoding" / "AU_OCC"
+    occ.mkdir(parents=True)
+    (occ / "F001_T1.csv").write_text("frame,1,12\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    cache = open_cache(tmp_path / "cache")
+    assert summary["layout"] == "bp4d" and len(cache) == 6
+    want = {n: [n % 2, -1 if n == 6 else (n + 1) % 2] for n in numbers}
+    np.testing.assert_array_equal(cache.labels, [want[n] for n in numbers])  # no shift after the gap
+    np.testing.assert_array_equal(cache.frame, np.arange(6))
+    assert "frame numbers 4" in " ".join(summary["mismatches"][0]["issues"])
+
+
+def test_resume_after_interruption(dataset, tmp_path):
+    root, _ = dataset
+    out = tmp_path / "cache"
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    shards = out / "shards"
+    before = {p.name: (p / "images.npy").stat().st_mtime_ns for p in shards.iterdir()}
+    n_before = len(open_cache(out))
+    # simulate a run killed while writing one video: its shard never got renamed into place
+    victim = "videos__s2_v1"
+    os.rename(shards / victim, shards / f".tmp-{victim}-deadbeef")
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    after = {p.name: (p / "images.npy").stat().st_mtime_ns for p in shards.iterdir()}
+    assert set(after) == set(before)  # the temp folder is gone, nothing else appeared
+    assert summary["videos"]["processed_now"] == 1 and summary["videos"]["already_done"] == 3
+    assert summary["partial_shards_removed"] == [f".tmp-{victim}-deadbeef"]
+    assert all(after[k] == before[k] for k in before if k != victim)  # finished videos not redone
+    cache = open_cache(out)
+    assert len(cache) == n_before
+    assert len(set(zip(cache.video.tolist(), cache.frame.tolist()))) == len(cache)  # no duplicates
+    # a third run does nothing at all
+    again = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert again["videos"]["processed_now"] == 0 and again["videos"]["already_done"] == 4
+
+
+def test_corrupt_video_among_good_ones_with_two_workers(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    (root / "videos" / "s2_v1.avi").write_bytes(b"RIFF\x00\x00this is not a video" * 50)
+    out = tmp_path / "cache"
+    result = runner.invoke(app, ["preprocess", str(root), "--out", str(out), "--workers", "2", "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert [f["video"] for f in summary["failures"]] == ["videos__s2_v1"]
+    assert "cannot open" in summary["failures"][0]["reason"] or "decoded" in summary["failures"][0]["reason"]
+    cache = open_cache(out)
+    assert sorted(cache.videos) == ["videos__s1_v1", "videos__s3_v1"] and len(cache) == 2 * N_FRAMES
+    assert json.loads((out / "cache.json").read_text())["status"].startswith("incomplete")
+
+
+def test_splits_are_subject_exclusive_and_non_empty():
+    for n in range(3, 40):
+        counts = split_counts(n, (0.74, 0.11, 0.15))
+        assert sum(counts) == n and min(counts) >= 1
+    assert split_counts(100, (0.74, 0.11, 0.15)) == (74, 11, 15)
+    assert split_counts(2, (0.74, 0.11, 0.15)) == (1, 0, 1) and split_counts(1, (0.74, 0.11, 0.15)) == (1, 0, 0)
+    assert split_counts(10, (0.8, 0.0, 0.2)) == (8, 0, 2)  # a zero share stays empty
+    subjects = [f"s{i}" for i in range(20)]
+    a = split_subjects(subjects * 3, seed=1)  # several videos per subject: one split per subject
+    assert set(a) == set(subjects) and a == split_subjects(subjects, seed=1)
+    assert a != split_subjects(subjects, seed=2)
+    assert sorted(set(a.values())) == ["test", "train", "val"]
+
+
+def test_manifest_splits_are_used_and_checked(tmp_path):
+    root = tmp_path / "g"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        (root / f"{name}.avi").write_bytes(b"x")
+        (root / "labels").mkdir(exist_ok=True)
+        (root / "labels" / f"{name}.csv").write_text("frame,AU01\n0,1\n")
+    (root / "manifest.csv").write_text("video,subject,split\na.avi,p1,train\nb.avi,p2,test\nc.avi,p1,train\n")
+    splits, source = assign_splits(list_dataset(root), (0.74, 0.11, 0.15), 0)
+    assert splits == {"p1": "train", "p2": "test"} and source == "manifest"
+    (root / "manifest.csv").write_text("video,subject,split\na.avi,p1,train\nb.avi,p2,test\nc.avi,p1,val\n")
+    with pytest.raises(UsageError, match="both train and val"):
+        assign_splits(list_dataset(root), (0.74, 0.11, 0.15), 0)
+
+
+def test_cache_splits_never_share_a_subject(dataset, tmp_path):
+    root, _ = dataset
+    run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1, split_seed=3))
+    cache = open_cache(tmp_path / "cache")
+    owners = {}
+    for subject, split in zip(cache.subject.tolist(), cache.split.tolist()):
+        assert owners.setdefault(subject, split) == split
+    assert set(owners.values()) == {"train", "val", "test"}
+
+
+def test_cli_usage_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["preprocess", str(tmp_path / "empty"), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "empty" in result.output
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "notes.txt").write_text("hello\n")
+    result = runner.invoke(app, ["preprocess", str(tmp_path / "odd"), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "no layout" in result.output
+    result = runner.invoke(app, ["preprocess", str(tmp_path / "odd"), "--format", "dsifa"])
+    assert result.exit_code == 2 and "disfa" in result.output
+    result = runner.invoke(app, ["preprocess", str(tmp_path / "odd"), "--splits", "0.5,0.5"])
+    assert result.exit_code == 2 and "--splits" in result.output
+    assert not (tmp_path / "c").exists()  # nothing written before the error
+
+
+def test_rerun_with_other_threshold_is_refused(dataset, tmp_path):
+    root, _ = dataset
+    out = tmp_path / "cache"
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    with pytest.raises(UsageError, match="threshold"):
+        run_preprocess(root, out, PreprocessOptions(workers=1, threshold=3))
+
+
+def test_affwild2_frame_folder_with_gap_keeps_rows_in_place(tmp_path):
+    root = tmp_path / "aff"
+    frames = face_frames(5, 2)
+    folder = root / "cropped" / "vid1"
+    folder.mkdir(parents=True)
+    numbers = [1, 2, 4, 5, 6]  # 00003.jpg missing: ABAW drops frames its own cropping found no face in
+    for n, f in zip(numbers, frames):
+        cv2.imwrite(str(folder / f"{n:05d}.jpg"), f)
+    rows = [[i % 2, (i // 2) % 2, -1 if i == 4 else 1] for i in range(6)]
+    (root / "annotations").mkdir()
+    (root / "annotations" / "vid1.txt").write_text("AU1,AU2,AU4\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    cache = open_cache(tmp_path / "cache")
+    assert summary["layout"] == "affwild2"
+    np.testing.assert_array_equal(cache.labels, [rows[n - 1] for n in numbers])  # row i <-> image i+1
+    assert "1 label rows have no frame (frames 2" in " ".join(summary["mismatches"][0]["issues"])
+
+
+def test_generic_frame_folder_with_gap_fails_instead_of_shifting(tmp_path):
+    root = tmp_path / "g"
+    for name, numbers in (("a", [0, 1, 2]), ("b", [0, 1, 3])):
+        folder = root / "frames" / name
+        folder.mkdir(parents=True)
+        for n, f in zip(numbers, face_frames(3, 0)):
+            cv2.imwrite(str(folder / f"{n:04d}.png"), f)
+        write_labels(root / "labels" / f"{name}.csv", [0, 1, 2], label_rows(3, 0))
+    (root / "manifest.csv").write_text("video,subject\nframes/a,p1\nframes/b,p2\n")
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    assert [f["video"] for f in summary["failures"]] == ["frames__b"]
+    assert "skip frame numbers" in summary["failures"][0]["reason"]
+    assert len(open_cache(tmp_path / "cache")) == 3
+
+
+def test_disfa_intensities_binarised_in_the_cache(tmp_path):
+    root = tmp_path / "disfa"
+    write_video(root / "Videos_LeftCamera" / "LeftVideoSN001_comp.avi", face_frames(4, 3))
+    levels = {1: [0, 1, 2, 5], 12: [3, 0, 1, 2]}
+    for au, vals in levels.items():
+        path = root / "ActionUnit_Labels" / "SN001" / f"SN001_au{au}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{f + 1},{v}\n" for f, v in enumerate(vals)))
+    run_preprocess(root, tmp_path / "c2", PreprocessOptions(workers=1))
+    run_preprocess(root, tmp_path / "c3", PreprocessOptions(workers=1, threshold=3))
+    c2, c3 = open_cache(tmp_path / "c2"), open_cache(tmp_path / "c3")
+    assert c2.au_names == ["AU01", "AU12"] and c2.video.tolist() == ["SN001_left"] * 4
+    np.testing.assert_array_equal(c2.labels.T, [[0, 0, 1, 1], [1, 0, 0, 1]])
+    np.testing.assert_array_equal(c3.labels.T, [[0, 0, 0, 1], [1, 0, 0, 0]])
