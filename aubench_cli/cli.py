@@ -22,7 +22,7 @@ from aubench_cli.errors import AubenchError
 
 # One module per command under aubench_cli/commands/, in the order `aubench --help` lists them. Only commands
 # that work are listed here.
-COMMANDS = ["models", "profile", "synth", "preprocess", "train", "eval"]
+COMMANDS = ["demo", "models", "profile", "synth", "preprocess", "train", "eval", "study", "report"]
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -23,6 +23,9 @@ from aubench_cli.errors import UsageError, suggest
 PAPER_AUS = ["AU01", "AU02", "AU04", "AU06", "AU07", "AU09", "AU12", "AU15", "AU17", "AU24", "AU25", "AU28"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+# Top-level preset keys that are not settings: a study preset (docs/studies.md) lists its runs and the paper's
+# numbers beside its shared settings, so `aubench train --preset table2-normalization` uses the shared settings.
+PRESET_META_KEYS = ("name", "description", "study", "runs", "paper")
 
 
 @dataclass
@@ -254,7 +257,7 @@ def resolve(
     cfg = Config()
     if preset is not None:
         data = load_preset(preset)
-        data = {k: v for k, v in data.items() if k not in ("name", "description")}
+        data = {k: v for k, v in data.items() if k not in PRESET_META_KEYS}
         apply_mapping(cfg, data, source=f"preset {preset}")
     for item in sets or []:
         key, value = parse_set(item)

@@ -109,6 +109,8 @@ BROW_MID_L, BROW_MID_R = [105, 52], [334, 282]
 LID_UPPER_L, LID_UPPER_R = [161, 160, 159, 158, 157], [388, 387, 386, 385, 384]
 LID_LOWER_L, LID_LOWER_R = [163, 144, 145, 153, 154], [390, 373, 374, 380, 381]
 CHEEK_L, CHEEK_R = [117, 118, 50, 101, 123], [346, 347, 280, 330, 352]
+# The cheek below the lid: AU06 raises it without lifting the lower lids, which would look like AU07.
+CHEEK_LOW_L, CHEEK_LOW_R = [50, 101, 205, 187], [280, 330, 425, 411]
 ALA_L, ALA_R = [129, 98, 64, 48], [358, 327, 294, 278]
 CORNER_L, CORNER_R = [61, 78], [291, 308]
 UPPER_LIP_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
@@ -177,16 +179,16 @@ AU_SPECS: dict[str, AUSpec] = {
         AUSpec("AU05", "upper lid raiser", (_m(LID_UPPER_L, LID_UPPER_R, dy=-2.2, sigma=3.0),),
                (("eye_white", -0.15),), rate=0.05),
         AUSpec("AU06", "cheek raiser",
-               (_m(CHEEK_L, CHEEK_R, dy=-5.0, sigma=8.0),),
-               (("crows_feet", 0.5), ("under_eye", 0.3), ("cheek_highlight", -0.12)), rate=0.30,
+               (_m(CHEEK_LOW_L, CHEEK_LOW_R, dy=-6.0, sigma=6.5),),
+               (("crows_feet", 0.6), ("under_eye", 0.4), ("cheek_highlight", -0.15)), rate=0.30,
                driver="AU12", coupling=0.6),
         AUSpec("AU07", "lid tightener",
-               (_m(LID_LOWER_L, LID_LOWER_R, dy=-3.5, sigma=3.0), _m(LID_UPPER_L, LID_UPPER_R, dy=2.0, sigma=3.0)),
-               (("lower_lid", 0.4),), rate=0.20),
+               (_m(LID_LOWER_L, LID_LOWER_R, dy=-4.0, sigma=3.5), _m(LID_UPPER_L, LID_UPPER_R, dy=2.0, sigma=3.0)),
+               (("lower_lid", 0.5),), rate=0.20),
         AUSpec("AU09", "nose wrinkler",
-               (_m(ALA_L, ALA_R, dx=0.5, dy=-4.0, sigma=5.0), _m(centre=[6, 197, 195], dy=-2.0, sigma=4.0),
-                _m(centre=UPPER_LIP_CENTRE, dy=-2.0, sigma=5.0)),
-               (("nose_wrinkles", 0.55), ("nasolabial", 0.2)), rate=0.05),
+               (_m(ALA_L, ALA_R, dx=0.5, dy=-4.5, sigma=5.0), _m(centre=[6, 197, 195], dy=-2.0, sigma=4.0),
+                _m(centre=UPPER_LIP_CENTRE, dy=-2.5, sigma=5.0)),
+               (("nose_wrinkles", 0.7), ("nasolabial", 0.35)), rate=0.05),
         AUSpec("AU10", "upper lip raiser",
                (_m(centre=UPPER_LIP_CENTRE + UPPER_LIP_INNER_CENTRE, dy=-3.0, sigma=5.0),
                 _m([40, 80], [270, 310], dy=-2.0, sigma=4.0)),
@@ -194,8 +196,8 @@ AU_SPECS: dict[str, AUSpec] = {
         AUSpec("AU12", "lip corner puller", (_m(CORNER_L, CORNER_R, dx=3.5, dy=-5.0, sigma=7.0),
                                               _m([205, 187, 50], [425, 411, 280], dy=-1.2, sigma=6.0)),
                (("nasolabial", 0.3),), rate=0.40),
-        AUSpec("AU15", "lip corner depressor", (_m(CORNER_L, CORNER_R, dx=0.5, dy=4.5, sigma=6.0),),
-               (("marionette", 0.25),), rate=0.06),
+        AUSpec("AU15", "lip corner depressor", (_m(CORNER_L, CORNER_R, dx=0.5, dy=5.0, sigma=6.0),),
+               (("marionette", 0.3),), rate=0.06),
         AUSpec("AU17", "chin raiser",
                (_m(centre=CHIN, dy=-4.0, sigma=8.0), _m(centre=LOWER_LIP_CENTRE + LOWER_LIP_INNER_CENTRE, dy=-2.0,
                                                          sigma=4.0)),
@@ -207,10 +209,10 @@ AU_SPECS: dict[str, AUSpec] = {
                 _m(centre=LOWER_LIP_CENTRE, dy=-1.2, sigma=3.0)),
                (("lip_border", 0.3),), rate=0.08),
         AUSpec("AU24", "lip pressor",
-               (_m(centre=UPPER_LIP_CENTRE, dy=2.5, sigma=4.0), _m(centre=LOWER_LIP_CENTRE, dy=-3.0, sigma=4.0),
+               (_m(centre=UPPER_LIP_CENTRE, dy=3.0, sigma=4.0), _m(centre=LOWER_LIP_CENTRE, dy=-3.5, sigma=4.0),
                 _m(centre=UPPER_LIP_INNER_CENTRE, dy=2.5, sigma=3.0),
                 _m(centre=LOWER_LIP_INNER_CENTRE, dy=-2.5, sigma=3.0)),
-               (("lip_line", 0.5),), rate=0.06),
+               (("lip_line", 0.6), ("lip_border", 0.2)), rate=0.06),
         AUSpec("AU25", "lips part",
                (_m(centre=LOWER_LIP_CENTRE + LOWER_LIP_INNER_CENTRE, dy=3.0, sigma=5.0),
                 _m(centre=UPPER_LIP_INNER_CENTRE, dy=-1.0, sigma=3.0)),
@@ -723,9 +725,10 @@ class Episode:
 
 
 def _draw_episode(rng: np.random.Generator, start: int, fps: float) -> Episode:
-    ramp_lo = max(2, int(round(0.15 * fps)))
-    ramp_hi = max(ramp_lo + 1, int(round(0.4 * fps)))
-    apex_mean = max(2.0, 0.6 * fps)
+    # Short episodes (about a second in all): more of them for a given rate means more varied positives.
+    ramp_lo = max(2, int(round(0.1 * fps)))
+    ramp_hi = max(ramp_lo + 1, int(round(0.3 * fps)))
+    apex_mean = max(2.0, 0.4 * fps)
     peak = float(np.clip(rng.choice(APEX_LEVELS, p=APEX_PROBS) + rng.uniform(-0.4, 0.4), 0.6, 5.0))
     return Episode(start, int(rng.integers(ramp_lo, ramp_hi)), int(rng.geometric(1.0 / apex_mean)),
                    int(rng.integers(ramp_lo, ramp_hi)), peak)

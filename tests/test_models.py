@@ -83,3 +83,17 @@ def test_resnet50_uses_the_v1_stride_placement():
 def test_other_input_sizes_work_for_size_dependent_heads():
     for arch in ("baseline", "emonets", "lightcnn9"):
         assert create_model(arch, 4, input_size=64)(torch.rand(1, 1, 64, 64)).shape == (1, 4)
+
+
+def test_pool_before_relu_is_the_same_function_as_relu_before_pool():
+    from torch import nn as tnn
+
+    torch.manual_seed(0)
+    model = create_model("baseline", 4)
+    convs = [m for m in model.features if isinstance(m, tnn.Conv2d)]
+    x = torch.randn(3, 1, 96, 96)
+    h = x
+    for conv in convs:  # the paper's order: conv -> ReLU -> maxpool
+        h = torch.nn.functional.max_pool2d(torch.relu(conv(h)), 2)
+    reference = model.classifier(torch.relu(model.fc1(h.flatten(1))))
+    assert torch.allclose(model(x), reference, atol=1e-5)

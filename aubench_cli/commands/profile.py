@@ -51,13 +51,13 @@ def command(
     if json_out:
         print_json(rows)
     else:
-        _table(rows, paper)
+        render_table(rows, paper)
     unsupported = {r["arch"]: r["unsupported_ops"] for r in rows if r["unsupported_ops"]}
     for arch, ops in unsupported.items():
         stderr.print(f"[yellow]{arch}: ops not counted by fvcore:[/] " + ", ".join(f"{k} x{v}" for k, v in ops.items()))
 
 
-def _table(rows: list[dict], paper: bool) -> None:
+def render_table(rows: list[dict], paper: bool) -> None:
     r0 = rows[0]
     where = f"{r0['input_size']}x{r0['input_size']} input, {r0['outputs']} outputs"
     if r0["images_per_s"] is not None:

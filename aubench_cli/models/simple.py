@@ -15,7 +15,11 @@ from aubench_cli.models.registry import register_model
 
 
 def _conv_stage(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+    # conv -> ReLU -> maxpool, computed as conv -> maxpool -> ReLU: max and ReLU commute (both monotonic), so
+    # outputs and gradients are identical, and the ReLU and its backward touch a quarter of the elements. On a
+    # 2-core CPU that makes a baseline training step ~12 % faster (docs/performance.md). Parameter names are
+    # unchanged (convs at features.0, .3, .6, .9).
+    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2), nn.MaxPool2d(2), nn.ReLU(inplace=True)]
 
 
 class BaselineCNN(nn.Module):

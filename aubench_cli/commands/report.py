@@ -1,0 +1,44 @@
+"""Tables and figures of finished studies in the paper's layout, with the paper's numbers beside ours.
+
+DIR is a study directory written by aubench study (it holds study.json), or a folder of them (studies/): then
+every study is reported, and Fig. 2's two panels share one figure. Tables: AUs as rows, runs as columns, an AVG
+row, best in bold and second best [bracketed]; FLOPs / #params / memory rows for the architectures. Runs that are
+missing, unfinished or failed are shown as such. Figures (PNG) go to figures/ beside the report.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from aubench_cli.commands._render import print_json, stderr
+
+NAME = "report"
+
+
+def command(
+    folder: Annotated[str, typer.Argument(help="Study directory (studies/<preset>) or a folder of them (studies/).")],
+    fmt: Annotated[str, typer.Option("--format", help="md | csv | html.")] = "md",
+    out: Annotated[Optional[str], typer.Option("--out", help="Report file [default: DIR/report.<format>]; - prints it on stdout.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was written (paths, run states) as JSON.")] = False,
+) -> None:
+    from aubench_cli.report import write_report
+
+    written = write_report(folder, fmt, out)
+    if written["text"] is not None:
+        sys.stdout.write(written["text"])
+        sys.stdout.flush()
+    if json_out:
+        print_json({k: v for k, v in written.items() if k != "text"})
+        return
+    if written["report"]:
+        stderr.print(f"report written to {written['report']}", markup=False)
+    stderr.print(f"{len(written['figures'])} figures in {written['figures'][0].rsplit('/', 1)[0] if written['figures'] else '-'}",
+                 markup=False)
+    for study in written["studies"]:
+        not_done = {name: state for name, state in study["runs"].items() if state != "done"}
+        if not_done:
+            stderr.print(f"{study['name']}: not done: " + ", ".join(f"{n} ({s})" for n, s in not_done.items()),
+                         style="yellow", markup=False)

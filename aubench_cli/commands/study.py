@@ -1,0 +1,126 @@
+"""Run one of the paper's experiments (a study preset): train and evaluate each of its runs, resumably.
+
+Each run goes to DIR/<run name>/ (DIR defaults to studies/<preset>): finished runs are skipped, interrupted ones
+resumed, a failed run is reported while the others go on (exit code 1 at the end). --dry-run lists the runs and
+their estimated compute; --shard I/N does every N-th run from I (several machines, a SLURM array job); --set
+applies to every run (e.g. --set train.epochs=2 for a quick pass). `aubench report DIR` then makes the tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aubench_cli.commands._render import print_json, progress, stderr, stdout
+
+NAME = "study"
+
+
+def command(
+    preset: Annotated[str, typer.Argument(help="Study preset: a name in presets/ (table1-architectures, table2-normalization, table2-augmentation, table2-balancing, fig2-frames, fig2-subjects) or a YAML file.")],
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache written by aubench preprocess [default: the preset's, else ./aubench-cache].")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Study directory [default: studies/<preset name>].")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Do only this run (repeatable, or comma-separated).")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: do every N-th run of the preset starting at I (0-based), e.g. $SLURM_ARRAY_TASK_ID/4.")] = None,
+    weights: Annotated[Optional[list[str]], typer.Option("--weights", help="RUN=FILE: local pretrained weights for one run (repeatable), e.g. lightcnn9=LightCNN_9Layers.pth.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, their state and estimated compute; train nothing.")] = False,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every run, e.g. train.epochs=2.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the runs (with --dry-run) or their results as JSON on stdout.")] = False,
+) -> None:
+    from aubench_cli.cli import debug_enabled
+    from aubench_cli.errors import AubenchError
+    from aubench_cli.study import (
+        estimate,
+        human_flops,
+        load_study,
+        parse_shard,
+        parse_weights,
+        run_config,
+        run_study,
+        select_runs,
+    )
+
+    study = load_study(preset)
+    out_dir = Path(out) if out else Path("studies") / study.name
+    runs = select_runs(study, only, parse_shard(shard))
+    given_weights = parse_weights(weights, study)
+    if dry_run:
+        cfgs = {r.name: run_config(study, r, sets, cache, given_weights.get(r.name)) for r in runs}
+        rows = estimate(study, runs, cfgs, out_dir)
+        if json_out:
+            print_json(rows)
+            return
+        _render_plan(study, rows, out_dir, human_flops)
+        return
+    if not runs:
+        stderr.print(f"no run of {study.name} selected (--shard {shard} --only {only}): nothing to do")
+        return
+
+    bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks: dict[str, int] = {}
+
+    def on_progress(name: str, event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            tasks[name] = bar.add_task(f"{name}: train", total=event["total"])
+        elif kind == "step" and name in tasks:
+            bar.update(tasks[name], advance=1, description=f"{name}: epoch {event['epoch']}")
+        elif kind == "epoch":
+            line = f"{name}: epoch {event['epoch']} val mean acc {event['val_mean']:.4f} (best epoch {event['best_epoch']})"
+            (stderr if bar.disable else bar.console).print(line, markup=False)
+        elif kind == "eval" and name in tasks:
+            bar.update(tasks[name], description=f"{name}: eval")
+
+    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs into {out_dir}")
+    with bar:
+        try:
+            results = run_study(study, out_dir, runs=runs, sets=sets, cache=cache, weights=given_weights,
+                                log=lambda m: stderr.print(m, markup=False), progress=on_progress,
+                                debug=debug_enabled())
+        except KeyboardInterrupt:
+            stderr.print(f"[yellow]interrupted: the current run saved its checkpoint; the same command resumes "
+                         f"the study[/]")
+            raise typer.Exit(130) from None
+    failed = [r for r in results if r["state"] == "failed"]
+    if json_out:
+        print_json(results)
+    else:
+        table = Table(title=f"study {study.name} ({out_dir})")
+        for col in ("run", "arch", "state", "mean accuracy", "note"):
+            table.add_column(col, justify="right" if col == "mean accuracy" else "left")
+        for r in results:
+            acc = "-" if r["mean_accuracy"] is None else f"{100 * r['mean_accuracy']:.1f}"
+            note = r["error"] or ("trained + evaluated" if r["trained"] else "evaluated" if r["evaluated"]
+                                  else "already finished")
+            table.add_row(r["name"], r["arch"], r["state"], acc, note)
+        stdout.print(table)
+        stdout.print(f"tables and figures: aubench report {out_dir}")
+    if failed:
+        raise AubenchError(f"{len(failed)} of {len(results)} runs failed: {', '.join(r['name'] for r in failed)}",
+                           f"details in {out_dir}/status/; fix them and run the same command again (finished runs are kept)")
+
+
+def _render_plan(study, rows: list[dict], out_dir: Path, human_flops) -> None:
+    table = Table(title=f"{study.name}: {len(rows)} runs into {out_dir}",
+                  caption="cost = forward FLOPs per image (paper convention, aubench profile) x training images "
+                          "x 3 (forward + backward), plus one forward pass per validation and test image")
+    for col in ("run", "arch", "settings", "state", "images trained", "FLOPs/img", "est. compute"):
+        table.add_column(col, justify="right" if col in ("images trained", "FLOPs/img", "est. compute") else "left")
+    total = 0
+    for r in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(shared)"
+        state = r["state"] if not r["problem"] else f"{r['state']}; needs weights"
+        table.add_row(r["name"], r["arch"], settings, state, f"{r['train_images']:,}",
+                      human_flops(r["forward_flops_per_image"]), human_flops(r["total_flops"]))
+        total += r["total_flops"]
+    stdout.print(table)
+    aus = {(r["aus"], r["aus_from"]) for r in rows}
+    stdout.print(f"total {human_flops(total)}; batches of 8 x K frames with K = "
+                 + ", ".join(f"{k} AUs ({src})" for k, src in sorted(aus)))
+    for r in rows:
+        if r["problem"]:
+            stdout.print(f"[yellow]{r['name']}: {r['problem']}; pass --weights {r['name']}=FILE[/]")

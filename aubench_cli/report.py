@@ -1,0 +1,519 @@
+"""Reports of studies in the paper's layout: tables (Markdown, HTML, CSV) and figures (PNG) from finished runs.
+
+``collect(dir)`` reads a study directory written by ``aubench study`` (its ``study.json``, and each run's
+``eval.json``, ``metrics.csv``, ``config.yaml`` and ``status/<run>.json``), or every study directory under a
+parent folder. Each run gets a state: ``done``, ``unfinished`` (fewer epochs than its config asks),
+``not evaluated``, ``failed`` or ``missing``; a run that is not done is shown as such in every table and figure,
+never dropped. Tables follow the paper: AUs as rows, runs as columns, an AVG row, the best value in bold and the
+second best in [brackets] (ours and the paper's ranked separately, on the values as printed, to 0.1), the paper's
+number in parentheses beside ours, and for architecture studies the FLOPs / #params / memory rows. Figures: a
+per-AU bar chart per study, accuracy against FLOPs for architecture studies, and Fig. 2's panels (accuracy
+against % of frames and % of subjects, with 95 % intervals).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aubench_cli.errors import UsageError
+from aubench_cli.study import COSTS_FILE, STATUS_DIR, STUDY_FILE, arch_costs
+
+# Studies under one folder are reported in the paper's order; others follow alphabetically.
+PAPER_ORDER = ["table1-architectures", "table2-normalization", "table2-augmentation", "table2-balancing",
+               "fig2-frames", "fig2-subjects"]
+FORMATS = ("md", "csv", "html")
+
+
+@dataclass
+class RunResult:
+    name: str
+    title: str
+    state: str  # done | unfinished | not evaluated | failed | missing
+    detail: str = ""
+    arch: str | None = None
+    x: float | None = None
+    mean: float | None = None  # fraction
+    mean_ci: list[float] | None = None
+    per_au: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+    eval_batches: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.title if self.state == "done" else f"{self.title} ({self.state})"
+
+
+@dataclass
+class StudyResults:
+    name: str
+    dir: Path
+    meta: dict[str, Any]
+    record: dict[str, Any]
+    runs: list[RunResult]
+
+    @property
+    def title(self) -> str:
+        return str(self.meta.get("title") or self.name)
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta.get("kind") or "table")
+
+    def aus(self) -> list[str]:
+        """Our AUs in evaluation order, then the paper's AUs we have no result for (never dropped)."""
+        ours: list[str] = []
+        for run in self.runs:
+            for au in run.per_au:
+                if au not in ours:
+                    ours.append(au)
+        for run in self.runs:
+            for au in (run.paper.get("accuracy") or {}):
+                if au != "AVG" and au not in ours:
+                    ours.append(au)
+        return ours
+
+    def has_paper(self) -> bool:
+        return any(run.paper.get("accuracy") for run in self.runs)
+
+    def has_costs(self) -> bool:
+        return bool(self.meta.get("costs")) or len({r.arch for r in self.runs if r.arch}) > 1
+
+
+def _last_epoch(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return int(float(rows[-1]["epoch"])) if rows else 0
+
+
+def run_result(study_dir: Path, entry: dict[str, Any]) -> RunResult:
+    name = entry["name"]
+    run = RunResult(name, str(entry.get("title") or name), "missing", x=entry.get("x"), paper=entry.get("paper") or {})
+    run_dir = study_dir / name
+    status_path = study_dir / STATUS_DIR / f"{name}.json"
+    status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
+    if config:
+        run.arch = config["model"]["arch"]
+    else:
+        run.arch = (entry.get("set") or {}).get("model.arch") or None
+    eval_path = run_dir / "eval.json"
+    if config is None:
+        if status.get("state") == "failed":
+            run.state, run.detail = "failed", status.get("error", "")
+        else:
+            run.detail = "not trained"
+        return run
+    done_epochs, epochs = _last_epoch(run_dir / "metrics.csv"), int(config["train"]["epochs"])
+    if done_epochs < epochs or not (run_dir / "best.pt").is_file():
+        failed = status.get("state") == "failed"
+        run.state = "failed" if failed else "unfinished"
+        run.detail = f"{done_epochs}/{epochs} epochs" + (f"; {status.get('error', '')}" if failed else "")
+        return run
+    if not eval_path.is_file():
+        failed = status.get("state") == "failed"
+        run.state = "failed" if failed else "not evaluated"
+        run.detail = status.get("error", "") if failed else "trained; run aubench study again to evaluate it"
+        return run
+    result = json.loads(eval_path.read_text())
+    run.state = "done"
+    run.detail = f"epoch {result.get('epoch')} checkpoint, {result.get('batches')} test batches"
+    run.arch = result.get("arch", run.arch)
+    run.mean, run.mean_ci = result["mean_accuracy"], result.get("mean_ci95")
+    run.per_au = result["per_au"]
+    run.eval_batches = result.get("batches")
+    return run
+
+
+def load_study_dir(study_dir: Path) -> StudyResults:
+    path = study_dir / STUDY_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}", "run aubench study into this directory first") from exc
+    runs = [run_result(study_dir, entry) for entry in record.get("runs", [])]
+    return StudyResults(record.get("preset") or study_dir.name, study_dir, record.get("study") or {}, record, runs)
+
+
+def collect(folder: str | Path) -> list[StudyResults]:
+    """The study in ``folder``, or every study directory directly under it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"study directory {folder} not found", "give the --out of aubench study (default studies/<preset>)")
+    if (folder / STUDY_FILE).is_file():
+        return [load_study_dir(folder)]
+    found = [p for p in sorted(folder.iterdir()) if (p / STUDY_FILE).is_file()]
+    if not found:
+        raise UsageError(f"{folder} holds no study ({STUDY_FILE} not found in it or its subfolders)",
+                         "give a directory written by aubench study")
+    studies = [load_study_dir(p) for p in found]
+    rank = {name: i for i, name in enumerate(PAPER_ORDER)}
+    return sorted(studies, key=lambda s: (rank.get(s.name, len(rank)), s.name))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tables
+
+
+def _ranks(values: list[float | None]) -> list[int | None]:
+    """1 for the best (ties share it), 2 for the second best value, None otherwise; on values to 0.1."""
+    rounded = [None if v is None else round(v, 1) for v in values]
+    distinct = sorted({v for v in rounded if v is not None}, reverse=True)
+    return [None if v is None else (1 if v == distinct[0] else 2 if len(distinct) > 1 and v == distinct[1] else None)
+            for v in rounded]
+
+
+def _mark(value: float | None, rank: int | None, fmt: str) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.1f}"
+    if rank == 1:
+        return f"<b>{text}</b>" if fmt == "html" else f"**{text}**"
+    if rank == 2:
+        return f"[{text}]"
+    return text
+
+
+def _costs(study: StudyResults) -> dict[str, dict[str, Any]]:
+    """Our per-image costs (paper conventions) per run, with as many outputs as the runs predict."""
+    k = len(next((r.per_au for r in study.runs if r.per_au), None) or []) or 12
+    out = {}
+    for run in study.runs:
+        if run.arch:
+            out[run.name] = arch_costs(run.arch, k, study.dir)
+    return out
+
+
+def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a study's table in the paper's layout, cells already marked for ``fmt``."""
+    header = ["Exp."] + [run.label for run in study.runs]
+    rows: list[list[str]] = []
+    paper = study.has_paper()
+
+    def line(label: str, ours: list[float | None], theirs: list[float | None]) -> list[str]:
+        cells = [label]
+        our_rank, paper_rank = _ranks(ours), _ranks(theirs)
+        for i, run in enumerate(study.runs):
+            cell = _mark(ours[i], our_rank[i], fmt) if run.state == "done" else run.state
+            if paper:
+                cell += f" ({_mark(theirs[i], paper_rank[i], fmt)})" if theirs[i] is not None else " (-)"
+            cells.append(cell)
+        return cells
+
+    for au in study.aus():
+        ours = [100 * r.per_au[au]["accuracy"] if au in r.per_au else None for r in study.runs]
+        theirs = [(r.paper.get("accuracy") or {}).get(au) for r in study.runs]
+        rows.append(line(au, ours, theirs))
+    rows.append(line("AVG", [None if r.mean is None else 100 * r.mean for r in study.runs],
+                     [(r.paper.get("accuracy") or {}).get("AVG") for r in study.runs]))
+    ci = ["AVG 95 % CI"]
+    for run in study.runs:
+        ci.append(f"{100 * run.mean_ci[0]:.1f}-{100 * run.mean_ci[1]:.1f}" if run.mean_ci else run.state
+                  if run.state != "done" else "-")
+    rows.append(ci)
+    if study.has_costs():
+        costs = _costs(study)
+        for label, key, paper_key, show in (
+            ("FLOPs", "flops", "flops_m", lambda v: f"{v / 1e6:,.1f}M"),
+            ("#params", "params", "params_k", lambda v: f"{v / 1e3:,.0f}K"),
+            ("Memory", "memory_mb", "memory_mb", lambda v: f"{v:.2f}MB"),
+        ):
+            row = [label]
+            for run in study.runs:
+                cell = show(costs[run.name][key]) if run.name in costs else "-"
+                theirs = run.paper.get(paper_key)
+                if theirs is not None:
+                    factor = {"flops_m": 1e6, "params_k": 1e3}.get(paper_key, 1)
+                    cell += f" ({show(theirs * factor)})"
+                row.append(cell)
+            rows.append(row)
+    return header, rows
+
+
+def _caption(study: StudyResults) -> str:
+    done = [r for r in study.runs if r.state == "done"]
+    batches = {r.eval_batches for r in done}
+    parts = [f"Preset `{study.name}`, directory `{study.dir}`; {len(done)} of {len(study.runs)} runs done."]
+    parts.append("Test accuracy (%) at 0.5 over each AU's own frames of "
+                 + (f"{', '.join(str(b) for b in sorted(batches))} balanced test batches" if batches else "the balanced test batches")
+                 + "; best in bold, second best [bracketed].")
+    if study.has_paper():
+        parts.append("The paper's value is in parentheses (ranked among the paper's values); its AVG is over its 12 AUs."
+                     + (" Table II prints AU12 as \"Smile\"." if study.meta.get("paper_ref") == "Table II" else ""))
+    if study.has_costs():
+        parts.append("FLOPs, #params and memory per 96x96 image in the paper's conventions (aubench profile), with "
+                     "as many outputs as AUs evaluated here (the paper's counts fit 14 outputs).")
+    return " ".join(parts)
+
+
+def _not_done(study: StudyResults) -> list[str]:
+    return [f"{r.name}: {r.state}" + (f" ({r.detail})" if r.detail else "") for r in study.runs if r.state != "done"]
+
+
+def render_markdown(studies: list[StudyResults], figures: dict[str, list[Path]], base: Path) -> str:
+    out = ["# aubench report", ""]
+    for study in studies:
+        out += [f"## {study.title}", "", _caption(study), ""]
+        header, rows = study_table(study, "md")
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" + "---:|" * (len(header) - 1))
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        out.append("")
+        missing = _not_done(study)
+        if missing:
+            out += ["Runs not done:", ""] + [f"- {m}" for m in missing] + [""]
+        for fig in figures.get(study.name, []):
+            out += [f"![{fig.stem}]({_rel(fig, base)})", ""]
+    for fig in figures.get("", []):
+        out += [f"![{fig.stem}]({_rel(fig, base)})", ""]
+    return "\n".join(out)
+
+
+def render_html(studies: list[StudyResults], figures: dict[str, list[Path]], base: Path) -> str:
+    out = ["<!doctype html>", "<html><head><meta charset='utf-8'><title>aubench report</title>",
+           "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
+           "img{max-width:100%}</style></head><body>", "<h1>aubench report</h1>"]
+    for study in studies:
+        out += [f"<h2>{html.escape(study.title)}</h2>", f"<p>{html.escape(_caption(study))}</p>", "<table>"]
+        header, rows = study_table(study, "html")
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
+            # cells carry only our own <b> markup; escape the rest
+            cells = [html.escape(c).replace("&lt;b&gt;", "<b>").replace("&lt;/b&gt;", "</b>") for c in row]
+            out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        out.append("</table>")
+        missing = _not_done(study)
+        if missing:
+            out.append("<p>Runs not done:</p><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
+        for fig in figures.get(study.name, []):
+            out.append(f"<p><img src='{html.escape(_rel(fig, base))}' alt='{html.escape(fig.stem)}'></p>")
+    for fig in figures.get("", []):
+        out.append(f"<p><img src='{html.escape(_rel(fig, base))}' alt='{html.escape(fig.stem)}'></p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def render_csv(studies: list[StudyResults]) -> str:
+    """One row per study, run and AU (AVG included): ours with its interval, the paper's, and the run's state."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["study", "run", "title", "arch", "x", "state", "au", "accuracy", "ci95_low", "ci95_high", "paper"])
+    for study in studies:
+        for run in study.runs:
+            paper = run.paper.get("accuracy") or {}
+            for au in study.aus() + ["AVG"]:
+                if au == "AVG":
+                    acc, ci = run.mean, run.mean_ci or [None, None]
+                else:
+                    m = run.per_au.get(au) or {}
+                    acc, ci = m.get("accuracy"), m.get("ci95") or [None, None]
+                writer.writerow([study.name, run.name, run.title, run.arch, run.x, run.state, au,
+                                 _pct(acc), _pct(ci[0]), _pct(ci[1]), paper.get(au)])
+    return buffer.getvalue()
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def per_au_figure(study: StudyResults, path: Path) -> Path:
+    import numpy as np
+
+    plt = _pyplot()
+    aus = study.aus() + ["AVG"]
+    runs = study.runs
+    width = 0.8 / max(1, len(runs))
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(aus) * max(1, len(runs)) ** 0.5 + 4), 4.8))
+    xs = np.arange(len(aus))
+    cmap = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")
+    for i, run in enumerate(runs):
+        pos = xs - 0.4 + width * (i + 0.5)
+        vals, lows, highs = [], [], []
+        for au in aus:
+            if au == "AVG":
+                acc, ci = run.mean, run.mean_ci
+            else:
+                m = run.per_au.get(au) or {}
+                acc, ci = m.get("accuracy"), m.get("ci95")
+            vals.append(np.nan if acc is None else 100 * acc)
+            lows.append(0 if acc is None or not ci else 100 * (acc - ci[0]))
+            highs.append(0 if acc is None or not ci else 100 * (ci[1] - acc))
+        ax.bar(pos, vals, width, yerr=[lows, highs], capsize=1.5, color=cmap(i % cmap.N), label=run.label,
+               error_kw={"elinewidth": 0.7})
+        paper = run.paper.get("accuracy") or {}
+        if paper:
+            ax.scatter(pos, [paper.get(au, np.nan) for au in aus], marker="_", s=60, color="black", zorder=3,
+                       label="paper" if i == 0 else None)
+    ax.set_xticks(xs, aus)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(40, 100)
+    ax.axhline(50, color="grey", lw=0.6, ls=":")
+    ax.set_title(study.title, fontsize=10)
+    ax.legend(fontsize=7, ncol=min(4, len(runs) + 1), loc="upper left", bbox_to_anchor=(0, -0.08), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def flops_figure(study: StudyResults, path: Path) -> Path:
+    plt = _pyplot()
+    costs = _costs(study)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for run in study.runs:
+        if run.mean is not None and run.name in costs:
+            x, y = costs[run.name]["flops"] / 1e6, 100 * run.mean
+            err = [[y - 100 * run.mean_ci[0]], [100 * run.mean_ci[1] - y]] if run.mean_ci else None
+            ax.errorbar([x], [y], yerr=err, fmt="o", color="tab:blue", capsize=3)
+            ax.annotate(run.title, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        paper_avg = (run.paper.get("accuracy") or {}).get("AVG")
+        if paper_avg is not None and run.paper.get("flops_m"):
+            ax.scatter([run.paper["flops_m"]], [paper_avg], facecolors="none", edgecolors="tab:red")
+            ax.annotate(run.title, (run.paper["flops_m"], paper_avg), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7, color="tab:red")
+    ax.errorbar([], [], fmt="o", color="tab:blue", label="ours (95 % CI)")
+    if any(r.paper.get("flops_m") for r in study.runs):
+        ax.scatter([], [], facecolors="none", edgecolors="tab:red", label="paper (Table I)")
+    missing = [r.title for r in study.runs if r.state != "done"]
+    if missing:
+        ax.text(0.01, 0.01, "not done: " + ", ".join(missing), transform=ax.transAxes, fontsize=7, va="bottom",
+                color="grey", wrap=True)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("forward FLOPs per image (millions, log scale)")
+    ax.set_ylabel("mean test accuracy over AUs (%)")
+    ax.set_title("Accuracy against computational cost", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curve_figure(studies: list[StudyResults], path: Path) -> Path:
+    """One panel per curve study (Fig. 2: left frames, right subjects): mean accuracy against x, 95 % intervals."""
+    plt = _pyplot()
+    order = {"left": 0, "right": 1}
+    studies = sorted(studies, key=lambda s: (order.get(str(s.meta.get("panel")), 2), s.name))
+    fig, axes = plt.subplots(1, len(studies), figsize=(5.2 * len(studies), 4.2), squeeze=False, sharey=True)
+    for ax, study in zip(axes[0], studies):
+        points = sorted((r.x, 100 * r.mean, 100 * r.mean_ci[0], 100 * r.mean_ci[1]) for r in study.runs
+                        if r.x is not None and r.mean is not None and r.mean_ci)
+        if points:
+            xs, ys, lo, hi = zip(*points)
+            ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.2, label="95 % CI")
+            ax.errorbar(xs, ys, yerr=[[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]], fmt="o-",
+                        color="tab:blue", capsize=3, label="mean accuracy")
+        missing = [f"{r.x:g}" if r.x is not None else r.name for r in study.runs if r.state != "done"]
+        if missing:
+            ax.text(0.02, 0.97, f"not done: {', '.join(missing)} %", transform=ax.transAxes, fontsize=8, color="grey",
+                    va="top")
+        xs_all = [r.x for r in study.runs if r.x is not None]
+        if xs_all:
+            ax.set_xticks(xs_all)
+            ax.set_xlim(min(xs_all) - 10, max(xs_all) + 10)
+        ax.set_xlabel(str(study.meta.get("x_label") or "x"))
+        ax.set_title(str(study.meta.get("paper_ref") or study.name), fontsize=10)
+        ax.grid(alpha=0.3)
+        if points:
+            ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel("mean test accuracy over AUs (%)")
+    fig.suptitle("AU detection accuracy against training frames and subjects (baseline CNN)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def make_figures(studies: list[StudyResults], folder: Path) -> dict[str, list[Path]]:
+    """Every figure of the report as PNG under ``folder``, keyed by study name ('' for figures of several)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, list[Path]] = {}
+    curves: dict[str, list[StudyResults]] = {}
+    for study in studies:
+        made = figures.setdefault(study.name, [])
+        if study.kind == "curve":
+            curves.setdefault(str(study.meta.get("figure") or study.name), []).append(study)
+        else:
+            made.append(per_au_figure(study, folder / f"{study.name}-per-au.png"))
+        if study.has_costs():
+            made.append(flops_figure(study, folder / f"{study.name}-accuracy-vs-flops.png"))
+    for name, group in curves.items():
+        path = curve_figure(group, folder / f"{name}.png")
+        figures.setdefault("" if len(group) > 1 else group[0].name, []).append(path)
+        for study in group:  # the per-AU view of curve studies too
+            figures[study.name].append(per_au_figure(study, folder / f"{study.name}-per-au.png"))
+    return figures
+
+
+def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None) -> dict[str, Any]:
+    """Write the report of the study (or studies) in ``folder``; returns what was written.
+
+    ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
+    ``figures/`` folder beside the report (beside ``folder``'s report when the text goes to stdout).
+    """
+    from aubench_cli.train import atomic_write_text
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    studies = collect(folder)
+    to_stdout = str(out) == "-"
+    path = Path(folder) / f"report.{fmt}" if out is None or to_stdout else Path(out)
+    base = path.parent
+    base.mkdir(parents=True, exist_ok=True)
+    figures = make_figures(studies, base / "figures")
+    if fmt == "md":
+        text = render_markdown(studies, figures, base)
+    elif fmt == "html":
+        text = render_html(studies, figures, base)
+    else:
+        text = render_csv(studies)
+    if not to_stdout:
+        atomic_write_text(path, text)
+    return {
+        "report": None if to_stdout else str(path), "text": text if to_stdout else None,
+        "figures": [str(p) for paths in figures.values() for p in paths],
+        "studies": [{"name": s.name, "dir": str(s.dir),
+                     "runs": {r.name: r.state for r in s.runs}} for s in studies],
+    }
+
+
+__all__ = ["collect", "write_report", "study_table", "make_figures", "COSTS_FILE"]

@@ -1,0 +1,477 @@
+"""Studies: one preset per experiment of the paper, its runs trained and evaluated into one directory.
+
+A study preset (``presets/table1-architectures.yaml`` ...) holds the settings its runs share (top-level sections,
+as in any preset), a ``study:`` block (title, kind, figure), and ``runs:``, each with a ``name``, a ``title``,
+its overrides under ``set:`` (dotted keys, as ``--set`` takes them) and, where the paper printed them, the
+paper's numbers under ``paper:``. A run's settings are: defaults < shared sections < the run's ``set`` <
+``--set`` given to ``aubench study`` < ``--cache``. ``run_study`` trains then evaluates each run into
+``DIR/<run name>/``; finished runs are skipped, interrupted ones resumed, and a failed run is recorded in
+``DIR/status/<run name>.json`` while the others go on. ``DIR/study.json`` records the preset (and a copy of it),
+so ``aubench report DIR`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aubench_cli import config as cfgmod
+from aubench_cli.errors import AubenchError, UsageError, suggest
+
+STUDY_FILE = "study.json"
+STATUS_DIR = "status"
+# Training costs about 3 forward passes per image (forward, then backward for activations and for weights), the
+# usual rule of thumb (Kaplan et al. 2020); validation and test cost one forward pass per image.
+TRAIN_FLOPS_FACTOR = 3
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+RUN_KEYS = {"name", "title", "set", "paper", "x", "note"}
+# Settings that may differ between a run directory and the study without making it another run: the schedule
+# length (a longer one extends the run), the device, and evaluation (redone, not retrained).
+# The cache is left out too: the same study may see its cache under another path on another machine.
+_NOT_IDENTITY = {"train.epochs", "train.device", "train.compile", "train.amp", "train.channels_last", "data.cache"}
+
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class StudyRun:
+    name: str
+    title: str
+    overrides: dict[str, Any]
+    paper: dict[str, Any] = field(default_factory=dict)
+    x: float | None = None
+    index: int = 0
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    data: dict[str, Any]  # the preset as read
+    runs: list[StudyRun]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.data.get("study") or {})
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if k not in cfgmod.PRESET_META_KEYS}
+
+    def run(self, name: str) -> StudyRun:
+        for run in self.runs:
+            if run.name == name:
+                return run
+        raise UsageError(f"no run {name!r} in study {self.name}", suggest(name, [r.name for r in self.runs]))
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + str(key)] = value
+    return flat
+
+
+def parse_study(data: dict[str, Any], name: str, path: Path) -> Study:
+    """Check a study preset's structure (settings are checked when each run's config is resolved)."""
+    raw_runs = data.get("runs")
+    if not isinstance(raw_runs, list) or not raw_runs:
+        raise UsageError(f"preset {path} lists no runs, so it is not a study",
+                         "add a 'runs:' list of {name, set} entries (docs/studies.md), or use it with aubench train")
+    runs: list[StudyRun] = []
+    for i, entry in enumerate(raw_runs):
+        where = f"preset {path}, run {i + 1}"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise UsageError(f"{where} has no name", "each run is a mapping with at least 'name:'")
+        run_name = str(entry["name"])
+        if not _RUN_NAME.match(run_name) or run_name in (STATUS_DIR, "figures"):
+            raise UsageError(f"{where}: bad run name {run_name!r}",
+                             f"use letters, digits, '.', '_' or '-' (not {STATUS_DIR!r} or 'figures'): it names a directory")
+        unknown = set(entry) - RUN_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise UsageError(f"{where} ({run_name}): unknown key {key!r}", suggest(key, RUN_KEYS))
+        overrides = entry.get("set") or {}
+        if not isinstance(overrides, dict):
+            raise UsageError(f"{where} ({run_name}): 'set' must be a mapping", "e.g. set: {train.norm: sample-norm}")
+        paper = entry.get("paper") or {}
+        if not isinstance(paper, dict):
+            raise UsageError(f"{where} ({run_name}): 'paper' must be a mapping", "e.g. paper: {accuracy: {AU01: 75.5}}")
+        runs.append(StudyRun(run_name, str(entry.get("title", run_name)), _flatten(overrides), paper,
+                             float(entry["x"]) if entry.get("x") is not None else None, i))
+    names = [r.name for r in runs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"preset {path} has two runs named {dupes[0]!r}", "give every run its own name")
+    return Study(str(data.get("name") or path.stem), path, data, runs)
+
+
+def load_study(preset: str | Path) -> Study:
+    path = cfgmod.find_preset(preset)
+    data = cfgmod.load_preset(path)
+    return parse_study(data, str(preset), path.resolve())
+
+
+def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache: str | None = None,
+               weights: str | None = None) -> cfgmod.Config:
+    """A run's settings: defaults < the study's shared sections < the run's ``set`` < ``sets`` < ``cache``."""
+    cfg = cfgmod.Config()
+    cfgmod.apply_mapping(cfg, study.shared, source=f"preset {study.path}")
+    for key, value in run.overrides.items():
+        cfgmod.set_value(cfg, key, value, source=f"preset {study.path}, run {run.name}")
+    for item in sets or []:
+        key, value = cfgmod.parse_set(item)
+        cfgmod.set_value(cfg, key, value, source=f"--set {item}")
+    if cache is not None:
+        cfg.data.cache = cache
+    if weights is not None:
+        cfg.model.weights = weights
+        cfg.model.pretrained = False
+    if cfg.train.aug:
+        cfg.train.aug = cfg.train.aug.upper()
+    return cfg
+
+
+def weights_problem(cfg: cfgmod.Config) -> str | None:
+    """Why a run cannot start as the paper did, or None: a network the paper fine-tuned, with no weights source.
+
+    A study never trains such a network from random init behind the user's back (``aubench train`` does, with a
+    note, for whoever asks for it explicitly).
+    """
+    from aubench_cli.models import get_model_info
+
+    info = get_model_info(cfg.model.arch)
+    if info.from_scratch or cfg.model.weights or cfg.model.pretrained:
+        return None
+    return (f"{cfg.model.arch} was fine-tuned from pretrained weights in the paper and this run has none"
+            + (f" ({info.local_weights_note})" if info.local_weights_note else ""))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise UsageError(f"--shard must be I/N with 0 <= I < N, got {text!r}",
+                         "e.g. --shard 0/4 for the first of 4 shards (SLURM: --shard $SLURM_ARRAY_TASK_ID/4)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_weights(items: list[str] | None, study: Study) -> dict[str, str]:
+    """``--weights NAME=FILE`` items: a local weights file for one run of the study."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--weights expects RUN=FILE, got {item!r}", "e.g. --weights lightcnn9=LightCNN_9Layers.pth")
+        name, path = item.split("=", 1)
+        study.run(name.strip())  # unknown run names fail with close matches
+        if not Path(path).expanduser().is_file():
+            raise UsageError(f"weights file {path!r} for run {name} not found", "pass the path of a .pt/.pth file")
+        out[name.strip()] = str(Path(path).expanduser().resolve())
+    return out
+
+
+def select_runs(study: Study, only: list[str] | None = None, shard: tuple[int, int] | None = None) -> list[StudyRun]:
+    """The runs this invocation does: every N-th of the preset's list from I (``--shard I/N``), then ``--only``.
+
+    Sharding is over the preset's full list, so the shards of a study are disjoint and cover it whatever
+    ``--only`` says.
+    """
+    runs = study.runs
+    if shard is not None:
+        i, n = shard
+        runs = runs[i::n]
+    if only:
+        wanted = []
+        for name in only:
+            for part in name.split(","):
+                if part.strip():
+                    wanted.append(study.run(part.strip()).name)
+        runs = [r for r in runs if r.name in wanted]
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the state of a run directory
+
+
+def _checkpoint_position(run_dir: Path) -> tuple[int, int] | None:
+    """(epoch, step) of ``last.pt``, or None when there is none."""
+    if not (run_dir / "last.pt").is_file():
+        return None
+    from aubench_cli.train import load_checkpoint
+
+    state = load_checkpoint(run_dir / "last.pt")
+    return int(state["epoch"]), int(state["step"])
+
+
+def _identity(cfg: cfgmod.Config) -> dict[str, Any]:
+    flat = _flatten({k: v for k, v in cfgmod.to_dict(cfg).items() if k in ("model", "data", "train", "augment")})
+    return {k: v for k, v in flat.items() if k not in _NOT_IDENTITY}
+
+
+def config_differences(saved: cfgmod.Config, wanted: cfgmod.Config) -> list[str]:
+    a, b = _identity(saved), _identity(wanted)
+    return [f"{k}: {a.get(k)!r} in the run, {b.get(k)!r} in the study" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def _eval_matches(run_dir: Path, cfg: cfgmod.Config) -> bool:
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return (saved.get("split"), saved.get("batches"), saved.get("seed"), saved.get("checkpoint")) == (
+        cfg.eval.split, cfg.eval.batches, cfg.eval.seed, cfg.eval.checkpoint)
+
+
+def run_state(run_dir: Path, cfg: cfgmod.Config) -> str:
+    """``new`` (nothing to keep), ``partial`` (resume), ``trained`` (evaluate), ``done``."""
+    position = _checkpoint_position(run_dir)
+    if position is None:
+        return "new"
+    epoch, step = position
+    if epoch < cfg.train.epochs or step != 0 or not (run_dir / "best.pt").is_file():
+        return "partial"
+    return "done" if _eval_matches(run_dir, cfg) else "trained"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# cost estimate
+
+
+COSTS_FILE = "costs.json"
+
+
+def arch_costs(arch: str, outputs: int, folder: Path | None = None) -> dict[str, Any]:
+    """Per-image FLOPs, parameters and memory of ``arch`` with ``outputs`` logits (``profiling.count_costs``, the
+    paper's conventions), remembered in ``folder/costs.json`` when a folder is given (tracing a large network
+    takes seconds)."""
+    from aubench_cli.train import atomic_write_text
+
+    key = f"{arch}/{outputs}"
+    path = folder / COSTS_FILE if folder is not None else None
+    known: dict[str, Any] = {}
+    if path is not None and path.is_file():
+        try:
+            known = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            known = {}
+    if key not in known:
+        from aubench_cli.models import create_model
+        from aubench_cli.profiling import count_costs
+
+        costs = count_costs(create_model(arch, outputs))
+        known[key] = {"flops": costs.flops, "params": costs.params, "memory_mb": round(costs.memory_mb, 4)}
+        if path is not None:
+            atomic_write_text(path, json.dumps(known, indent=2))
+    return known[key]
+
+
+def _au_count(cache: str) -> tuple[int, str]:
+    from aubench_cli.cache import read_header
+
+    try:
+        return len(read_header(Path(cache))["au_names"]), "cache"
+    except AubenchError:
+        return len(cfgmod.PAPER_AUS), "paper (no cache read)"
+
+
+def estimate(study: Study, runs: list[StudyRun], cfgs: dict[str, cfgmod.Config], out: Path,
+             flops_of: Callable[[str, int], int] | None = None) -> list[dict[str, Any]]:
+    """One row per run: its settings and the compute it will cost (see TRAIN_FLOPS_FACTOR)."""
+    if flops_of is None:
+        def flops_of(arch: str, k: int) -> int:
+            return arch_costs(arch, k, out if out.is_dir() else None)["flops"]
+
+    counts: dict[str, tuple[int, str]] = {}
+    rows = []
+    for run in runs:
+        cfg = cfgs[run.name]
+        if cfg.data.cache not in counts:
+            counts[cfg.data.cache] = _au_count(cfg.data.cache)
+        k, k_source = counts[cfg.data.cache]
+        batch = (cfg.train.pos_per_au + cfg.train.neg_per_au) * k
+        forward = flops_of(cfg.model.arch, k)
+        train_images = cfg.train.epochs * cfg.train.batches_per_epoch * batch
+        val_images = cfg.train.epochs * cfg.train.val_batches * batch
+        test_images = cfg.eval.batches * batch  # an upper bound: evaluation scores each test frame once
+        run_dir = out / run.name
+        try:
+            state = run_state(run_dir, cfg) if run_dir.is_dir() else "new"
+        except AubenchError as exc:
+            state = f"unreadable ({exc.message})"
+        problem = weights_problem(cfg)
+        rows.append({
+            "name": run.name, "title": run.title, "index": run.index, "arch": cfg.model.arch,
+            "overrides": run.overrides, "x": run.x,
+            "pretrained": cfg.model.pretrained, "weights": cfg.model.weights,
+            "balance": cfg.train.balance, "norm": cfg.train.norm, "aug": cfg.train.aug,
+            "frames_frac": cfg.data.frames_frac, "subjects_frac": cfg.data.subjects_frac,
+            "epochs": cfg.train.epochs, "batches_per_epoch": cfg.train.batches_per_epoch,
+            "val_batches": cfg.train.val_batches, "batch_size": batch, "aus": k, "aus_from": k_source,
+            "forward_flops_per_image": forward, "train_images": train_images,
+            "train_flops": TRAIN_FLOPS_FACTOR * forward * train_images,
+            "val_flops": forward * val_images, "test_flops": forward * test_images,
+            "total_flops": TRAIN_FLOPS_FACTOR * forward * train_images + forward * (val_images + test_images),
+            "state": state, "problem": problem, "run_dir": str(run_dir),
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# running
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None) -> None:
+    """``DIR/study.json``: what ``aubench report`` needs (each shard writes the same content)."""
+    from aubench_cli.train import atomic_write_text
+
+    if not _main_process():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "preset": study.name, "preset_path": str(study.path), "description": study.data.get("description"),
+        "study": study.meta, "sets": list(sets), "cache": cache, "shared": study.shared,
+        "runs": [{"name": r.name, "title": r.title, "x": r.x, "set": r.overrides, "paper": r.paper} for r in study.runs],
+    }
+    atomic_write_text(out / STUDY_FILE, json.dumps(record, indent=2))
+
+
+def _main_process() -> bool:
+    """False in the processes of rank > 0 when torchrun launched the study (they train, rank 0 writes)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _write_status(out: Path, name: str, status: dict[str, Any]) -> None:
+    from aubench_cli.train import atomic_write_text
+
+    if not _main_process():
+        return
+
+    folder = out / STATUS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / f"{name}.json", json.dumps(status, indent=2))
+
+
+def _do_run(run: StudyRun, cfg: cfgmod.Config, run_dir: Path, log: LogFn,
+            progress: Callable[[str, dict], None] | None) -> dict[str, Any]:
+    from aubench_cli.evaluate import evaluate_run
+    from aubench_cli.train import load_checkpoint, train
+
+    problem = weights_problem(cfg)
+    if problem:
+        raise UsageError(problem, f"give it with --weights {run.name}=FILE, or leave it out with --only")
+    state = run_state(run_dir, cfg) if run_dir.is_dir() else "new"
+    trained = False
+    if state == "partial":
+        saved = cfgmod.from_dict(load_checkpoint(run_dir / "last.pt")["config"])
+        diffs = config_differences(saved, cfg)
+        if diffs:
+            raise UsageError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:3])})",
+                             "remove that directory, or pass --out to start the study elsewhere")
+        log(f"{run.name}: resuming")
+        train(cfg, run_dir, resume=True, epochs=cfg.train.epochs, log=log,
+              progress=(lambda e: progress(run.name, e)) if progress else None)
+        trained = True
+    elif state == "new":
+        log(f"{run.name}: training")
+        train(cfg, run_dir, overwrite=True, log=log,  # nothing in it to keep: no checkpoint was written
+              progress=(lambda e: progress(run.name, e)) if progress else None)
+        trained = True
+    else:
+        saved = cfgmod.from_dict(load_checkpoint(run_dir / "last.pt")["config"])
+        diffs = config_differences(saved, cfg)
+        if diffs:
+            raise UsageError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:3])})",
+                             "remove that directory, or pass --out to start the study elsewhere")
+    evaluated = False
+    if not _main_process():  # under torchrun, rank 0 alone evaluates and writes; the others go to the next run
+        return {"trained": trained, "evaluated": False, "mean_accuracy": None, "mean_ci95": None}
+    if trained or state == "trained":
+        log(f"{run.name}: evaluating ({cfg.eval.batches} balanced {cfg.eval.split} batches)")
+        if progress:
+            progress(run.name, {"event": "eval"})
+        evaluate_run(run_dir, split=cfg.eval.split, batches=cfg.eval.batches, seed=cfg.eval.seed,
+                     checkpoint=cfg.eval.checkpoint, device=cfg.train.device)
+        evaluated = True
+    result = json.loads((run_dir / "eval.json").read_text())
+    return {"trained": trained, "evaluated": evaluated, "mean_accuracy": result["mean_accuracy"],
+            "mean_ci95": result["mean_ci95"]}
+
+
+def run_study(
+    study: Study,
+    out: Path,
+    *,
+    runs: list[StudyRun],
+    sets: list[str] | None = None,
+    cache: str | None = None,
+    weights: dict[str, str] | None = None,
+    log: LogFn = lambda msg: None,
+    progress: Callable[[str, dict], None] | None = None,
+    debug: bool = False,
+) -> list[dict[str, Any]]:
+    """Train then evaluate ``runs`` into ``out/<name>/``; one result per run, a failure not stopping the others.
+
+    Ctrl-C (KeyboardInterrupt) stops the study after the current run saved its checkpoint; the same command
+    resumes it.
+    """
+    sets = list(sets or [])
+    weights = weights or {}
+    cfgs = {r.name: run_config(study, r, sets, cache, weights.get(r.name)) for r in runs}  # bad settings fail first
+    write_study_file(study, out, sets, cache)
+    results = []
+    for run in runs:
+        cfg = cfgs[run.name]
+        run_dir = out / run.name
+        started = _now()
+        try:
+            outcome = _do_run(run, cfg, run_dir, log, progress)
+        except KeyboardInterrupt:
+            _write_status(out, run.name, {"run": run.name, "state": "interrupted", "at": _now()})
+            raise
+        except Exception as exc:  # noqa: BLE001  one failed run must not stop the study
+            if debug:
+                raise
+            message = exc.message if isinstance(exc, AubenchError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, AubenchError) and exc.hint:
+                message += f" - {exc.hint}"
+            status = {"run": run.name, "state": "failed", "error": message, "started": started, "at": _now()}
+            _write_status(out, run.name, status)
+            log(f"{run.name}: FAILED: {message}")
+            results.append({"name": run.name, "title": run.title, "arch": cfg.model.arch, "state": "failed",
+                            "error": message, "trained": False, "evaluated": False, "mean_accuracy": None})
+            continue
+        state = "done" if (outcome["trained"] or outcome["evaluated"]) else "skipped"
+        _write_status(out, run.name, {"run": run.name, "state": "done", "started": started, "at": _now(),
+                                      **outcome})
+        results.append({"name": run.name, "title": run.title, "arch": cfg.model.arch, "state": state,
+                         "error": None, **outcome})
+    return results
+
+
+def human_flops(n: float) -> str:
+    if n <= 0 or not math.isfinite(n):
+        return "0"
+    for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if n >= div:
+            return f"{n / div:.1f} {suffix}FLOP"
+    return f"{n:.0f} FLOP"
