@@ -223,18 +223,18 @@ def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str
     rows.append(ci)
     if study.has_costs():
         costs = _costs(study)
-        for label, key, paper_key, show in (
-            ("FLOPs", "flops", "flops_m", lambda v: f"{v / 1e6:,.1f}M"),
-            ("#params", "params", "params_k", lambda v: f"{v / 1e3:,.0f}K"),
-            ("Memory", "memory_mb", "memory_mb", lambda v: f"{v:.2f}MB"),
+        # ours to the paper's precision; the paper's as printed (81.6M, 1040M; 2,276K; 4.71MB)
+        for label, key, paper_key, show, as_printed in (
+            ("FLOPs", "flops", "flops_m", lambda v: f"{v / 1e6:,.1f}M", lambda v: f"{v:g}M"),
+            ("#params", "params", "params_k", lambda v: f"{v / 1e3:,.0f}K", lambda v: f"{v:,.0f}K"),
+            ("Memory", "memory_mb", "memory_mb", lambda v: f"{v:.2f}MB", lambda v: f"{v:.2f}MB"),
         ):
             row = [label]
             for run in study.runs:
                 cell = show(costs[run.name][key]) if run.name in costs else "-"
                 theirs = run.paper.get(paper_key)
                 if theirs is not None:
-                    factor = {"flops_m": 1e6, "params_k": 1e3}.get(paper_key, 1)
-                    cell += f" ({show(theirs * factor)})"
+                    cell += f" ({as_printed(theirs)})"
                 row.append(cell)
             rows.append(row)
     return header, rows
@@ -354,9 +354,9 @@ def per_au_figure(study: StudyResults, path: Path) -> Path:
     aus = study.aus() + ["AVG"]
     runs = study.runs
     width = 0.8 / max(1, len(runs))
-    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(aus) * max(1, len(runs)) ** 0.5 + 4), 4.8))
+    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.45 * len(aus) * (1 + len(runs) / 6))), 5.5))
     xs = np.arange(len(aus))
-    cmap = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")
+    cmap = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")  # tab20: pairs of shades, still distinct
     for i, run in enumerate(runs):
         pos = xs - 0.4 + width * (i + 0.5)
         vals, lows, highs = [], [], []

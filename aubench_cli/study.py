@@ -437,6 +437,10 @@ def run_study(
     sets = list(sets or [])
     weights = weights or {}
     cfgs = {r.name: run_config(study, r, sets, cache, weights.get(r.name)) for r in runs}  # bad settings fail first
+    from aubench_cli.cache import read_header
+
+    for path in sorted({cfg.data.cache for cfg in cfgs.values()}):
+        read_header(Path(path))  # a missing cache is one error, not one failure per run
     write_study_file(study, out, sets, cache)
     results = []
     for run in runs:

@@ -1050,7 +1050,7 @@ class _ImageSequenceSink:
 
 @dataclass
 class SynthConfig:
-    """Settings of one synthetic dataset (the defaults give a small demo set: about 1 MB a video)."""
+    """Settings of one synthetic dataset (the defaults give a small demo set: 12 videos, about 32 MB)."""
 
     subjects: int = 6
     # None: the layout's own default (2 for generic and BP4D tasks, 1 for DISFA and Aff-Wild2).

@@ -240,3 +240,10 @@ def test_study_end_to_end_resumes_without_redoing(tmp_path):
     report = runner.invoke(app, ["report", str(out), "--out", "-"])
     assert report.exit_code == 0, report.output
     assert "| AU01 |" in report.stdout and "lc9" in report.stdout and "failed" in report.stdout
+
+
+def test_missing_cache_is_one_error_before_any_run(tmp_path):
+    preset = _tiny_preset(tmp_path / "tiny.yaml")
+    result = runner.invoke(app, ["study", str(preset), "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "no aubench cache" in result.stderr
+    assert not (tmp_path / "s").exists()

@@ -21,7 +21,7 @@ NAME = "report"
 def command(
     folder: Annotated[str, typer.Argument(help="Study directory (studies/<preset>) or a folder of them (studies/).")],
     fmt: Annotated[str, typer.Option("--format", help="md | csv | html.")] = "md",
-    out: Annotated[Optional[str], typer.Option("--out", help="Report file [default: DIR/report.<format>]; - prints it on stdout.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Report file (default: DIR/report.<format>); - prints it on stdout.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written (paths, run states) as JSON.")] = False,
 ) -> None:
     from aubench_cli.report import write_report

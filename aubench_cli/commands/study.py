@@ -22,8 +22,8 @@ NAME = "study"
 
 def command(
     preset: Annotated[str, typer.Argument(help="Study preset: a name in presets/ (table1-architectures, table2-normalization, table2-augmentation, table2-balancing, fig2-frames, fig2-subjects) or a YAML file.")],
-    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache written by aubench preprocess [default: the preset's, else ./aubench-cache].")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Study directory [default: studies/<preset name>].")] = None,
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache written by aubench preprocess (default: the preset's, else ./aubench-cache).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Study directory (default: studies/<preset name>).")] = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Do only this run (repeatable, or comma-separated).")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: do every N-th run of the preset starting at I (0-based), e.g. $SLURM_ARRAY_TASK_ID/4.")] = None,
     weights: Annotated[Optional[list[str]], typer.Option("--weights", help="RUN=FILE: local pretrained weights for one run (repeatable), e.g. lightcnn9=LightCNN_9Layers.pth.")] = None,
@@ -35,7 +35,6 @@ def command(
     from aubench_cli.errors import AubenchError
     from aubench_cli.study import (
         estimate,
-        human_flops,
         load_study,
         parse_shard,
         parse_weights,
@@ -54,7 +53,7 @@ def command(
         if json_out:
             print_json(rows)
             return
-        _render_plan(study, rows, out_dir, human_flops)
+        _render_plan(study.name, rows, out_dir)
         return
     if not runs:
         stderr.print(f"no run of {study.name} selected (--shard {shard} --only {only}): nothing to do")
@@ -104,8 +103,10 @@ def command(
                            f"details in {out_dir}/status/; fix them and run the same command again (finished runs are kept)")
 
 
-def _render_plan(study, rows: list[dict], out_dir: Path, human_flops) -> None:
-    table = Table(title=f"{study.name}: {len(rows)} runs into {out_dir}",
+def _render_plan(name: str, rows: list[dict], out_dir: Path) -> None:
+    from aubench_cli.study import human_flops
+
+    table = Table(title=f"{name}: {len(rows)} runs into {out_dir}",
                   caption="cost = forward FLOPs per image (paper convention, aubench profile) x training images "
                           "x 3 (forward + backward), plus one forward pass per validation and test image")
     for col in ("run", "arch", "settings", "state", "images trained", "FLOPs/img", "est. compute"):
