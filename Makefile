@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/aubench profile --all --paper
+	$(BIN)/aubench demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

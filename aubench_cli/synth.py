@@ -60,8 +60,11 @@ def astronaut_landmarks() -> np.ndarray:
     """
     import mediapipe as mp
 
+    from aubench_cli.align import quiet_native_stderr
+
     rgb = cv2.cvtColor(astronaut_photo(), cv2.COLOR_BGR2RGB)
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
+    with quiet_native_stderr(), mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                                refine_landmarks=True) as mesh:
         result = mesh.process(rgb)
     if not result.multi_face_landmarks:
         raise AubenchError(

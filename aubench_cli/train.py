@@ -59,8 +59,6 @@ from aubench_cli.transforms import (
 
 CHECKPOINT_VERSION = 1
 OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-# Networks measured faster in channels_last on this project's 2-core CPU (docs/performance.md); on CUDA all are.
-CPU_CHANNELS_LAST = {"baseline", "emonets"}
 PRELOAD_LIMIT_BYTES = 4 * 1024**3  # frames used by a run are copied to RAM below this size; above, read from disk
 
 LogFn = Callable[[str], None]
@@ -322,11 +320,11 @@ def _optimizer(cfg: cfgmod.Config, model: nn.Module) -> torch.optim.Optimizer:
     return OPTIMIZERS[name](model.parameters(), lr=lr)
 
 
-def _use_channels_last(cfg: cfgmod.Config, device: torch.device) -> bool:
-    choice = cfg.train.channels_last
-    if choice == "auto":
-        return device.type == "cuda" or cfg.model.arch in CPU_CHANNELS_LAST
-    return choice in ("true", "yes", "on", "1")
+def _use_channels_last(cfg: cfgmod.Config) -> bool:
+    # "auto" is channels_last: on CUDA it is the layout tensor cores want, and on the project's 2-core CPU every
+    # one of the 11 networks trained as fast or faster in it (1.0x VGG-16 to 2x ResNet50/InceptionV3,
+    # docs/performance.md).
+    return cfg.train.channels_last in ("auto", "true", "yes", "on", "1")
 
 
 @dataclass
@@ -419,7 +417,7 @@ def train(
     elif state is None and not get_model_info(cfg.model.arch).from_scratch:
         log(f"note: {cfg.model.arch} starts from random init; the paper fine-tuned it from pretrained weights "
             "(pass --weights FILE or --pretrained)")
-    channels_last = _use_channels_last(cfg, device)
+    channels_last = _use_channels_last(cfg)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

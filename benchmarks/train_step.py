@@ -28,7 +28,7 @@ from aubench_cli.cache import open_cache  # noqa: E402
 from aubench_cli.models import create_model, get_model_info  # noqa: E402
 from aubench_cli.profiling import resolve_device  # noqa: E402
 from aubench_cli.sampling import make_sampler, per_au_bce  # noqa: E402
-from aubench_cli.train import CPU_CHANNELS_LAST, FrameSource, Step  # noqa: E402
+from aubench_cli.train import FrameSource, Step  # noqa: E402
 from aubench_cli.transforms import FeatureStats, build_augmentation  # noqa: E402
 
 AUS = cfgmod.PAPER_AUS
@@ -72,7 +72,7 @@ def main() -> None:
         for arch in args.archs:
             torch.manual_seed(0)
             model = create_model(arch, len(AUS)).to(device).train()
-            channels_last = device.type == "cuda" or arch in CPU_CHANNELS_LAST
+            channels_last = True  # what `aubench train` uses (train.channels_last: auto)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             info = get_model_info(arch)
