@@ -1,7 +1,7 @@
 """Benchmark `aubench eval`: images/s of a whole evaluation against the pure forward pass of the same model.
 
-The evaluation forwards every frame of the test split once (large batches, inference_mode; bf16 and
-channels_last on CUDA), then indexes those predictions with the paper's 3000 balanced test batches and computes
+The evaluation forwards every frame of the test split once (large batches, inference_mode, channels_last;
+bf16 on CUDA), then indexes those predictions with the paper's 3000 balanced test batches and computes
 the metrics. Its images/s counts the split's frames; the ratio eval/forward says how much the data path and the
 metrics cost. Usage: python benchmarks/eval.py [--arch baseline] [--frames 400]
 """
@@ -52,8 +52,7 @@ def main() -> None:
         model = create_model(args.arch, len(cfgmod.PAPER_AUS)).to(device).eval()
         cuda = device.type == "cuda"
         x = torch.rand(512, 1, 96, 96, device=device)
-        if cuda:
-            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
             model(x[:64])

@@ -34,23 +34,30 @@ from aubench_cli.transforms import FeatureStats, build_augmentation  # noqa: E40
 AUS = cfgmod.PAPER_AUS
 
 
-def timed(fn, steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+def timed(fns: dict, steps: int, warmup: int, device: torch.device, rounds: int = 5) -> dict[str, float]:
+    """Median seconds per step of each function, measured in interleaved rounds (so background load on a shared
+    machine hits every variant alike)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    per_step: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(max(1, steps // rounds)):
+                fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            per_step[name].append((time.perf_counter() - start) / max(1, steps // rounds))
+    return {name: sorted(times)[len(times) // 2] for name, times in per_step.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--archs", nargs="+", default=["baseline", "lightcnn9"])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -98,8 +105,8 @@ def main() -> None:
                 i, tg = sampler.draw(rng)
                 step.train_step(i, torch.from_numpy(tg).to(device, non_blocking=True))
 
-            a = timed(model_only, args.steps, args.warmup, device)
-            b = timed(full, args.steps, args.warmup, device)
+            times = timed({"a": model_only, "b": full}, args.steps, args.warmup, device)
+            a, b = times["a"], times["b"]
             n = sampler.batch_size
             print(f"{arch:12s} {n / a:16.1f} {n / b:15.1f} {b / a:10.2f}  {channels_last}")
 
