@@ -27,7 +27,7 @@ from aubench_cli import config as cfgmod
 from aubench_cli.errors import UsageError
 from aubench_cli.models import create_model
 from aubench_cli.profiling import resolve_device
-from aubench_cli.sampling import BalancedSampler, build_pools
+from aubench_cli.sampling import BalancedSampler, build_pools, check_balanceable
 from aubench_cli.train import atomic_write_text, load_checkpoint
 from aubench_cli.transforms import FeatureStats, normalize, to_float
 
@@ -142,8 +142,6 @@ def evaluate_run(
     columns = [data.au_names.index(au) for au in au_names]
     labels = np.ascontiguousarray(data.labels[:, columns])
     index = data.indices(split)
-    from aubench_cli.sampling import check_balanceable
-
     bad = check_balanceable(labels, index, au_names, split)
     if bad:
         raise UsageError(f"the {split} split has no positive or no negative frame for {', '.join(bad)}",

@@ -118,11 +118,15 @@ BALANCING: dict[str, BalanceBuilder] = {
 }
 
 
-def make_sampler(method: str, labels: np.ndarray, index: np.ndarray, rng: np.random.Generator,
-                 pos_per_au: int = 4, neg_per_au: int = 4):
+def check_balance(method: str) -> str:
     if method not in BALANCING:
         raise UsageError(f"unknown balancing method {method!r}", suggest(method, BALANCING))
-    return BALANCING[method](labels, index, rng, pos_per_au, neg_per_au)
+    return method
+
+
+def make_sampler(method: str, labels: np.ndarray, index: np.ndarray, rng: np.random.Generator,
+                 pos_per_au: int = 4, neg_per_au: int = 4):
+    return BALANCING[check_balance(method)](labels, index, rng, pos_per_au, neg_per_au)
 
 
 def cost_weights(targets: torch.Tensor) -> torch.Tensor:

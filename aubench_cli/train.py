@@ -35,12 +35,13 @@ from torch import nn
 
 from aubench_cli import __version__
 from aubench_cli import config as cfgmod
-from aubench_cli.errors import AubenchError, UsageError
+from aubench_cli.errors import AubenchError, UsageError, suggest
 from aubench_cli.models import create_model, get_model_info
 from aubench_cli.profiling import resolve_device
 from aubench_cli.sampling import (
     BalancedSampler,
     build_pools,
+    check_balance,
     check_balanceable,
     correct_counts,
     make_sampler,
@@ -313,8 +314,6 @@ def _optimizer(cfg: cfgmod.Config, model: nn.Module) -> torch.optim.Optimizer:
     info = get_model_info(cfg.model.arch)
     name = cfg.train.optimizer or info.optimizer
     if name not in OPTIMIZERS:
-        from aubench_cli.errors import suggest
-
         raise UsageError(f"unknown optimizer {name!r}", suggest(name, OPTIMIZERS))
     lr = cfg.train.lr if cfg.train.lr is not None else info.lr
     return OPTIMIZERS[name](model.parameters(), lr=lr)
@@ -599,12 +598,8 @@ def _validate_epoch(step: Step, batches: list[np.ndarray], targets: torch.Tensor
 
 
 def _validate(cfg: cfgmod.Config) -> None:
-    from aubench_cli.sampling import BALANCING
-    from aubench_cli.errors import suggest
-
     get_model_info(cfg.model.arch)
-    if cfg.train.balance not in BALANCING:
-        raise UsageError(f"unknown balancing method {cfg.train.balance!r}", suggest(cfg.train.balance, BALANCING))
+    check_balance(cfg.train.balance)
     check_norm(cfg.train.norm)
     build_augmentation(cfg.train.aug, cfg.augment)
     for name in ("epochs", "batches_per_epoch", "val_batches", "pos_per_au", "neg_per_au"):

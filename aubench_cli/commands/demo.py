@@ -7,7 +7,7 @@ substitute for real AU-coded videos. The schedule is the paper's protocol shorte
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn

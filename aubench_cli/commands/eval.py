@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aubench_cli.commands._render import print_json, progress, stderr, stdout
+from aubench_cli.commands._render import print_json, progress, stdout
 
 NAME = "eval"
 

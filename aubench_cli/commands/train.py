@@ -8,7 +8,6 @@ aubench_cli train ...
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
