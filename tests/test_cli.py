@@ -79,7 +79,8 @@ def test_profile_table_shows_paper_columns():
         (["profile", "baseline", "--set", "profile.batchsize=4"], "profile.batch"),
         (["profile", "baseline", "--set", "profile.batch=many"], "integer"),
         (["profile", "baseline", "--paper", "--input", "64"], "96"),
-        (["profile", "baseline", "--device", "cuda:0"] if not torch.cuda.is_available() else ["profile", "x"], ""),
+        (["profile", "baseline", "--device", "cuda:0"], "no CUDA GPU") if not torch.cuda.is_available()
+        else (["profile", "baseline", "--device", "tpu"], "unknown device"),
         (["models", "--weights", "x.pt"], "architecture"),
         (["models", "baseline", "--weights", "missing.pt"], "not found"),
     ],
