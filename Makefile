@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/aubench demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

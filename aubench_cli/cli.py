@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,17 +17,13 @@ import typer
 from rich.console import Console
 
 from aubench_cli import __version__
-from aubench_cli.errors import AubenchError
+from aubench_cli.errors import AubenchError, debug_enabled
 
 # One module per command under aubench_cli/commands/, in the order `aubench --help` lists them. Only commands
 # that work are listed here.
 COMMANDS = ["demo", "models", "profile", "synth", "preprocess", "train", "eval", "study", "report"]
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def debug_enabled() -> bool:
-    return os.environ.get("AUBENCH_DEBUG", "") not in ("", "0")
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

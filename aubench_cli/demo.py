@@ -45,11 +45,11 @@ class DemoOptions:
 def run_demo(options: DemoOptions, on_stage: StageFn = lambda stage, info: None,
              train_progress: Callable[[dict], None] | None = None,
              frames_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    from aubench_cli.evaluate import evaluate_run, public
-    from aubench_cli.preprocess import PreprocessOptions, run_preprocess
+    from aubench_cli.evaluation.evaluate import evaluate_run, public
+    from aubench_cli.data.preprocess import PreprocessOptions, run_preprocess
     from aubench_cli.profiling import profile_models
-    from aubench_cli.synth import SynthConfig, synthesize
-    from aubench_cli.train import train
+    from aubench_cli.data.synth import SynthConfig, synthesize
+    from aubench_cli.training.trainer import train
 
     out = Path(options.out)
     data, cache, run = out / "data", out / "cache", out / "runs" / "baseline"

@@ -7,6 +7,7 @@ bad usage or input (exit code 2); ``AubenchError`` itself for failures while doi
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -28,6 +29,11 @@ class UsageError(AubenchError):
     """Bad usage or input (unknown name, malformed option, unreadable file); exit code 2."""
 
     exit_code = 2
+
+
+def debug_enabled() -> bool:
+    """``AUBENCH_DEBUG=1``: let tracebacks through the CLI's error boundary."""
+    return os.environ.get("AUBENCH_DEBUG", "") not in ("", "0")
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -29,6 +29,7 @@ with warnings.catch_warnings():
     from fvcore.nn.jit_analysis import JitModelAnalysis
     from fvcore.nn.jit_handles import get_shape
 
+from aubench_cli.device import resolve_device
 from aubench_cli.errors import UsageError
 from aubench_cli.models import create_model, get_model_info, list_models
 
@@ -188,19 +189,6 @@ def count_costs(model: nn.Module, input_size: int = 96) -> Costs:
         memory_mb=BYTES_PER_VALUE * (params + activations) / 1e6,
         unsupported_ops=dict(unsupported),
     )
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else CPU; anything else is passed to torch (``cuda:1``, ``cpu``)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} asked for, but no CUDA GPU is visible", "use --device cpu")
-    return device
 
 
 @dataclass

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cachefixture import make_cache  # noqa: E402
 
 from aubench_cli import config as cfgmod  # noqa: E402
-from aubench_cli.evaluate import evaluate_run  # noqa: E402
+from aubench_cli.evaluation.evaluate import evaluate_run  # noqa: E402
 from aubench_cli.models import create_model  # noqa: E402
-from aubench_cli.profiling import resolve_device  # noqa: E402
-from aubench_cli.train import train  # noqa: E402
+from aubench_cli.device import resolve_device  # noqa: E402
+from aubench_cli.training.trainer import train  # noqa: E402
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aubench_cli.align import FaceAligner, alignment_transform, quiet_native_stderr, warp_crop  # noqa: E402
-from aubench_cli.cache import open_cache  # noqa: E402
-from aubench_cli.preprocess import PreprocessOptions, run_preprocess  # noqa: E402
+from aubench_cli.data.align import FaceAligner, alignment_transform, quiet_native_stderr, warp_crop  # noqa: E402
+from aubench_cli.data.cache import open_cache  # noqa: E402
+from aubench_cli.data.preprocess import PreprocessOptions, run_preprocess  # noqa: E402
 
 
 def astronaut_video(path: Path, frames: int, size=(640, 480)) -> None:
@@ -56,7 +56,7 @@ def make_dataset(root: Path, videos: int, frames: int) -> str:
     first = root / "videos" / "s00_v1.avi"
     source = "astronaut video (own)"
     try:
-        from aubench_cli.synth import SynthConfig, synthesize
+        from aubench_cli.data.synth import SynthConfig, synthesize
 
         tmp = root.parent / "synth"
         synthesize(tmp, SynthConfig(subjects=1, videos_per_subject=1, frames=frames, layout="generic", seed=0))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aubench_cli import synth  # noqa: E402
+from aubench_cli.data import synth  # noqa: E402
 
 
 def main() -> None:

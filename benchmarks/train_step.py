@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cachefixture import make_cache  # noqa: E402
 
 from aubench_cli import config as cfgmod  # noqa: E402
-from aubench_cli.cache import open_cache  # noqa: E402
+from aubench_cli.data.cache import open_cache  # noqa: E402
 from aubench_cli.models import create_model, get_model_info  # noqa: E402
-from aubench_cli.profiling import resolve_device  # noqa: E402
-from aubench_cli.sampling import make_sampler, per_au_bce  # noqa: E402
-from aubench_cli.train import FrameSource, Step  # noqa: E402
-from aubench_cli.transforms import FeatureStats, build_augmentation  # noqa: E402
+from aubench_cli.device import resolve_device  # noqa: E402
+from aubench_cli.training.sampling import make_sampler, per_au_bce  # noqa: E402
+from aubench_cli.training.trainer import FrameSource, Step  # noqa: E402
+from aubench_cli.training.transforms import FeatureStats, build_augmentation  # noqa: E402
 
 AUS = cfgmod.PAPER_AUS
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aubench_cli.cache import FORMAT_NAME, FORMAT_VERSION, ShardWriter, now, prepare_cache
+from aubench_cli.data.cache import FORMAT_NAME, FORMAT_VERSION, ShardWriter, now, prepare_cache
 
 AUS = ["AU01", "AU02", "AU04", "AU06", "AU12"]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from aubench_cli.align import (
+from aubench_cli.data.align import (
     CROP_SIZE,
     TEMPLATE,
     FaceAligner,

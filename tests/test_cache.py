@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from aubench_cli.cache import (
+from aubench_cli.data.cache import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HEADER_FILE,
@@ -141,7 +141,7 @@ def test_reopening_with_other_settings_is_refused_unless_overwrite(cache):
 
 
 def test_index_is_used_while_it_matches_and_ignored_once_stale(cache):
-    from aubench_cli.cache import INDEX_FILE, write_index
+    from aubench_cli.data.cache import INDEX_FILE, write_index
 
     path, shards = cache
     slow = open_cache(path)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from aubench_cli import config as cfgmod
 from aubench_cli.cli import app
 from aubench_cli.errors import UsageError
-from aubench_cli.evaluate import evaluate_run, mcnemar, natural_metrics, wilson
-from aubench_cli.train import train
+from aubench_cli.evaluation.evaluate import evaluate_run, mcnemar, natural_metrics, wilson
+from aubench_cli.training.trainer import train
 from cachefixture import make_cache
 
 runner = CliRunner()

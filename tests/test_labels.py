@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aubench_cli.errors import UsageError
-from aubench_cli.labels import (
+from aubench_cli.data.labels import (
     LabelError,
     LabelTable,
     au_name,
@@ -202,7 +202,7 @@ def test_disfa_bp4d_affwild2_listings(tmp_path):
 
 
 def test_generic_dataset_reads_all_files_the_same_way(tmp_path):
-    from aubench_cli.labels import read_all_labels
+    from aubench_cli.data.labels import read_all_labels
 
     root = make_generic(tmp_path / "g")
     write(root / "labels" / "v0.csv", "frame,AU01\n0,1\n1,0\n")  # only 0/1: alone it would be binary

@@ -14,11 +14,11 @@ import pytest
 from skimage import data
 from typer.testing import CliRunner
 
-from aubench_cli.cache import open_cache
+from aubench_cli.data.cache import open_cache
 from aubench_cli.cli import app
 from aubench_cli.errors import UsageError
-from aubench_cli.labels import list_dataset
-from aubench_cli.preprocess import PreprocessOptions, assign_splits, run_preprocess, split_counts, split_subjects
+from aubench_cli.data.labels import list_dataset
+from aubench_cli.data.preprocess import PreprocessOptions, assign_splits, run_preprocess, split_counts, split_subjects
 
 runner = CliRunner()
 N_FRAMES = 8
@@ -92,7 +92,7 @@ def test_end_to_end_labels_match_frames(dataset, tmp_path):
         np.testing.assert_array_equal(cache.frame[sel], np.arange(N_FRAMES))
         np.testing.assert_array_equal(cache.labels[sel], rows)
     # crops are aligned: the landmarks land on the template in crop coordinates
-    from aubench_cli.align import TEMPLATE, apply_transform
+    from aubench_cli.data.align import TEMPLATE, apply_transform
 
     pts = np.stack([apply_transform(t, lm) for t, lm in zip(cache.transform, cache.landmarks)])
     assert np.abs(pts - TEMPLATE).max() < 3.0

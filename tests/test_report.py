@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from aubench_cli import config as cfgmod
 from aubench_cli.cli import app
-from aubench_cli.report import collect, write_report
-from aubench_cli.study import STATUS_DIR, parse_study, write_study_file
+from aubench_cli.studies.report import collect, write_report
+from aubench_cli.studies.study import STATUS_DIR, parse_study, write_study_file
 
 runner = CliRunner()
 AUS = ["AU01", "AU02", "AU12"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aubench_cli.sampling import (
+from aubench_cli.training.sampling import (
     BalancedSampler,
     build_pools,
     check_balanceable,

@@ -15,8 +15,8 @@ from aubench_cli.cli import app
 from aubench_cli.errors import UsageError
 from aubench_cli.models import get_model_info, list_models
 from aubench_cli.profiling import PAPER_TABLE1
-from aubench_cli.sampling import BALANCING
-from aubench_cli.study import (
+from aubench_cli.training.sampling import BALANCING
+from aubench_cli.studies.study import (
     TRAIN_FLOPS_FACTOR,
     load_study,
     parse_shard,
@@ -24,7 +24,7 @@ from aubench_cli.study import (
     select_runs,
     weights_problem,
 )
-from aubench_cli.transforms import check_norm
+from aubench_cli.training.transforms import check_norm
 from cachefixture import make_cache
 
 runner = CliRunner()

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from aubench_cli import synth
+from aubench_cli.data import synth
 from aubench_cli.cli import app
 from aubench_cli.errors import UsageError
-from aubench_cli.synth import (AU_SPECS, LAYOUTS, PAPER_AUS, FaceRenderer, Identity, Pose, SynthConfig,
+from aubench_cli.data.synth import (AU_SPECS, LAYOUTS, PAPER_AUS, FaceRenderer, Identity, Pose, SynthConfig,
                                astronaut_landmarks, generate_labels, synthesize)
 
 SMALL = dict(subjects=2, frames=8, width=128, height=96)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from aubench_cli import config as cfgmod
 from aubench_cli.cli import app
 from aubench_cli.errors import AubenchError, UsageError
-from aubench_cli.train import load_checkpoint, select_subset, train
+from aubench_cli.training.trainer import load_checkpoint, select_subset, train
 from cachefixture import AUS, make_cache
 
 runner = CliRunner()
@@ -91,9 +91,9 @@ def test_settings_run_and_are_recorded(cache, tmp_path, norm, balance):
 
 
 def test_augmentation_only_in_training(cache):
-    from aubench_cli.train import FrameSource, Step
-    from aubench_cli.transforms import FeatureStats, build_augmentation
-    from aubench_cli.cache import open_cache
+    from aubench_cli.training.trainer import FrameSource, Step
+    from aubench_cli.training.transforms import FeatureStats, build_augmentation
+    from aubench_cli.data.cache import open_cache
 
     c = open_cache(cache)
     source = FrameSource(c.images, np.arange(len(c.images)), torch.device("cpu"))
@@ -105,7 +105,7 @@ def test_augmentation_only_in_training(cache):
 
 
 def test_section_v_subsets(cache):
-    from aubench_cli.cache import open_cache
+    from aubench_cli.data.cache import open_cache
 
     c = open_cache(cache)
     train_idx = c.indices("train")
@@ -211,7 +211,7 @@ def test_resume_refuses_new_settings(cache, tmp_path):
 
 
 def test_cuda_out_of_memory_suggests_a_smaller_batch(cache, tmp_path, monkeypatch):
-    from aubench_cli import train as trainmod
+    from aubench_cli.training import trainer as trainmod
 
     def oom(self, idx, targets):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

@@ -8,7 +8,7 @@ import torch
 
 from aubench_cli.config import AugmentConfig
 from aubench_cli.errors import UsageError
-from aubench_cli.transforms import FeatureStats, augment, build_augmentation, feature_stats, normalize, to_float
+from aubench_cli.training.transforms import FeatureStats, augment, build_augmentation, feature_stats, normalize, to_float
 
 
 def test_normalizations():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision.models as tvm
 
-from aubench_cli import weights
+from aubench_cli.models import weights
 from aubench_cli.errors import AubenchError, UsageError
 from aubench_cli.models import create_model
 

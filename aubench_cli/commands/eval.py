@@ -28,7 +28,7 @@ def command(
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
-    from aubench_cli.evaluate import compare, evaluate_run, latest_run, public
+    from aubench_cli.evaluation.evaluate import compare, evaluate_run, latest_run, public
 
     run_dirs = runs or [str(latest_run())]
     results = []

@@ -69,7 +69,7 @@ def _list(outputs: int, json_out: bool) -> None:
 
 def _check(arch: str, weights: str | None, pretrained: bool, outputs: int, json_out: bool) -> None:
     from aubench_cli.models import create_model, get_model_info
-    from aubench_cli.weights import load_pretrained, load_weights_file
+    from aubench_cli.models.weights import load_pretrained, load_weights_file
 
     get_model_info(arch)
     if weights and pretrained:

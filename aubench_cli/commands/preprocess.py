@@ -22,8 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from aubench_cli.errors import UsageError, suggest
-from aubench_cli.labels import LAYOUTS
-from aubench_cli.preprocess import PreprocessOptions, parse_splits, run_preprocess
+from aubench_cli.data.labels import LAYOUTS
+from aubench_cli.data.preprocess import PreprocessOptions, parse_splits, run_preprocess
 
 NAME = "preprocess"
 

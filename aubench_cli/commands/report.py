@@ -24,7 +24,7 @@ def command(
     out: Annotated[Optional[str], typer.Option("--out", help="Report file (default: DIR/report.<format>); - prints it on stdout.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written (paths, run states) as JSON.")] = False,
 ) -> None:
-    from aubench_cli.report import write_report
+    from aubench_cli.studies.report import write_report
 
     written = write_report(folder, fmt, out)
     if written["text"] is not None:

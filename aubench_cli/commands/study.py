@@ -31,9 +31,8 @@ def command(
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every run, e.g. train.epochs=2.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs (with --dry-run) or their results as JSON on stdout.")] = False,
 ) -> None:
-    from aubench_cli.cli import debug_enabled
-    from aubench_cli.errors import AubenchError
-    from aubench_cli.study import (
+    from aubench_cli.errors import AubenchError, debug_enabled
+    from aubench_cli.studies.study import (
         estimate,
         load_study,
         parse_shard,
@@ -104,7 +103,7 @@ def command(
 
 
 def _render_plan(name: str, rows: list[dict], out_dir: Path) -> None:
-    from aubench_cli.study import human_flops
+    from aubench_cli.studies.study import human_flops
 
     table = Table(title=f"{name}: {len(rows)} runs into {out_dir}",
                   caption="cost = forward FLOPs per image (paper convention, aubench profile) x training images "

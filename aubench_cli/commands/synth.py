@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aubench_cli.commands._render import print_json
-from aubench_cli.synth import LAYOUTS, SynthConfig, parse_size, synthesize
+from aubench_cli.data.synth import LAYOUTS, SynthConfig, parse_size, synthesize
 
 NAME = "synth"
 

@@ -46,7 +46,7 @@ def command(
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting, e.g. augment.rotate=15.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
 ) -> None:
-    from aubench_cli.train import train
+    from aubench_cli.training.trainer import train
 
     if resume and out and out != resume:
         raise UsageError("--resume names the run directory; --out is not needed with it", f"drop --out {out}")

@@ -3,6 +3,9 @@
 Each family lives in its own file and registers its builders with ``@register_model``; everything that lists
 networks (CLI choices, ``profile --all``, presets) reads this registry. Every model takes N x 1 x 96 x 96
 grayscale crops and returns N x K logits; 3-channel networks repeat the gray channel inside their ``forward``.
+``weights`` loads pretrained weights (a user's file or a library registry) into them. May use the bottom layer
+(``config``, ``errors``, ``device``, ``fileio``) and nothing else of aubench: never ``data``, ``training``,
+``evaluation`` or ``studies``.
 """
 
 from aubench_cli.models.registry import (

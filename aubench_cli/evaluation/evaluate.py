@@ -26,10 +26,11 @@ import torch
 from aubench_cli import config as cfgmod
 from aubench_cli.errors import UsageError
 from aubench_cli.models import create_model
-from aubench_cli.profiling import resolve_device
-from aubench_cli.sampling import BalancedSampler, build_pools, check_balanceable
-from aubench_cli.train import atomic_write_text, load_checkpoint
-from aubench_cli.transforms import FeatureStats, normalize, to_float
+from aubench_cli.device import resolve_device
+from aubench_cli.training.sampling import BalancedSampler, build_pools, check_balanceable
+from aubench_cli.fileio import atomic_write_text
+from aubench_cli.training.trainer import load_checkpoint
+from aubench_cli.training.transforms import FeatureStats, normalize, to_float
 
 EVAL_STREAM = 7  # the random stream of test batches: np.random.default_rng([seed, 7])
 Z95 = 1.959963984540054
@@ -120,7 +121,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with per-frame decisions kept
     in memory under ``_decisions`` for paired comparisons."""
-    from aubench_cli.cache import open_cache
+    from aubench_cli.data.cache import open_cache
 
     run = Path(run)
     state = _load(run, checkpoint)
@@ -230,3 +231,22 @@ def compare(results: list[dict[str, Any]], alpha: float = 0.05) -> list[dict[str
 def public(result: dict[str, Any]) -> dict[str, Any]:
     """The result without its in-memory per-frame decisions."""
     return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def evaluate(
+    runs: str | Path | list[str | Path],
+    *,
+    cache: str | Path | None = None,
+    split: str = "test",
+    batches: int = 3000,
+    seed: int = 0,
+    checkpoint: str = "best",
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate one run (its result) or several (``{"runs": [...], "comparisons": [...]}``), as ``eval --json``."""
+    many = isinstance(runs, (list, tuple))
+    results = [evaluate_run(run, cache=cache, split=split, batches=batches, seed=seed, checkpoint=checkpoint,
+                            device=device) for run in (runs if many else [runs])]
+    if not many:
+        return public(results[0])
+    return {"runs": [public(r) for r in results], "comparisons": compare(results) if len(results) > 1 else []}

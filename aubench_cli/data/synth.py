@@ -60,7 +60,7 @@ def astronaut_landmarks() -> np.ndarray:
     """
     import mediapipe as mp
 
-    from aubench_cli.align import quiet_native_stderr
+    from aubench_cli.data.align import quiet_native_stderr
 
     rgb = cv2.cvtColor(astronaut_photo(), cv2.COLOR_BGR2RGB)
     with quiet_native_stderr(), mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,

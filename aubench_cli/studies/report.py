@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
+from aubench_cli.fileio import atomic_write_text
 from aubench_cli.errors import UsageError
-from aubench_cli.study import COSTS_FILE, STATUS_DIR, STUDY_FILE, arch_costs
+from aubench_cli.studies.study import COSTS_FILE, STATUS_DIR, STUDY_FILE, arch_costs
 
 # Studies under one folder are reported in the paper's order; others follow alphabetically.
 PAPER_ORDER = ["table1-architectures", "table2-normalization", "table2-augmentation", "table2-balancing",
@@ -490,7 +491,6 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
     ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
     ``figures/`` folder beside the report (beside ``folder``'s report when the text goes to stdout).
     """
-    from aubench_cli.train import atomic_write_text
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")

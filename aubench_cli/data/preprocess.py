@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from aubench_cli import __version__
-from aubench_cli.cache import (
+from aubench_cli.data.cache import (
     FORMAT_NAME,
     FORMAT_VERSION,
     CacheLock,
@@ -38,7 +38,7 @@ from aubench_cli.cache import (
     write_index,
 )
 from aubench_cli.errors import UsageError
-from aubench_cli.labels import (
+from aubench_cli.data.labels import (
     IMAGE_EXTENSIONS,
     SPLITS,
     DatasetListing,
@@ -222,7 +222,7 @@ def _silence_native_stderr() -> None:
 def _get_aligner(min_confidence: float):
     global _aligner
     if _aligner is None or _aligner.min_confidence != min_confidence:
-        from aubench_cli.align import FaceAligner
+        from aubench_cli.data.align import FaceAligner
 
         _aligner = FaceAligner(min_confidence=min_confidence)
     return _aligner
@@ -360,7 +360,7 @@ def _worker_task(task: dict) -> dict:
 
 
 def _settings(options: PreprocessOptions) -> dict:
-    from aubench_cli.align import CROP_SIZE, LANDMARK_IDS, LANDMARK_NAMES, TEMPLATE
+    from aubench_cli.data.align import CROP_SIZE, LANDMARK_IDS, LANDMARK_NAMES, TEMPLATE
 
     try:
         from importlib.metadata import version
@@ -474,7 +474,7 @@ def _run_tasks(tasks: list[dict], workers: int, progress: ProgressFn | None) -> 
         # in-process: no spawn cost, and one worker is what a small job or a debugger wants
         import cv2
 
-        from aubench_cli.align import quiet_native_stderr
+        from aubench_cli.data.align import quiet_native_stderr
 
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)  # OpenCV's threads only add overhead on 96x96 and 256x256 warps
@@ -516,6 +516,11 @@ def _run_tasks(tasks: list[dict], workers: int, progress: ProgressFn | None) -> 
     return reports
 
 
+# Imported once by the forkserver; a wrong name here is swallowed by multiprocessing (every worker would then
+# re-import mediapipe itself), so tests import each of them.
+FORKSERVER_PRELOAD = ["aubench_cli.data.preprocess", "aubench_cli.data.align", "cv2", "mediapipe"]
+
+
 def _mp_context():
     """Worker processes start from a forkserver that has imported mediapipe and OpenCV once (a fork of it costs
     milliseconds; a spawned worker pays about a second of imports each); plain spawn where there is no
@@ -526,7 +531,7 @@ def _mp_context():
         method = "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["aubench_cli.preprocess", "aubench_cli.align", "cv2", "mediapipe"])
+        ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     return ctx
 
 

@@ -36,9 +36,10 @@ from torch import nn
 from aubench_cli import __version__
 from aubench_cli import config as cfgmod
 from aubench_cli.errors import AubenchError, UsageError, suggest
+from aubench_cli.fileio import atomic_write_bytes, atomic_write_text
 from aubench_cli.models import create_model, get_model_info
-from aubench_cli.profiling import resolve_device
-from aubench_cli.sampling import (
+from aubench_cli.device import resolve_device
+from aubench_cli.training.sampling import (
     BalancedSampler,
     build_pools,
     check_balance,
@@ -47,7 +48,7 @@ from aubench_cli.sampling import (
     make_sampler,
     per_au_bce,
 )
-from aubench_cli.transforms import (
+from aubench_cli.training.transforms import (
     NEEDS_FEATURE_STATS,
     FeatureStats,
     augment,
@@ -124,7 +125,7 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
 
 
 def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
-    from aubench_cli.cache import open_cache
+    from aubench_cli.data.cache import open_cache
 
     cache = open_cache(cfg.data.cache)
     au_names = list(cache.au_names)
@@ -231,19 +232,6 @@ def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints and run files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -408,7 +396,7 @@ def train(
     model = create_model(cfg.model.arch, k)
     load_report = None
     if state is None and (cfg.model.weights or cfg.model.pretrained):
-        from aubench_cli.weights import load_pretrained, load_weights_file
+        from aubench_cli.models.weights import load_pretrained, load_weights_file
 
         load_report = (load_weights_file(model, cfg.model.arch, cfg.model.weights) if cfg.model.weights
                        else load_pretrained(model, cfg.model.arch))

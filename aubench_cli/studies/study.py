@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aubench_cli import config as cfgmod
+from aubench_cli.fileio import atomic_write_text
 from aubench_cli.errors import AubenchError, UsageError, suggest
 
 STUDY_FILE = "study.json"
@@ -209,7 +210,7 @@ def _checkpoint_position(run_dir: Path) -> tuple[int, int] | None:
     """(epoch, step) of ``last.pt``, or None when there is none."""
     if not (run_dir / "last.pt").is_file():
         return None
-    from aubench_cli.train import load_checkpoint
+    from aubench_cli.training.trainer import load_checkpoint
 
     state = load_checkpoint(run_dir / "last.pt")
     return int(state["epoch"]), int(state["step"])
@@ -260,7 +261,6 @@ def arch_costs(arch: str, outputs: int, folder: Path | None = None) -> dict[str,
     """Per-image FLOPs, parameters and memory of ``arch`` with ``outputs`` logits (``profiling.count_costs``, the
     paper's conventions), remembered in ``folder/costs.json`` when a folder is given (tracing a large network
     takes seconds)."""
-    from aubench_cli.train import atomic_write_text
 
     key = f"{arch}/{outputs}"
     path = folder / COSTS_FILE if folder is not None else None
@@ -282,7 +282,7 @@ def arch_costs(arch: str, outputs: int, folder: Path | None = None) -> dict[str,
 
 
 def _au_count(cache: str) -> tuple[int, str]:
-    from aubench_cli.cache import read_header
+    from aubench_cli.data.cache import read_header
 
     try:
         return len(read_header(Path(cache))["au_names"]), "cache"
@@ -342,7 +342,6 @@ def _now() -> str:
 
 def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None) -> None:
     """``DIR/study.json``: what ``aubench report`` needs (each shard writes the same content)."""
-    from aubench_cli.train import atomic_write_text
 
     if not _main_process():
         return
@@ -361,7 +360,6 @@ def _main_process() -> bool:
 
 
 def _write_status(out: Path, name: str, status: dict[str, Any]) -> None:
-    from aubench_cli.train import atomic_write_text
 
     if not _main_process():
         return
@@ -373,8 +371,8 @@ def _write_status(out: Path, name: str, status: dict[str, Any]) -> None:
 
 def _do_run(run: StudyRun, cfg: cfgmod.Config, run_dir: Path, log: LogFn,
             progress: Callable[[str, dict], None] | None) -> dict[str, Any]:
-    from aubench_cli.evaluate import evaluate_run
-    from aubench_cli.train import load_checkpoint, train
+    from aubench_cli.evaluation.evaluate import evaluate_run
+    from aubench_cli.training.trainer import load_checkpoint, train
 
     problem = weights_problem(cfg)
     if problem:
@@ -437,7 +435,7 @@ def run_study(
     sets = list(sets or [])
     weights = weights or {}
     cfgs = {r.name: run_config(study, r, sets, cache, weights.get(r.name)) for r in runs}  # bad settings fail first
-    from aubench_cli.cache import read_header
+    from aubench_cli.data.cache import read_header
 
     for path in sorted({cfg.data.cache for cfg in cfgs.values()}):
         read_header(Path(path))  # a missing cache is one error, not one failure per run
