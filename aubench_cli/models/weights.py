@@ -273,8 +273,9 @@ def likely_cause(report: LoadReport, arch: str) -> str:
         if wrapped:
             return f"an unknown prefix {wrapped[: -len(missing)]!r} on the file's keys? remove it"
     if not unexpected:
-        return (f"the file holds only part of {arch} ({len(report.loaded)} of "
-                f"{len(report.loaded) + len(report.missing)} tensors): a truncated or filtered save?")
+        loaded = [k for k in report.loaded if not k.endswith(_BATCH_COUNTER)]
+        return (f"the file holds only part of {arch} ({len(loaded)} of {len(loaded) + len(report.missing)} "
+                "tensors): a truncated or filtered save?")
     return (f"weights of another network or version? {len(unexpected)} of the file's tensors match no layer "
             f"(e.g. {_shorten(unexpected, 2)})")
 
