@@ -35,6 +35,12 @@ class ModelConfig:
     weights: str | None = None
     # Use the library's weight registry (torchvision / timm); needs network access the first time.
     pretrained: bool = False
+    # Accept weights that leave tensors outside the classifier at init (refused by default; see `aubench models`).
+    allow_partial_weights: bool = False
+    # Build layout of networks that have several (resnet50: v1, the paper's Keras layout, or v1.5, torchvision's).
+    # None: the network's default, or for --pretrained the layout the registry's weights were trained in. A run
+    # records the layout it was built in.
+    layout: str | None = None
 
 
 @dataclass

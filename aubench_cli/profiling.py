@@ -31,7 +31,7 @@ with warnings.catch_warnings():
 
 from aubench_cli.device import resolve_device
 from aubench_cli.errors import UsageError
-from aubench_cli.models import create_model, get_model_info, list_models
+from aubench_cli.models import check_layout, create_model, get_model_info, list_models
 
 # The paper's Table I: FLOPs, #params (Keras counts), memory in MB (10^6 bytes), for 96x96 inputs.
 PAPER_TABLE1: dict[str, dict[str, float]] = {
@@ -246,11 +246,22 @@ def profile_models(
     paper: bool = False,
     measure: bool = True,
     progress: Callable[[str], None] | None = None,
+    layout: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per network: costs, speed and (with ``paper``) the paper's figures and relative differences."""
+    """One row per network: costs, speed and (with ``paper``) the paper's figures and relative differences.
+
+    ``layout`` (``model.layout``) applies to the networks that have build layouts (ResNet50); the others are built
+    as always. Each row's ``layout`` is the one built (None for networks with a single layout).
+    """
     archs = archs or list_models()
     for arch in archs:
         get_model_info(arch)  # unknown names fail before any work
+    with_layouts = [arch for arch in archs if get_model_info(arch).layouts]
+    if layout is not None:
+        if not with_layouts:
+            check_layout(archs[0], layout)  # names the networks it applies to
+        for arch in with_layouts:
+            check_layout(arch, layout)
     if batch < 1:
         raise UsageError(f"--batch must be at least 1, got {batch}", "e.g. --batch 16")
     if paper and input_size != 96:
@@ -261,10 +272,11 @@ def profile_models(
     for arch in archs:
         if progress:
             progress(arch)
-        model = create_model(arch, outputs, input_size)
+        built = check_layout(arch, layout if arch in with_layouts else None)
+        model = create_model(arch, outputs, input_size, layout=built)
         costs = count_costs(model, input_size)
-        row: dict[str, Any] = {"arch": arch, "title": get_model_info(arch).title, "outputs": outputs,
-                               "input_size": input_size}
+        row: dict[str, Any] = {"arch": arch, "title": get_model_info(arch).title, "layout": built,
+                               "outputs": outputs, "input_size": input_size}
         row.update(asdict(costs))
         row["memory_mb"] = round(costs.memory_mb, 4)
         if measure:

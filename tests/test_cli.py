@@ -55,6 +55,16 @@ def test_profile_json_with_paper_figures():
             assert key in r
         assert isinstance(r["flops"], int) and isinstance(r["paper_params"], int)
         assert abs(r["flops"] / r["paper_flops"] - 1) < 0.01
+    assert {r["arch"]: r["layout"] for r in rows}["resnet50"] == "v1"  # Table I is profiled in the paper's layout
+
+
+def test_profile_set_layout_shows_that_layouts_figures():
+    result = runner.invoke(app, ["profile", "resnet50", "--paper", "--no-speed", "--json", "--set", "model.layout=v1.5"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["layout"] == "v1.5" and 0.04 < row["flops_diff"] < 0.08  # torchvision's layout costs ~6 % more
+    table = runner.invoke(app, ["profile", "resnet50", "--no-speed", "--set", "model.layout=v1.5"])
+    assert "resnet50 (v1.5)" in table.stdout
 
 
 def test_profile_measures_speed_and_honours_set():

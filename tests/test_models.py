@@ -80,6 +80,25 @@ def test_resnet50_uses_the_v1_stride_placement():
         assert layer[0].downsample[0].stride == (2, 2)
 
 
+def test_resnet50_v15_layout_is_torchvisions():
+    import torchvision.models as tvm
+
+    model = create_model("resnet50", 12, layout="v1.5")
+    reference = tvm.resnet50()
+    for ours, theirs in zip(model.modules(), reference.modules()):
+        if isinstance(ours, nn.Conv2d):
+            assert (ours.stride, ours.padding) == (theirs.stride, theirs.padding)
+    assert model.aubench_layout == "v1.5" and create_model("resnet50", 12).aubench_layout == "v1"
+
+
+def test_layouts_are_checked():
+    with pytest.raises(UsageError, match="unknown layout"):
+        create_model("resnet50", 12, layout="v2")
+    with pytest.raises(UsageError, match="one layout only") as info:
+        create_model("vgg16", 12, layout="v1.5")
+    assert "resnet50" in info.value.hint
+
+
 def test_other_input_sizes_work_for_size_dependent_heads():
     for arch in ("baseline", "emonets", "lightcnn9"):
         assert create_model(arch, 4, input_size=64)(torch.rand(1, 1, 64, 64)).shape == (1, 4)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from aubench_cli.errors import UsageError
 from aubench_cli.models import create_model, list_models
 from aubench_cli.profiling import PAPER_OUTPUTS, PAPER_TABLE1, count_costs, measure_speed, profile_models
 
@@ -88,6 +89,20 @@ def test_resnet50_v1_is_cheaper_than_torchvisions_v15():
     ours = count_costs(create_model("resnet50", 14)).flops
     torchvision = count_costs(_GrayWrap(tvm.resnet50(num_classes=14))).flops
     assert 1.04 < torchvision / ours < 1.08
+
+
+def test_profile_shows_the_layout_asked_for():
+    import torchvision.models as tvm
+
+    (v1,) = profile_models(["resnet50"], paper=True, measure=False)
+    v15, vgg = profile_models(["resnet50", "vgg16"], paper=True, measure=False, layout="v1.5")
+    assert (v1["layout"], v15["layout"], vgg["layout"]) == ("v1", "v1.5", None)
+    assert v15["flops"] == count_costs(_GrayWrap(tvm.resnet50(num_classes=14))).flops  # torchvision's own network
+    assert v1["flops"] == pytest.approx(PAPER_TABLE1["resnet50"]["flops"], rel=0.01)  # Table I stays v1
+    assert v15["params"] == v1["params"]
+    assert vgg["flops"] == pytest.approx(PAPER_TABLE1["vgg16"]["flops"], rel=0.01)  # others unchanged
+    with pytest.raises(UsageError, match="one layout only"):
+        profile_models(["vgg16"], measure=False, layout="v1.5")
 
 
 class _GrayWrap(nn.Module):

@@ -2,6 +2,8 @@
 
 FLOPs and memory follow the paper's conventions (docs/architectures.md); MACs are fvcore's own count. --paper
 builds every network with 14 outputs, as the paper's counts imply, and prints the paper's figures beside ours.
+``--set model.layout=v1.5`` profiles ResNet50 in torchvision's layout instead of the paper's v1 (the layout is
+shown beside the name of every network that has several).
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ def command(
         raise UsageError("which networks?", "name them (aubench profile baseline vgg16) or pass --all")
     from aubench_cli.profiling import profile_models
 
-    cfg = cfgmod.resolve(preset, sets, {
+    resolved = cfgmod.resolve(preset, sets, {
         "profile.input_size": input_size, "profile.outputs": outputs, "profile.batch": batch, "profile.device": device,
-    }).profile
+    })
+    cfg = resolved.profile
 
     with progress(SpinnerColumn(), TextColumn("profiling {task.description}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("", total=None)
         rows = profile_models(
             archs or None, input_size=cfg.input_size, outputs=cfg.outputs, batch=cfg.batch, device=cfg.device,
             paper=paper, measure=not no_speed, progress=lambda arch: bar.update(task, description=arch),
+            layout=resolved.model.layout,
         )
     if json_out:
         print_json(rows)
@@ -69,7 +73,8 @@ def render_table(rows: list[dict], paper: bool) -> None:
     for c in cols:
         table.add_column(c, justify="left" if c == "arch" else "right")
     for r in rows:
-        cells = [r["arch"], kilo(r["params"]), mega(r["macs"]), mega(r["flops"]), f"{r['memory_mb']:.2f}",
+        name = r["arch"] + (f" ({r['layout']})" if r["layout"] else "")
+        cells = [name, kilo(r["params"]), mega(r["macs"]), mega(r["flops"]), f"{r['memory_mb']:.2f}",
                  "-" if r["latency_ms"] is None else f"{r['latency_ms']:.1f}",
                  "-" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}"]
         if paper:

@@ -38,6 +38,7 @@ def command(
     drop_unbalanceable: Annotated[Optional[bool], typer.Option("--drop-unbalanceable", help="Drop AUs with no positives or negatives in a split (with a warning).")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Start from this state dict or checkpoint (classifier replaced).")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from the library registry's weights (online).")] = None,
+    allow_partial_weights: Annotated[Optional[bool], typer.Option("--allow-partial-weights", help="Accept weights that leave tensors outside the classifier at init.")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Run directory [default: runs/<arch>-<settings>-<time>].")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory exactly.")] = None,
@@ -56,7 +57,7 @@ def command(
         "train.optimizer": optimizer, "train.lr": lr, "train.seed": seed, "train.device": device,
         "data.frames_frac": frames_frac, "data.subjects_frac": subjects_frac,
         "data.drop_unbalanceable": drop_unbalanceable, "model.weights": weights, "model.pretrained": pretrained,
-        "train.compile": compile_,
+        "model.allow_partial_weights": allow_partial_weights, "train.compile": compile_,
     }
     if resume:
         given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device")]

@@ -149,7 +149,7 @@ def evaluate_run(
                          "evaluate on a split where every AU occurs and is absent")
 
     torch_device = resolve_device(device)
-    model = create_model(state["arch"], len(au_names))
+    model = create_model(state["arch"], len(au_names), layout=cfg.model.layout)  # the run's build layout
     model.load_state_dict(state["model"])
     model = model.to(torch_device).eval()
     stats = FeatureStats(**state["norm_stats"])

@@ -10,6 +10,7 @@ grayscale crops and returns N x K logits; 3-channel networks repeat the gray cha
 
 from aubench_cli.models.registry import (
     ModelInfo,
+    check_layout,
     create_model,
     get_model_info,
     list_models,
@@ -21,4 +22,4 @@ from aubench_cli.models import simple as _simple  # noqa: E402,F401  baseline, e
 from aubench_cli.models import lightcnn as _lightcnn  # noqa: E402,F401
 from aubench_cli.models import imagenet as _imagenet  # noqa: E402,F401
 
-__all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "register_model"]
+__all__ = ["ModelInfo", "check_layout", "create_model", "get_model_info", "list_models", "register_model"]

@@ -40,19 +40,25 @@ class GapNet(nn.Module):
         return self.classifier(self.pool(x).flatten(1))
 
 
-class ResNet50v1(ResNet):
-    """ResNet-50 with the original (v1) stride placement: stride 2 on the first 1x1 conv of a downsampling block.
+class ResNet50(ResNet):
+    """ResNet-50 in either stride placement (``layout``).
 
-    torchvision's ResNet is "v1.5" (stride on the 3x3), which costs about 6 % more FLOPs at this input size; the
-    paper's 1420M FLOPs match v1. The weights have the same shapes, so ImageNet weights load unchanged.
+    ``v1`` (the default, the paper's Keras ResNet50): stride 2 on the first 1x1 conv of a downsampling block, the
+    3x3 at stride 1; the paper's 1420M FLOPs match it. ``v1.5`` (torchvision's ResNet, the layout its ImageNet
+    weights were trained in): stride 2 on the 3x3, about 6 % more FLOPs at this input size. The weights have the
+    same shapes in both, so a file loads into either; features match only in the layout they were trained in.
     """
 
-    def __init__(self, num_outputs: int):
+    def __init__(self, num_outputs: int, layout: str = "v1"):
         super().__init__(Bottleneck, [3, 4, 6, 3], num_classes=num_outputs)
-        for layer in (self.layer2, self.layer3, self.layer4):
-            block = layer[0]
-            block.conv1.stride = (2, 2)
-            block.conv2.stride = (1, 1)
+        if layout == "v1":
+            for layer in (self.layer2, self.layer3, self.layer4):
+                block = layer[0]
+                block.conv1.stride = (2, 2)
+                block.conv2.stride = (1, 1)
+        elif layout != "v1.5":
+            raise ValueError(f"unknown ResNet50 layout {layout!r}")
+        self.layout = layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(gray_to_rgb(x))
@@ -95,9 +101,10 @@ def densenet121(num_outputs: int, input_size: int = 96) -> nn.Module:
 
 
 @register_model(title="ResNet50", column=7, in_chans=3, from_scratch=False, classifier="fc",
-                pretrained_source="torchvision:ResNet50_Weights.IMAGENET1K_V1")
-def resnet50(num_outputs: int, input_size: int = 96) -> nn.Module:
-    return ResNet50v1(num_outputs)
+                pretrained_source="torchvision:ResNet50_Weights.IMAGENET1K_V1",
+                layouts=("v1", "v1.5"), pretrained_layout="v1.5")
+def resnet50(num_outputs: int, input_size: int = 96, layout: str = "v1") -> nn.Module:
+    return ResNet50(num_outputs, layout)
 
 
 @register_model(title="Xception", column=8, in_chans=3, from_scratch=False, classifier="fc",

@@ -1,7 +1,8 @@
 """LightCNN-9 and LightCNN-29, version 1 (Wu et al., 2018), as the paper used them.
 
 Built with the module names of the authors' official PyTorch code, so their released checkpoints load with
-``--weights`` (their ``module.`` prefix is stripped by the loader). The building block is the max-feature-map
+``--weights`` (their ``module.`` prefix is stripped by the loader; the fully connected layer after the last pool,
+whose width depends on the input size, keeps its init and is reported as re-initialised). The building block is the max-feature-map
 (MFM): a convolution (or linear layer) to 2c channels followed by the element-wise max of its two halves. Pools
 are 2x2 with ``ceil_mode``; at 96x96 the last map is 6x6x128, so the MFM fully-connected layer takes 4608 inputs
 (the official 128x128 models take 8x8x128). LightCNN-29 v2 (plain fc, avg+max pooling) is a different network.
@@ -116,13 +117,15 @@ class LightCNN29(nn.Module):
         return self.fc2(F.dropout(x, training=self.training))
 
 
+# fc1 / fc take the last feature map flattened, so their input width depends on the input size (8x8x128 at the
+# authors' 128x128, 6x6x128 at 96x96): a checkpoint from another size loads all else and keeps their init.
 @register_model(title="LightCNN-9", column=6, in_chans=1, from_scratch=False, classifier="fc2",
-                local_weights_note=_LIGHTCNN_NOTE)
+                local_weights_note=_LIGHTCNN_NOTE, size_dependent=("fc1",))
 def lightcnn9(num_outputs: int, input_size: int = 96) -> nn.Module:
     return LightCNN9(num_outputs, input_size)
 
 
 @register_model(title="LightCNN-29", column=9, in_chans=1, from_scratch=False, classifier="fc2",
-                local_weights_note=_LIGHTCNN_NOTE)
+                local_weights_note=_LIGHTCNN_NOTE, size_dependent=("fc",))
 def lightcnn29(num_outputs: int, input_size: int = 96) -> nn.Module:
     return LightCNN29(num_outputs, input_size)

@@ -38,6 +38,7 @@ from aubench_cli import config as cfgmod
 from aubench_cli.errors import AubenchError, UsageError, suggest
 from aubench_cli.fileio import atomic_write_bytes, atomic_write_text
 from aubench_cli.models import create_model, get_model_info
+from aubench_cli.models.weights import LoadReport, choose_layout, load_pretrained, load_weights_file
 from aubench_cli.device import resolve_device
 from aubench_cli.training.sampling import (
     BalancedSampler,
@@ -377,6 +378,11 @@ def train(
     else:
         _prepare_run_dir(run_dir, overwrite, ddp)
     _validate(cfg)
+    # The layout is resolved once and recorded in config.yaml and the checkpoints (resume and evaluate rebuild it).
+    cfg.model.layout, layout_note = choose_layout(cfg.model.arch, cfg.model.layout, pretrained=cfg.model.pretrained
+                                                  and state is None, weights_file=bool(cfg.model.weights) and state is None)
+    if layout_note:
+        log(layout_note)
     cfg.data.cache = str(Path(cfg.data.cache).resolve())  # the run finds its cache from any directory
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world)))))
@@ -393,14 +399,13 @@ def train(
     data.record["norm_stats"] = {"mean": norm_stats.mean, "std": norm_stats.std}
 
     torch.manual_seed(cfg.train.seed)  # the paper: every network initialized from the same seed
-    model = create_model(cfg.model.arch, k)
+    model = create_model(cfg.model.arch, k, layout=cfg.model.layout)
     load_report = None
     if state is None and (cfg.model.weights or cfg.model.pretrained):
-        from aubench_cli.models.weights import load_pretrained, load_weights_file
-
-        load_report = (load_weights_file(model, cfg.model.arch, cfg.model.weights) if cfg.model.weights
-                       else load_pretrained(model, cfg.model.arch))
-        log(load_report.summary())
+        allow = cfg.model.allow_partial_weights
+        load_report = (load_weights_file(model, cfg.model.arch, cfg.model.weights, allow) if cfg.model.weights
+                       else load_pretrained(model, cfg.model.arch, allow))
+        _record_weights(load_report, run_dir, ddp.main, log)
     elif state is None and not get_model_info(cfg.model.arch).from_scratch:
         log(f"note: {cfg.model.arch} starts from random init; the paper fine-tuned it from pretrained weights "
             "(pass --weights FILE or --pretrained)")
@@ -583,6 +588,14 @@ def _validate_epoch(step: Step, batches: list[np.ndarray], targets: torch.Tensor
             total += n
     correct, total = ddp.all_sum(correct.clone()), ddp.all_sum(total.clone())
     return (correct / total.clamp(min=1)).cpu().numpy()
+
+
+def _record_weights(report: LoadReport, run_dir: Path, main: bool, log: LogFn) -> None:
+    """The weights report in the log and in the run directory (weights.json)."""
+    for line in report.log_lines():
+        log(line)
+    if main:
+        report.write_json(run_dir / "weights.json")
 
 
 def _validate(cfg: cfgmod.Config) -> None:
