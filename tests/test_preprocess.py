@@ -18,7 +18,7 @@ from aubench_cli.data.cache import open_cache
 from aubench_cli.cli import app
 from aubench_cli.errors import UsageError
 from aubench_cli.data.labels import list_dataset
-from aubench_cli.data.preprocess import PreprocessOptions, assign_splits, run_preprocess, split_counts, split_subjects
+from aubench_cli.data.preprocess import PreprocessOptions, assign_splits, run_preprocess, split_subjects
 
 runner = CliRunner()
 N_FRAMES = 8
@@ -163,28 +163,67 @@ def test_bp4d_frame_folder_matched_by_frame_number(tmp_path):
     assert "frame numbers 4" in " ".join(summary["mismatches"][0]["issues"])
 
 
-def test_resume_after_interruption(dataset, tmp_path):
-    root, _ = dataset
+KILL_MID_VIDEO = """
+import os, sys, time
+from pathlib import Path
+from aubench_cli.data.preprocess import PreprocessOptions, run_preprocess
+
+marker = Path(sys.argv[3])
+seen = []
+
+def progress(event):
+    if event.get("event") == "video":
+        seen.append(event["video"])
+    if event.get("event") == "frames" and len(seen) == 1:  # the second video's frames are aligned, not committed
+        marker.write_text(str(os.getpid()))
+        time.sleep(600)
+
+run_preprocess(sys.argv[1], sys.argv[2], PreprocessOptions(workers=1), progress=progress)
+"""
+
+
+def _kill_mid_video(root: Path, out: Path, tmp_path: Path) -> None:
+    """Run preprocess in a child process and SIGKILL it while its second video is half-written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "killed-here"
+    child = subprocess.Popen([sys.executable, "-c", KILL_MID_VIDEO, str(root), str(out), str(marker)],
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.monotonic() + 300
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the child never reached its second video"
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(60) == -signal.SIGKILL
+
+
+def test_killed_writer_leaves_no_partial_video_and_resumes(dataset, tmp_path):
+    root, expected = dataset
     out = tmp_path / "cache"
-    run_preprocess(root, out, PreprocessOptions(workers=1))
-    shards = out / "shards"
-    before = {p.name: (p / "images.npy").stat().st_mtime_ns for p in shards.iterdir()}
-    n_before = len(open_cache(out))
-    # simulate a run killed while writing one video: its shard never got renamed into place
-    victim = "videos__s2_v1"
-    os.rename(shards / victim, shards / f".tmp-{victim}-deadbeef")
-    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
-    after = {p.name: (p / "images.npy").stat().st_mtime_ns for p in shards.iterdir()}
-    assert set(after) == set(before)  # the temp folder is gone, nothing else appeared
-    assert summary["videos"]["processed_now"] == 1 and summary["videos"]["already_done"] == 3
-    assert summary["partial_shards_removed"] == [f".tmp-{victim}-deadbeef"]
-    assert all(after[k] == before[k] for k in before if k != victim)  # finished videos not redone
+    _kill_mid_video(root, out, tmp_path)
+    staged = [p.name for p in (out / "staging").iterdir()]
+    assert len(staged) == 1 and staged[0].startswith(".tmp-")  # the half-written video, in staging only
     cache = open_cache(out)
-    assert len(cache) == n_before
+    assert len(cache.videos) == 1  # the finished first video is there, whole; the second is not visible at all
+    first = cache.videos[0]
+    assert len(cache) == N_FRAMES and set(cache.video.tolist()) == {first}
+    np.testing.assert_array_equal(cache.labels, expected[first])
+    first_crops = cache.images[:]
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["videos"]["processed_now"] == 3 and summary["videos"]["already_done"] == 1
+    assert summary["partial_shards_removed"] == staged and list((out / "staging").iterdir()) == []
+    cache = open_cache(out)
+    assert len(cache) == 4 * N_FRAMES and sorted(cache.videos) == sorted(expected)
+    np.testing.assert_array_equal(cache.images[cache.video_rows_of(first)], first_crops)  # not redone
+    for vid, rows in expected.items():
+        np.testing.assert_array_equal(cache.labels[cache.video == vid], rows)
     assert len(set(zip(cache.video.tolist(), cache.frame.tolist()))) == len(cache)  # no duplicates
-    # a third run does nothing at all
     again = run_preprocess(root, out, PreprocessOptions(workers=1))
     assert again["videos"]["processed_now"] == 0 and again["videos"]["already_done"] == 4
+    assert again["notes"] == [] or all("split" in n for n in again["notes"])
 
 
 def test_corrupt_video_among_good_ones_with_two_workers(tmp_path):
@@ -202,13 +241,7 @@ def test_corrupt_video_among_good_ones_with_two_workers(tmp_path):
     assert json.loads((out / "cache.json").read_text())["status"].startswith("incomplete")
 
 
-def test_splits_are_subject_exclusive_and_non_empty():
-    for n in range(3, 40):
-        counts = split_counts(n, (0.74, 0.11, 0.15))
-        assert sum(counts) == n and min(counts) >= 1
-    assert split_counts(100, (0.74, 0.11, 0.15)) == (74, 11, 15)
-    assert split_counts(2, (0.74, 0.11, 0.15)) == (1, 0, 1) and split_counts(1, (0.74, 0.11, 0.15)) == (1, 0, 0)
-    assert split_counts(10, (0.8, 0.0, 0.2)) == (8, 0, 2)  # a zero share stays empty
+def test_splits_are_one_per_subject_and_seeded():
     subjects = [f"s{i}" for i in range(20)]
     a = split_subjects(subjects * 3, seed=1)  # several videos per subject: one split per subject
     assert set(a) == set(subjects) and a == split_subjects(subjects, seed=1)
@@ -233,7 +266,7 @@ def test_manifest_splits_are_used_and_checked(tmp_path):
 
 def test_cache_splits_never_share_a_subject(dataset, tmp_path):
     root, _ = dataset
-    run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1, split_seed=3))
+    run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1, split_seed=18))  # one with all 3 splits
     cache = open_cache(tmp_path / "cache")
     owners = {}
     for subject, split in zip(cache.subject.tolist(), cache.split.tolist()):
