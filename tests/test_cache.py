@@ -156,12 +156,12 @@ from aubench_cli.data.cache import VideoWriter
 path, marker = sys.argv[1], sys.argv[2]
 real_append = cache_mod._append_line
 
-def append_then_stall(target, entry):
+def append_then_stall(target, entry, *rest):
     if target.name == cache_mod.JOURNAL_FILE:  # the rows and the report are written: stop before the journal line
         with open(marker, "w") as fh:
             fh.write("ready")
         time.sleep(600)
-    real_append(target, entry)
+    real_append(target, entry, *rest)
 
 cache_mod._append_line = append_then_stall
 w = VideoWriter(path, "d", 2)
@@ -185,14 +185,17 @@ def test_writer_killed_mid_commit_leaves_nothing_visible(cache):
     assert (path / "images.u8").stat().st_size == (307 + 50) * 96 * 96  # its rows reached the packed file...
     c = open_cache(path)
     assert len(c) == 307 and c.videos == ["a", "b", "c"]  # ...but are not part of the cache
-    # the next writer cuts the dead tail off and appends where the committed rows end
-    prepare_cache(path, header())
-    assert (path / "images.u8").stat().st_size == 307 * 96 * 96
+    # another writer (a second worker of the same run) commits where the committed rows end, over the dead rows
     e = write_video(path, "e", "s2", 5, 9)
     c = open_cache(path)
     assert c.videos == ["a", "b", "c", "e"] and len(c) == 312
     np.testing.assert_array_equal(c.images[307:], e["images"])
+    np.testing.assert_array_equal(c.labels[307:], e["labels"])
     np.testing.assert_array_equal(c.images[:300], videos[0]["images"])
+    # the next run cuts off what is left of the dead tail
+    prepare_cache(path, header())
+    assert (path / "images.u8").stat().st_size == 312 * 96 * 96 and (path / "labels.i8").stat().st_size == 312 * 2
+    np.testing.assert_array_equal(open_cache(path).images[307:], e["images"])
 
 
 def test_superseded_rows_are_dead_until_consolidated(cache):

@@ -344,3 +344,112 @@ def test_disfa_intensities_binarised_in_the_cache(tmp_path):
     assert c2.au_names == ["AU01", "AU12"] and c2.video.tolist() == ["SN001_left"] * 4
     np.testing.assert_array_equal(c2.labels.T, [[0, 0, 1, 1], [1, 0, 0, 1]])
     np.testing.assert_array_equal(c3.labels.T, [[0, 0, 0, 1], [1, 0, 0, 0]])
+
+
+def _checksums(out: Path) -> dict[str, str]:
+    c = open_cache(out)
+    return dict(zip(c.videos, c.checksums))
+
+
+def test_edited_labels_are_refreshed_without_realigning(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    before = open_cache(out)
+    crops = {v: before.images[before.video_rows_of(v)] for v in before.videos}
+    transforms = {v: np.asarray(before.transform[before.video_rows_of(v)]) for v in before.videos}
+    sums = _checksums(out)
+    edited = label_rows(N_FRAMES, 50)
+    write_labels(root / "labels" / "s2_v1.csv", list(range(N_FRAMES)), edited)
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert "labels changed for 1 video: refreshed" in summary["notes"]
+    assert summary["reruns"]["refreshed"] == ["videos__s2_v1"] and summary["reruns"]["redone"] == []
+    assert summary["videos"]["processed_now"] == 0 and summary["videos"]["labels_refreshed"] == 1
+    cache = open_cache(out)
+    vid = "videos__s2_v1"
+    np.testing.assert_array_equal(cache.labels[cache.video == vid], edited)
+    # the crops and transforms are the same rows copied, not a second alignment; the other videos untouched
+    for v in cache.videos:
+        np.testing.assert_array_equal(cache.images[cache.video_rows_of(v)], crops[v])
+        np.testing.assert_array_equal(cache.transform[cache.video_rows_of(v)], transforms[v])
+    after = _checksums(out)
+    assert after[vid] != sums[vid] and all(after[v] == sums[v] for v in sums if v != vid)
+    assert (out / "images.u8").stat().st_size == len(cache) * 96 * 96  # the run ended compacted
+    # nothing changed since: nothing is done
+    again = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert again["reruns"]["refreshed"] == [] and again["videos"]["processed_now"] == 0
+    assert _checksums(out) == after
+
+
+def test_labels_shrink_refresh_and_grow_realign(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    rows = label_rows(N_FRAMES, 1)
+    path = root / "labels" / "s1_v1.csv"
+    write_labels(path, list(range(5)), rows[:5])  # frames 5-7 unlabelled: never aligned
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    vid = "videos__s1_v1"
+    assert (open_cache(out).video == vid).sum() == 5
+    write_labels(path, [0, 1, 3, 4], rows[[0, 1, 3, 4]])  # fewer labelled frames: a refresh drops frame 2
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["refreshed"] == [vid]
+    cache = open_cache(out)
+    np.testing.assert_array_equal(cache.frame[cache.video == vid], [0, 1, 3, 4])
+    np.testing.assert_array_equal(cache.labels[cache.video == vid], rows[[0, 1, 3, 4]])
+    assert "frames have no label row (frames 2, 5-7)" in " ".join(cache.video_meta[vid]["mismatches"])
+    write_labels(path, [0, 1, 2, 3, 4], rows[:5])  # frame 2 back: it was aligned once but its crop is gone
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["realigned"] == [vid] and summary["videos"]["processed_now"] == 1
+    write_labels(path, list(range(N_FRAMES)), rows)  # frames 5-7 labelled now: they must be aligned
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["realigned"] == [vid] and "now cover frames never aligned" in " ".join(summary["notes"])
+    cache = open_cache(out)
+    np.testing.assert_array_equal(cache.frame[cache.video == vid], np.arange(N_FRAMES))
+    np.testing.assert_array_equal(cache.labels[cache.video == vid], rows)
+
+
+def test_changed_video_is_redone_and_touched_files_are_not(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    sums = _checksums(out)
+    for f in list((root / "videos").iterdir()) + list((root / "labels").iterdir()):  # a copy: new times, same bytes
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["videos"]["processed_now"] == 0 and len(summary["reruns"]["touched"]) == 3
+    assert _checksums(out) == sums
+    again = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert again["reruns"]["touched"] == []  # the new times were recorded: the quick check suffices now
+    write_video(root / "videos" / "s3_v1.avi", face_frames(N_FRAMES, 9))  # new content
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["redone"] == ["videos__s3_v1"] and summary["videos"]["processed_now"] == 1
+    assert "video content changed for 1 video: redone" in summary["notes"]
+    after = _checksums(out)
+    assert after["videos__s3_v1"] != sums["videos__s3_v1"]
+    assert all(after[v] == sums[v] for v in sums if v != "videos__s3_v1")
+    (root / "labels" / "s1_v1.csv").unlink()  # its labels are gone: the video leaves the cache
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["removed"] == ["videos__s1_v1"] and "videos__s1_v1" not in open_cache(out).videos
+
+
+def test_adding_subjects_keeps_every_split_in_the_cache(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    first = run_preprocess(root, out, PreprocessOptions(workers=1, split_seed=5))
+    splits = json.loads((out / "cache.json").read_text())["subjects"]
+    assert splits == split_subjects(["s1", "s2", "s3"], seed=5)
+    make_dataset(root, subjects=("s1", "s2", "s3", "s4", "s5", "s6"))
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1, split_seed=5))
+    grown = json.loads((out / "cache.json").read_text())["subjects"]
+    assert set(grown) == {"s1", "s2", "s3", "s4", "s5", "s6"} and all(grown[s] == splits[s] for s in splits)
+    cache = open_cache(out)
+    for subject, split in grown.items():
+        assert set(cache.split[cache.subject == subject].tolist()) == {split}
+    realised = {s: info["subjects"] for s, info in summary["splits"].items()}
+    assert realised == {s: sum(v == s for v in grown.values()) for s in ("train", "val", "test")}
+    assert summary["split_warnings"] and all("--split-seed" in w for w in summary["split_warnings"])
+    assert first["splits"]["train"]["wanted"] == 0.74

@@ -16,9 +16,9 @@ map whatever the number of videos::
     transform.f32     (N, 2, 3) float32    frame pixels -> crop pixels
     videos.jsonl      the journal: one line per committed video (the source of truth while writing)
     reports.jsonl     each video's report (frames read, faces, mismatches...), written before its journal line
-    staging/          videos being written, one temp folder each (never read)
+    staging/          videos being written, one temp file of crops each (never read)
 
-Writing a video: the worker streams its crops into ``staging/.tmp-<id>-<random>/`` (no lock held), then, under an
+Writing a video: the worker streams its crops into ``staging/.tmp-<id>-<random>.u8`` (no lock held), then, under an
 append lock (``flock``), copies them to the end of the packed files, fsyncs them, appends the report and last the
 journal line, fsynced. The journal line is the moment the video exists: a writer killed anywhere before it
 leaves rows past the journal's end, which no reader looks at and the next writer truncates. A later journal line
@@ -77,6 +77,17 @@ def _columns(k: int, size: int) -> dict[str, tuple[str, np.dtype, tuple[int, ...
         "landmarks": ("landmarks.f32", np.dtype("<f4"), (4, 2)),
         "transform": ("transform.f32", np.dtype("<f4"), (2, 3)),
     }
+
+
+# the per-frame arrays other than the crops: dtype and row shape given K
+_SMALL: dict[str, tuple[str, Any]] = {
+    "labels": ("i1", lambda k: (k,)),
+    "frame": ("<i4", lambda k: ()),
+    "key": ("<i4", lambda k: ()),
+    "detected": ("u1", lambda k: ()),
+    "landmarks": ("<f4", lambda k: (4, 2)),
+    "transform": ("<f4", lambda k: (2, 3)),
+}
 
 
 def _row_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
@@ -241,7 +252,7 @@ def _journal_tail(path: Path) -> tuple[int, dict | None]:
     except FileNotFoundError:
         return 0, None
     with open(journal, "rb") as fh:
-        block = 1 << 16
+        block = 1 << 12
         start = max(0, size - block)
         fh.seek(start)
         data = fh.read()
@@ -264,6 +275,8 @@ def _journal_tail(path: Path) -> tuple[int, dict | None]:
 def _committed_rows(path: Path) -> tuple[int, int]:
     """(journal bytes, rows the packed files hold up to the last committed video)."""
     size, last = _journal_tail(path)
+    if last is None and size:  # the last complete line does not parse (damaged bytes): ask every line
+        return size, max((int(e.get("end", 0)) for e in read_journal(path)), default=0)
     return size, int(last["end"]) if last else 0
 
 
@@ -281,11 +294,40 @@ def _repair_tail(path: Path) -> None:
             os.truncate(f, want)
 
 
-def _append_line(path: Path, entry: dict) -> None:
+def _trim_partial_line(path: Path, complete: int | None = None) -> None:
+    """Cut a half-written last line (a writer killed mid-line), so the next line starts on its own."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if complete is None:
+        if size == 0:
+            return
+        with open(path, "rb") as fh:
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            start = size
+            while start > 0:
+                start = max(0, start - (1 << 16))
+                fh.seek(start)
+                data = fh.read(size - start)
+                cut = data.rfind(b"\n")
+                if cut >= 0:
+                    complete = start + cut + 1
+                    break
+            else:
+                complete = 0
+    if size != complete:
+        os.truncate(path, complete)
+
+
+def _append_line(path: Path, entry: dict, sync: bool = True) -> None:
     with open(path, "ab") as fh:
         fh.write((json.dumps(entry, separators=(",", ":")) + "\n").encode())
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
 
 
 def read_journal(cache_dir: str | Path) -> list[dict]:
@@ -348,124 +390,145 @@ class VideoWriter:
     lists until commit.
     """
 
-    def __init__(self, cache_dir: Path, video_id: str, n_aus: int, size: int = 96):
+    def __init__(self, cache_dir: Path, video_id: str, n_aus: int, size: int = 96, sync: bool = True):
         self.cache = Path(cache_dir)
+        self.sync = sync  # fsync before journaling; only a benchmark building a throw-away cache turns it off
+        self._sparse = False
         self.video_id = video_id
         staging = self.cache / STAGING_DIR
         staging.mkdir(parents=True, exist_ok=True)
-        self.tmp = staging / f"{_TMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+        self.tmp = staging / f"{_TMP_PREFIX}{video_id}-{uuid.uuid4().hex[:8]}.u8"  # its crops, as they come
         self.size = size
         self.n_aus = n_aus
-        self._images = open(self.tmp / "images.u8", "wb")
+        self._images: Any = None  # opened on the first crop (a sparse benchmark video never has one)
         self._hash = hashlib.blake2b(digest_size=16)
         self._buffer: list[np.ndarray] = []
         self.count = 0
-        self.labels: list[np.ndarray] = []
-        self.frames: list[int] = []
-        self.keys: list[int] = []
-        self.landmarks: list[np.ndarray] = []
-        self.transforms: list[np.ndarray] = []
-        self.detected: list[bool] = []
+        self._parts: dict[str, list[np.ndarray]] = {name: [] for name in _SMALL}
 
     def add(self, crop: np.ndarray, labels: np.ndarray, frame: int, landmarks: np.ndarray, transform: np.ndarray,
             detected: bool, key: int | None = None) -> None:
         """One frame; ``key`` is its label key (defaults to ``frame``)."""
         if crop.shape != (self.size, self.size) or crop.dtype != np.uint8:
             raise ValueError(f"crop must be ({self.size}, {self.size}) uint8, got {crop.shape} {crop.dtype}")
+        if self._sparse:
+            raise ValueError("a video is either sparse or not")
+        self._stage()
         self._buffer.append(crop)
         if len(self._buffer) >= 256:
             self._flush()
-        self.labels.append(np.asarray(labels, dtype=np.int8))
-        self.frames.append(int(frame))
-        self.keys.append(int(frame if key is None else key))
-        self.landmarks.append(np.asarray(landmarks, dtype=np.float32))
-        self.transforms.append(np.asarray(transform, dtype=np.float32))
-        self.detected.append(bool(detected))
+        row = {"labels": labels, "frame": frame, "key": frame if key is None else key, "detected": detected,
+               "landmarks": landmarks, "transform": transform}
+        for name, (dtype, shape) in _SMALL.items():
+            self._parts[name].append(np.asarray(row[name], dtype=dtype).reshape(1, *shape(self.n_aus)))
         self.count += 1
 
-    def add_block(self, images: np.ndarray, labels: np.ndarray, frame: np.ndarray, key: np.ndarray,
+    def add_block(self, images: np.ndarray | None, labels: np.ndarray, frame: np.ndarray, key: np.ndarray,
                   detected: np.ndarray, landmarks: np.ndarray, transform: np.ndarray) -> None:
-        """Many frames at once (a label refresh copying a video's rows, a benchmark building a large cache)."""
-        n = len(images)
-        images = np.ascontiguousarray(images, dtype=np.uint8).reshape(n, self.size, self.size)
+        """Many frames at once (a label refresh copying a video's rows, a benchmark building a large cache).
+
+        ``images=None`` leaves the video's crops a hole in the packed file (all zero, taking no disk space), its
+        checksum then covers the other arrays only and says ``sparse:``: for benchmark caches of 10M frames."""
+        n = len(frame)
         self._flush()
-        data = images.tobytes()
-        self._images.write(data)
-        self._hash.update(data)
-        self.labels.extend(np.asarray(labels, np.int8).reshape(n, self.n_aus))
-        self.frames.extend(np.asarray(frame).reshape(n).tolist())
-        self.keys.extend(np.asarray(key).reshape(n).tolist())
-        self.detected.extend(np.asarray(detected, bool).reshape(n).tolist())
-        self.landmarks.extend(np.asarray(landmarks, np.float32).reshape(n, 4, 2))
-        self.transforms.extend(np.asarray(transform, np.float32).reshape(n, 2, 3))
+        if images is None:
+            if self.count and not self._sparse:
+                raise ValueError("a video is either sparse or not")
+            self._sparse = True
+        else:
+            if self._sparse:
+                raise ValueError("a video is either sparse or not")
+            images = np.ascontiguousarray(images, dtype=np.uint8).reshape(n, self.size, self.size)
+            data = images.tobytes()
+            self._stage().write(data)
+            self._hash.update(data)
+        block = {"labels": labels, "frame": frame, "key": key, "detected": detected, "landmarks": landmarks,
+                 "transform": transform}
+        for name, (dtype, shape) in _SMALL.items():
+            self._parts[name].append(np.asarray(block[name], dtype=dtype).reshape(n, *shape(self.n_aus)))
         self.count += n
 
     def _flush(self) -> None:
         if self._buffer:
             data = np.ascontiguousarray(np.stack(self._buffer)).tobytes()
-            self._images.write(data)
+            self._stage().write(data)
             self._hash.update(data)
             self._buffer = []
 
+    def _stage(self):
+        if self._images is None:
+            self._images = open(self.tmp, "xb")
+        return self._images
+
     def _small_arrays(self) -> dict[str, np.ndarray]:
-        n, k = self.count, self.n_aus
-        return {
-            "labels": np.array(self.labels, dtype=np.int8).reshape(n, k),
-            "frame": np.array(self.frames, dtype="<i4").reshape(n),
-            "key": np.array(self.keys, dtype="<i4").reshape(n),
-            "detected": np.array(self.detected, dtype=np.uint8).reshape(n),
-            "landmarks": np.array(self.landmarks, dtype="<f4").reshape(n, 4, 2),
-            "transform": np.array(self.transforms, dtype="<f4").reshape(n, 2, 3),
-        }
+        return {name: (np.concatenate(self._parts[name]) if self._parts[name]
+                       else np.zeros((0, *shape(self.n_aus)), dtype=dtype))
+                for name, (dtype, shape) in _SMALL.items()}
 
     def commit(self, meta: dict, input_fingerprint: dict | None = None) -> dict:
-        """Append the video to the packed files and journal it (the moment it counts as done); returns its entry."""
+        """Append the video to the packed files and journal it (the moment it counts as done); returns its entry.
+
+        Rows are written at their offsets (``pwrite``), not appended: whatever a killed writer left past the
+        journal's end is overwritten or lies beyond it, never read."""
         self._flush()
-        self._images.flush()
-        self._images.close()
+        if self._images is not None:
+            self._images.close()
         small = self._small_arrays()
         for arr in small.values():
-            self._hash.update(np.ascontiguousarray(arr).tobytes())
-        checksum = self._hash.hexdigest()
+            self._hash.update(arr.tobytes())
+        checksum = ("sparse:" if self._sparse else "") + self._hash.hexdigest()
         columns = _columns(self.n_aus, self.size)
         with _flock(self.cache / APPEND_LOCK_FILE):
-            _repair_tail(self.cache)
-            _, row = _committed_rows(self.cache)
+            journal_size, row = _committed_rows(self.cache)
             for name, (file, dtype, shape) in columns.items():
-                with open(self.cache / file, "ab") as out:
-                    if name == "images":
-                        with open(self.tmp / "images.u8", "rb") as src:
-                            shutil.copyfileobj(src, out, 1 << 20)
+                offset = row * _row_bytes(dtype, shape)
+                fd = os.open(self.cache / file, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    if name == "images" and self._sparse:
+                        os.ftruncate(fd, offset)  # drop a dead tail, so the hole below reads as zeros
+                        os.ftruncate(fd, offset + self.count * _row_bytes(dtype, shape))
+                    elif name == "images":
+                        if self._images is not None:
+                            with open(self.tmp, "rb") as src:
+                                pos = offset
+                                while chunk := src.read(1 << 22):
+                                    pos += os.pwrite(fd, chunk, pos)
                     else:
-                        out.write(np.ascontiguousarray(small[name]).tobytes())
-                    out.flush()
-                    os.fsync(out.fileno())
+                        os.pwrite(fd, small[name].tobytes(), offset)
+                    if self.sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
             entry = {"id": self.video_id, "subject": meta.get("subject"), "n": self.count, "row": row,
                      "end": row + self.count, "checksum": checksum, "input": input_fingerprint, "written": now()}
+            _trim_partial_line(self.cache / REPORTS_FILE)
             _append_line(self.cache / REPORTS_FILE, {**meta, "video": self.video_id, "n": self.count,
-                                                     "checksum": checksum, "written": entry["written"]})
-            _append_line(self.cache / JOURNAL_FILE, entry)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+                                                     "checksum": checksum, "written": entry["written"]}, self.sync)
+            _trim_partial_line(self.cache / JOURNAL_FILE, journal_size)
+            _append_line(self.cache / JOURNAL_FILE, entry, self.sync)
+        self.tmp.unlink(missing_ok=True)
         return entry
 
     def abort(self) -> None:
-        if not self._images.closed:
+        if self._images is not None and not self._images.closed:
             self._images.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.unlink(missing_ok=True)
 
 
 ShardWriter = VideoWriter  # the name of the writer in format 1, kept for callers
 
 
 def remove_partial_shards(cache_dir: Path) -> list[str]:
-    """Delete staging folders left by an interrupted run; returns their names (for the report)."""
+    """Delete staging files left by an interrupted run; returns their names (for the report)."""
     staging = Path(cache_dir) / STAGING_DIR
     removed = []
     if staging.is_dir():
         for p in sorted(staging.iterdir()):
             if p.name.startswith(_TMP_PREFIX):
-                shutil.rmtree(p, ignore_errors=True)
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
                 removed.append(p.name)
     return removed
 

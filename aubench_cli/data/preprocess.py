@@ -398,8 +398,8 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         raise UsageError(f"cannot create the cache folder {out}: {exc.strerror}", "choose a writable --out") from None
     with CacheLock(out):
         done, removed = prepare_cache(out, header, options.overwrite)
-        inputs = {v.id: {"video": {"stat": stat_key(v.path), "hash": None}, "labels": fingerprint(v.label_path)}
-                  for v in videos}
+        # the video's content hash is taken by the worker that reads it anyway; labels are hashed when compared
+        inputs = {v.id: {"video": {"stat": stat_key(v.path), "hash": None}, "labels": None} for v in videos}
         todo, rerun = _plan_rerun(out, videos, tables, inputs)
         # longest first, so one long video does not run alone at the end
         todo.sort(key=lambda v: -len(tables[v.id].frames))
@@ -417,7 +417,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         ]
         workers = options.workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(tasks)))
-        already = len(done) - len(rerun["redone"]) - len(rerun["removed"])
+        already = len(done) - len(rerun["redone"]) - len(rerun["realigned"]) - len(rerun["removed"])
         if progress:
             progress({"event": "start", "videos": len(tasks), "frames": int(sum(len(tables[v.id].frames) for v in todo)),
                       "already_done": already, "workers": workers, "notes": rerun["notes"]})
@@ -496,14 +496,15 @@ def _plan_rerun(out: Path, videos: list[VideoSource], tables: dict[str, LabelTab
     for v in videos:
         entry = entries.get(v.id)
         if entry is None:
+            inputs[v.id]["labels"] = fingerprint(v.label_path)
             todo.append(v)
             continue
         old = entry.get("input")
         if not old:  # written without fingerprints: nothing to compare with, kept as it is
             continue
         video_changed, video_fp = changed(old.get("video"), v.path)
-        labels_changed, _ = changed(old.get("labels"), v.label_path)
-        now_fp = {"video": video_fp, "labels": inputs[v.id]["labels"]}
+        labels_changed, labels_fp = changed(old.get("labels"), v.label_path)
+        now_fp = {"video": video_fp, "labels": labels_fp}
         inputs[v.id] = now_fp
         if video_changed:
             remove_video(out, v.id)
