@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import uuid
@@ -684,7 +685,7 @@ def _finish_compaction(cache_dir: Path) -> None:
 # -- reading --------------------------------------------------------------------------------------------------------
 
 
-def _memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...], rows: int) -> np.ndarray:
+def _memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...], rows: int, random_access: bool = False) -> np.ndarray:
     if rows == 0:
         return np.zeros((0, *shape), dtype=dtype)
     have = path.stat().st_size if path.exists() else 0
@@ -692,8 +693,16 @@ def _memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...], rows: int) -> n
     if have < want:
         raise UsageError(f"cache file {path} holds {have} bytes, its journal lists {want}: the cache is damaged",
                          "re-run 'aubench preprocess' with --overwrite")
+    mm = np.memmap(path, dtype=dtype, mode="r", shape=(rows, *shape))
+    if random_access and hasattr(mmap, "MADV_RANDOM") and getattr(mm, "_mmap", None) is not None:
+        # batches read 9 KB crops at random: the kernel's read-ahead around each fault (128 KB and more) would
+        # only fill the page cache with neighbours no batch asked for
+        try:
+            mm._mmap.madvise(mmap.MADV_RANDOM)
+        except (OSError, ValueError):
+            pass
     # a plain ndarray over the map (its base keeps the map open): indexing it skips np.memmap's Python overhead
-    return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=(rows, *shape)))
+    return np.asarray(mm)
 
 
 class PackedImages:
@@ -852,7 +861,8 @@ class Cache:
         rows = int((self.video_rows + self.video_counts).max()) if len(self.videos) else 0
         contiguous = bool(np.array_equal(self.video_rows, self.video_offsets[:-1]))
         position = None if contiguous else _ranges(self.video_rows, self.video_counts)
-        maps = {name: _memmap(self.path / file, dtype, shape, rows) for name, (file, dtype, shape) in _columns(k, size).items()}
+        maps = {name: _memmap(self.path / file, dtype, shape, rows, random_access=name == "images")
+                for name, (file, dtype, shape) in _columns(k, size).items()}
         self.images = PackedImages(maps.pop("images"), n, size, position)
         arrays = {name: (mm[:n] if position is None else np.asarray(mm[position])) for name, mm in maps.items()}
         self.labels = arrays["labels"]
