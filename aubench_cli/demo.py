@@ -62,7 +62,12 @@ def run_demo(options: DemoOptions, on_stage: StageFn = lambda stage, info: None,
         on_stage("synth", {"reused": False, "path": str(data)})
         synthesize(data, synth_cfg, progress=frames_progress, overwrite=True)
     on_stage("preprocess", {"path": str(cache)})
-    prep = run_preprocess(data, cache, PreprocessOptions(workers=options.workers, split_seed=options.seed),
+    from aubench_cli.data.labels import list_dataset
+    from aubench_cli.data.splits import seed_with_every_split
+
+    # subjects split by hash: on a demo-sized set some seeds leave val or test empty, so take the next that does not
+    split_seed = seed_with_every_split([v.subject for v in list_dataset(data).videos], start=options.seed)
+    prep = run_preprocess(data, cache, PreprocessOptions(workers=options.workers, split_seed=split_seed),
                           progress=None)
     on_stage("train", {"path": str(run)})
     cfg = cfgmod.resolve("paper-baseline", options={

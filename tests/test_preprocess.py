@@ -18,7 +18,7 @@ from aubench_cli.data.cache import open_cache
 from aubench_cli.cli import app
 from aubench_cli.errors import UsageError
 from aubench_cli.data.labels import list_dataset
-from aubench_cli.data.preprocess import PreprocessOptions, assign_splits, run_preprocess, split_counts, split_subjects
+from aubench_cli.data.preprocess import PreprocessOptions, assign_splits, run_preprocess, split_subjects
 
 runner = CliRunner()
 N_FRAMES = 8
@@ -163,28 +163,67 @@ def test_bp4d_frame_folder_matched_by_frame_number(tmp_path):
     assert "frame numbers 4" in " ".join(summary["mismatches"][0]["issues"])
 
 
-def test_resume_after_interruption(dataset, tmp_path):
-    root, _ = dataset
+KILL_MID_VIDEO = """
+import os, sys, time
+from pathlib import Path
+from aubench_cli.data.preprocess import PreprocessOptions, run_preprocess
+
+marker = Path(sys.argv[3])
+seen = []
+
+def progress(event):
+    if event.get("event") == "video":
+        seen.append(event["video"])
+    if event.get("event") == "frames" and len(seen) == 1:  # the second video's frames are aligned, not committed
+        marker.write_text(str(os.getpid()))
+        time.sleep(600)
+
+run_preprocess(sys.argv[1], sys.argv[2], PreprocessOptions(workers=1), progress=progress)
+"""
+
+
+def _kill_mid_video(root: Path, out: Path, tmp_path: Path) -> None:
+    """Run preprocess in a child process and SIGKILL it while its second video is half-written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "killed-here"
+    child = subprocess.Popen([sys.executable, "-c", KILL_MID_VIDEO, str(root), str(out), str(marker)],
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.monotonic() + 300
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the child never reached its second video"
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(60) == -signal.SIGKILL
+
+
+def test_killed_writer_leaves_no_partial_video_and_resumes(dataset, tmp_path):
+    root, expected = dataset
     out = tmp_path / "cache"
-    run_preprocess(root, out, PreprocessOptions(workers=1))
-    shards = out / "shards"
-    before = {p.name: (p / "images.npy").stat().st_mtime_ns for p in shards.iterdir()}
-    n_before = len(open_cache(out))
-    # simulate a run killed while writing one video: its shard never got renamed into place
-    victim = "videos__s2_v1"
-    os.rename(shards / victim, shards / f".tmp-{victim}-deadbeef")
-    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
-    after = {p.name: (p / "images.npy").stat().st_mtime_ns for p in shards.iterdir()}
-    assert set(after) == set(before)  # the temp folder is gone, nothing else appeared
-    assert summary["videos"]["processed_now"] == 1 and summary["videos"]["already_done"] == 3
-    assert summary["partial_shards_removed"] == [f".tmp-{victim}-deadbeef"]
-    assert all(after[k] == before[k] for k in before if k != victim)  # finished videos not redone
+    _kill_mid_video(root, out, tmp_path)
+    staged = [p.name for p in (out / "staging").iterdir()]
+    assert len(staged) == 1 and staged[0].startswith(".tmp-")  # the half-written video, in staging only
     cache = open_cache(out)
-    assert len(cache) == n_before
+    assert len(cache.videos) == 1  # the finished first video is there, whole; the second is not visible at all
+    first = cache.videos[0]
+    assert len(cache) == N_FRAMES and set(cache.video.tolist()) == {first}
+    np.testing.assert_array_equal(cache.labels, expected[first])
+    first_crops = cache.images[:]
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["videos"]["processed_now"] == 3 and summary["videos"]["already_done"] == 1
+    assert summary["partial_shards_removed"] == staged and list((out / "staging").iterdir()) == []
+    cache = open_cache(out)
+    assert len(cache) == 4 * N_FRAMES and sorted(cache.videos) == sorted(expected)
+    np.testing.assert_array_equal(cache.images[cache.video_rows_of(first)], first_crops)  # not redone
+    for vid, rows in expected.items():
+        np.testing.assert_array_equal(cache.labels[cache.video == vid], rows)
     assert len(set(zip(cache.video.tolist(), cache.frame.tolist()))) == len(cache)  # no duplicates
-    # a third run does nothing at all
     again = run_preprocess(root, out, PreprocessOptions(workers=1))
     assert again["videos"]["processed_now"] == 0 and again["videos"]["already_done"] == 4
+    assert again["notes"] == [] or all("split" in n for n in again["notes"])
 
 
 def test_corrupt_video_among_good_ones_with_two_workers(tmp_path):
@@ -202,13 +241,7 @@ def test_corrupt_video_among_good_ones_with_two_workers(tmp_path):
     assert json.loads((out / "cache.json").read_text())["status"].startswith("incomplete")
 
 
-def test_splits_are_subject_exclusive_and_non_empty():
-    for n in range(3, 40):
-        counts = split_counts(n, (0.74, 0.11, 0.15))
-        assert sum(counts) == n and min(counts) >= 1
-    assert split_counts(100, (0.74, 0.11, 0.15)) == (74, 11, 15)
-    assert split_counts(2, (0.74, 0.11, 0.15)) == (1, 0, 1) and split_counts(1, (0.74, 0.11, 0.15)) == (1, 0, 0)
-    assert split_counts(10, (0.8, 0.0, 0.2)) == (8, 0, 2)  # a zero share stays empty
+def test_splits_are_one_per_subject_and_seeded():
     subjects = [f"s{i}" for i in range(20)]
     a = split_subjects(subjects * 3, seed=1)  # several videos per subject: one split per subject
     assert set(a) == set(subjects) and a == split_subjects(subjects, seed=1)
@@ -233,7 +266,7 @@ def test_manifest_splits_are_used_and_checked(tmp_path):
 
 def test_cache_splits_never_share_a_subject(dataset, tmp_path):
     root, _ = dataset
-    run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1, split_seed=3))
+    run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1, split_seed=18))  # one with all 3 splits
     cache = open_cache(tmp_path / "cache")
     owners = {}
     for subject, split in zip(cache.subject.tolist(), cache.split.tolist()):
@@ -311,3 +344,112 @@ def test_disfa_intensities_binarised_in_the_cache(tmp_path):
     assert c2.au_names == ["AU01", "AU12"] and c2.video.tolist() == ["SN001_left"] * 4
     np.testing.assert_array_equal(c2.labels.T, [[0, 0, 1, 1], [1, 0, 0, 1]])
     np.testing.assert_array_equal(c3.labels.T, [[0, 0, 0, 1], [1, 0, 0, 0]])
+
+
+def _checksums(out: Path) -> dict[str, str]:
+    c = open_cache(out)
+    return dict(zip(c.videos, c.checksums))
+
+
+def test_edited_labels_are_refreshed_without_realigning(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    before = open_cache(out)
+    crops = {v: before.images[before.video_rows_of(v)] for v in before.videos}
+    transforms = {v: np.asarray(before.transform[before.video_rows_of(v)]) for v in before.videos}
+    sums = _checksums(out)
+    edited = label_rows(N_FRAMES, 50)
+    write_labels(root / "labels" / "s2_v1.csv", list(range(N_FRAMES)), edited)
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert "labels changed for 1 video: refreshed" in summary["notes"]
+    assert summary["reruns"]["refreshed"] == ["videos__s2_v1"] and summary["reruns"]["redone"] == []
+    assert summary["videos"]["processed_now"] == 0 and summary["videos"]["labels_refreshed"] == 1
+    cache = open_cache(out)
+    vid = "videos__s2_v1"
+    np.testing.assert_array_equal(cache.labels[cache.video == vid], edited)
+    # the crops and transforms are the same rows copied, not a second alignment; the other videos untouched
+    for v in cache.videos:
+        np.testing.assert_array_equal(cache.images[cache.video_rows_of(v)], crops[v])
+        np.testing.assert_array_equal(cache.transform[cache.video_rows_of(v)], transforms[v])
+    after = _checksums(out)
+    assert after[vid] != sums[vid] and all(after[v] == sums[v] for v in sums if v != vid)
+    assert (out / "images.u8").stat().st_size == len(cache) * 96 * 96  # the run ended compacted
+    # nothing changed since: nothing is done
+    again = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert again["reruns"]["refreshed"] == [] and again["videos"]["processed_now"] == 0
+    assert _checksums(out) == after
+
+
+def test_labels_shrink_refresh_and_grow_realign(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    rows = label_rows(N_FRAMES, 1)
+    path = root / "labels" / "s1_v1.csv"
+    write_labels(path, list(range(5)), rows[:5])  # frames 5-7 unlabelled: never aligned
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    vid = "videos__s1_v1"
+    assert (open_cache(out).video == vid).sum() == 5
+    write_labels(path, [0, 1, 3, 4], rows[[0, 1, 3, 4]])  # fewer labelled frames: a refresh drops frame 2
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["refreshed"] == [vid]
+    cache = open_cache(out)
+    np.testing.assert_array_equal(cache.frame[cache.video == vid], [0, 1, 3, 4])
+    np.testing.assert_array_equal(cache.labels[cache.video == vid], rows[[0, 1, 3, 4]])
+    assert "frames have no label row (frames 2, 5-7)" in " ".join(cache.video_meta[vid]["mismatches"])
+    write_labels(path, [0, 1, 2, 3, 4], rows[:5])  # frame 2 back: it was aligned once but its crop is gone
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["realigned"] == [vid] and summary["videos"]["processed_now"] == 1
+    write_labels(path, list(range(N_FRAMES)), rows)  # frames 5-7 labelled now: they must be aligned
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["realigned"] == [vid] and "now cover frames never aligned" in " ".join(summary["notes"])
+    cache = open_cache(out)
+    np.testing.assert_array_equal(cache.frame[cache.video == vid], np.arange(N_FRAMES))
+    np.testing.assert_array_equal(cache.labels[cache.video == vid], rows)
+
+
+def test_changed_video_is_redone_and_touched_files_are_not(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    run_preprocess(root, out, PreprocessOptions(workers=1))
+    sums = _checksums(out)
+    for f in list((root / "videos").iterdir()) + list((root / "labels").iterdir()):  # a copy: new times, same bytes
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["videos"]["processed_now"] == 0 and len(summary["reruns"]["touched"]) == 3
+    assert _checksums(out) == sums
+    again = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert again["reruns"]["touched"] == []  # the new times were recorded: the quick check suffices now
+    write_video(root / "videos" / "s3_v1.avi", face_frames(N_FRAMES, 9))  # new content
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["redone"] == ["videos__s3_v1"] and summary["videos"]["processed_now"] == 1
+    assert "video content changed for 1 video: redone" in summary["notes"]
+    after = _checksums(out)
+    assert after["videos__s3_v1"] != sums["videos__s3_v1"]
+    assert all(after[v] == sums[v] for v in sums if v != "videos__s3_v1")
+    (root / "labels" / "s1_v1.csv").unlink()  # its labels are gone: the video leaves the cache
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1))
+    assert summary["reruns"]["removed"] == ["videos__s1_v1"] and "videos__s1_v1" not in open_cache(out).videos
+
+
+def test_adding_subjects_keeps_every_split_in_the_cache(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    out = tmp_path / "cache"
+    first = run_preprocess(root, out, PreprocessOptions(workers=1, split_seed=5))
+    splits = json.loads((out / "cache.json").read_text())["subjects"]
+    assert splits == split_subjects(["s1", "s2", "s3"], seed=5)
+    make_dataset(root, subjects=("s1", "s2", "s3", "s4", "s5", "s6"))
+    summary = run_preprocess(root, out, PreprocessOptions(workers=1, split_seed=5))
+    grown = json.loads((out / "cache.json").read_text())["subjects"]
+    assert set(grown) == {"s1", "s2", "s3", "s4", "s5", "s6"} and all(grown[s] == splits[s] for s in splits)
+    cache = open_cache(out)
+    for subject, split in grown.items():
+        assert set(cache.split[cache.subject == subject].tolist()) == {split}
+    realised = {s: info["subjects"] for s, info in summary["splits"].items()}
+    assert realised == {s: sum(v == s for v in grown.values()) for s in ("train", "val", "test")}
+    assert summary["split_warnings"] and all("--split-seed" in w for w in summary["split_warnings"])
+    assert first["splits"]["train"]["wanted"] == 0.74

@@ -97,6 +97,8 @@ def command(
             state["task"] = bar.add_task("frames", total=max(event["frames"], 1), videos=f"0/{event['videos']} videos")
             if event.get("already_done"):
                 stderr.print(f"resuming: {event['already_done']} videos already in the cache")
+            for note in event.get("notes", []):
+                stderr.print(_line("rerun", "cyan", note))
         elif state["task"] is None:
             return
         elif kind == "frames":
@@ -149,6 +151,8 @@ def render_summary(summary: dict, console: Console) -> None:
         console.print(f"... and {len(summary['mismatches']) - 20} more videos with label mismatches (see --json)")
     if summary["videos_without_face"]:
         console.print(_line("no face found", "yellow", "in " + ", ".join(summary["videos_without_face"][:10])))
+    for note in summary.get("notes", []):
+        console.print(_line("note", "yellow", note))
     # one row per AU, one column per split: fits a terminal whatever the number of AUs
     splits = summary["splits"]
     table = Table(title="positive rate per AU (share of known labels)", title_justify="left")

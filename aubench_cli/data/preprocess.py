@@ -30,13 +30,18 @@ from aubench_cli.data.cache import (
     FORMAT_NAME,
     FORMAT_VERSION,
     CacheLock,
-    ShardWriter,
+    VideoWriter,
+    consolidate,
+    live_entries,
     now,
     open_cache,
     prepare_cache,
-    write_header,
-    write_index,
+    read_video,
+    record_input,
+    remove_video,
 )
+from aubench_cli.data.fingerprint import changed, content_hash, fingerprint, stat_key
+from aubench_cli.data.splits import split_report, split_subjects
 from aubench_cli.errors import UsageError
 from aubench_cli.data.labels import (
     IMAGE_EXTENSIONS,
@@ -71,36 +76,6 @@ class VideoError(Exception):
 
 
 # -- splits ------------------------------------------------------------------------------------------------------
-
-
-def split_counts(n: int, proportions: tuple[float, float, float]) -> tuple[int, int, int]:
-    """Subjects per split: the proportions rounded (largest remainders), then every split whose share is above 0
-    given at least one subject while there are subjects to spare, in the order train, test, val (with 2 subjects:
-    one to train, one to test; with 3 or more every wanted split is non-empty)."""
-    p = np.asarray(proportions, dtype=np.float64)
-    p = p / p.sum()
-    counts = np.floor(p * n).astype(int)
-    for i in np.argsort(-(p * n - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    for i in (0, 2, 1):
-        if p[i] > 0 and counts[i] == 0:
-            donors = [j for j in range(3) if counts[j] > 1 or (counts[j] == 1 and p[j] == 0)]
-            if donors:
-                donor = max(donors, key=lambda j: counts[j])
-                counts[donor] -= 1
-                counts[i] += 1
-    return int(counts[0]), int(counts[1]), int(counts[2])
-
-
-def split_subjects(subjects: list[str], proportions=PAPER_SPLITS, seed: int = 0) -> dict[str, str]:
-    """Assign each subject to train / val / test at random (seeded), in the given proportions of subjects."""
-    unique = sorted(set(subjects))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    n_train, n_val, _ = split_counts(len(unique), proportions)
-    out = {}
-    for rank, i in enumerate(order):
-        out[unique[i]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-    return dict(sorted(out.items()))
 
 
 def assign_splits(listing: DatasetListing, proportions, seed: int) -> tuple[dict[str, str], str]:
@@ -248,7 +223,7 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         frame_key = _frame_key(task.get("layout", "generic"), video.path, table)
         key_is_number = table.key == "number"
         row_of = {int(k): i for i, k in enumerate(table.frames)}
-        writer = ShardWriter(Path(task["cache"]), video.id, len(table.au_names))
+        writer = VideoWriter(Path(task["cache"]), video.id, len(table.au_names))
         stats: dict[str, Any] = {}
         seen_keys: list[int] = []
         unlabelled: list[int] = []
@@ -269,7 +244,8 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
             if face is None:
                 report["no_face"] += 1
             else:
-                writer.add(face.crop, table.values[row_of[key]], index, face.landmarks, face.transform, face.detected)
+                writer.add(face.crop, table.values[row_of[key]], index, face.landmarks, face.transform, face.detected,
+                           key=key)
                 report["faces"] += 1
                 report["detected"] += int(face.detected)
             pending += 1
@@ -285,7 +261,8 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         report["seconds"] = round(time.perf_counter() - start, 3)
         # CPU time of this process (mediapipe's graph threads included), which a busy machine does not inflate
         report["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
-        writer.commit({**report, "label_key": table.key, "au_names": table.au_names})
+        report.update(_rerun_facts(seen_keys, unlabelled, stats))
+        writer.commit({**report, "label_key": table.key, "au_names": table.au_names}, _input_of(task, video))
         writer = None
     except VideoError as exc:
         report.update(status="failed", error=str(exc))
@@ -421,7 +398,9 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         raise UsageError(f"cannot create the cache folder {out}: {exc.strerror}", "choose a writable --out") from None
     with CacheLock(out):
         done, removed = prepare_cache(out, header, options.overwrite)
-        todo = [v for v in videos if v.id not in done]
+        # the video's content hash is taken by the worker that reads it anyway; labels are hashed when compared
+        inputs = {v.id: {"video": {"stat": stat_key(v.path), "hash": None}, "labels": None} for v in videos}
+        todo, rerun = _plan_rerun(out, videos, tables, inputs)
         # longest first, so one long video does not run alone at the end
         todo.sort(key=lambda v: -len(tables[v.id].frames))
         tasks = [
@@ -432,27 +411,165 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
                 "layout": listing.layout,
                 "face_side": _face_side(listing.layout, v),
                 "min_confidence": options.min_confidence,
+                "input": inputs[v.id],
             }
             for v in todo
         ]
         workers = options.workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(tasks)))
+        already = len(done) - len(rerun["redone"]) - len(rerun["realigned"]) - len(rerun["removed"])
         if progress:
             progress({"event": "start", "videos": len(tasks), "frames": int(sum(len(tables[v.id].frames) for v in todo)),
-                      "already_done": len(done), "workers": workers})
+                      "already_done": already, "workers": workers, "notes": rerun["notes"]})
         work_started = time.perf_counter()
         reports = _run_tasks(tasks, workers, progress)
         work_seconds = time.perf_counter() - work_started
         failures = [{"video": r["video"], "reason": r["error"]} for r in reports if r["status"] != "ok"]
-        write_index(out)
+        consolidate(out, header)
         cache = open_cache(out)
-        summary = _summary(cache, listing, reports, failures, skipped, removed, len(done), workers, work_seconds)
+        summary = _summary(cache, listing, reports, failures, skipped, removed, already, workers, work_seconds)
+        realised, split_warnings = split_report(subjects, options.splits, split_source)
+        for split, info in realised.items():
+            summary["splits"][split].update(share=info["share"], wanted=info["wanted"])
+        summary["videos"].update(labels_refreshed=len(rerun["refreshed"]), redone=len(rerun["redone"]))
+        summary["reruns"] = {k: rerun[k] for k in ("refreshed", "redone", "realigned", "touched", "removed")}
+        summary["split_warnings"] = split_warnings
+        summary["notes"] = rerun["notes"] + split_warnings
         summary["seconds"] = round(time.perf_counter() - started, 2)
         header = {**header, **{k: cache.header[k] for k in ("created",)}, "updated": now(),
                   "status": "complete" if not failures else f"incomplete: {len(failures)} videos failed",
                   "summary": {k: summary[k] for k in ("videos", "frames_read", "faces_found", "failures", "skipped")}}
-        write_header(out, header)
+        consolidate(out, header)
     return summary
+
+
+# -- reruns: what changed since the cache was written ----------------------------------------------------------
+
+
+def _input_of(task: dict, video: VideoSource) -> dict | None:
+    """The fingerprint stored with a video: the one planned in the main process, with the video's content hash
+    (taken here, in the worker, where the file is being read anyway) when the plan did not need it."""
+    planned = task.get("input")
+    if planned is None:
+        return None
+    if planned["video"].get("hash") is None:
+        planned = {**planned, "video": {**planned["video"], "hash": content_hash(video.path)}}
+    return planned
+
+
+def _runs(keys) -> list[list[int]]:
+    """Sorted unique ints as [start, stop) runs: a video's frame keys are one or a few runs."""
+    keys = np.unique(np.asarray(keys, dtype=np.int64))
+    if not len(keys):
+        return []
+    cuts = np.flatnonzero(np.diff(keys) != 1) + 1
+    return [[int(r[0]), int(r[-1]) + 1] for r in np.split(keys, cuts)]
+
+
+def _from_runs(runs) -> np.ndarray:
+    if not runs:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in runs])
+
+
+def _rerun_facts(aligned: list[int], unlabelled: list[int], stats: dict) -> dict:
+    """What a label refresh needs later: the keys of the decoded frames, of those that were aligned (they had
+    labels), and the decoder's counts, so mismatches can be recomputed without decoding again."""
+    return {"frame_keys": _runs(list(aligned) + list(unlabelled)), "aligned_keys": _runs(aligned),
+            "container_frames": stats.get("container_frames"), "unreadable": int(stats.get("unreadable", 0) or 0)}
+
+
+def _plan_rerun(out: Path, videos: list[VideoSource], tables: dict[str, LabelTable], inputs: dict[str, dict]
+                ) -> tuple[list[VideoSource], dict]:
+    """Compare each finished video's stored fingerprint with its inputs now. A changed video is removed and
+    redone; changed labels are refreshed in place of the old rows (no alignment), unless they label decoded
+    frames that were never aligned, then the video is redone; same content under new times only records the new
+    times. Videos no longer in the dataset are removed. Returns the videos to align and what was done."""
+    entries = live_entries(out)
+    by_id = {v.id: v for v in videos}
+    todo: list[VideoSource] = []
+    rerun: dict[str, Any] = {"refreshed": [], "redone": [], "realigned": [], "touched": [], "removed": [], "notes": []}
+    cache = None
+    for vid in [v for v in entries if v not in by_id]:
+        remove_video(out, vid)
+        rerun["removed"].append(vid)
+    for v in videos:
+        entry = entries.get(v.id)
+        if entry is None:
+            inputs[v.id]["labels"] = fingerprint(v.label_path)
+            todo.append(v)
+            continue
+        old = entry.get("input")
+        if not old:  # written without fingerprints: nothing to compare with, kept as it is
+            continue
+        video_changed, video_fp = changed(old.get("video"), v.path)
+        labels_changed, labels_fp = changed(old.get("labels"), v.label_path)
+        now_fp = {"video": video_fp, "labels": labels_fp}
+        inputs[v.id] = now_fp
+        if video_changed:
+            remove_video(out, v.id)
+            rerun["redone"].append(v.id)
+            todo.append(v)
+        elif labels_changed:
+            if cache is None:
+                cache = open_cache(out)
+            if _refresh_labels(out, cache, v, tables[v.id], now_fp):
+                rerun["refreshed"].append(v.id)
+            else:
+                remove_video(out, v.id)
+                rerun["realigned"].append(v.id)
+                todo.append(v)
+        elif now_fp != old:
+            record_input(out, v.id, now_fp)
+            rerun["touched"].append(v.id)
+
+    def plural(n: int) -> str:
+        return f"{n} video{'s' if n != 1 else ''}"
+
+    notes = rerun["notes"]
+    if rerun["redone"]:
+        notes.append(f"video content changed for {plural(len(rerun['redone']))}: redone")
+    if rerun["refreshed"]:
+        notes.append(f"labels changed for {plural(len(rerun['refreshed']))}: refreshed")
+    if rerun["realigned"]:
+        notes.append(f"labels of {plural(len(rerun['realigned']))} now cover frames never aligned: re-aligned")
+    if rerun["touched"]:
+        notes.append(f"{plural(len(rerun['touched']))} have new file times but the same content: kept")
+    if rerun["removed"]:
+        notes.append(f"{plural(len(rerun['removed']))} no longer in the dataset (or without usable labels): "
+                     "removed from the cache")
+    return todo, rerun
+
+
+def _refresh_labels(out: Path, cache, video: VideoSource, table: LabelTable, fp: dict) -> bool:
+    """Rewrite one video's rows with its new labels (the crops are copied, nothing is aligned); False when the
+    new labels need frames that were decoded but never aligned (the caller redoes the video then)."""
+    meta = cache.video_meta.get(video.id, {})
+    if "frame_keys" not in meta or meta.get("label_key", table.key) != table.key:
+        return False
+    decoded, aligned = _from_runs(meta["frame_keys"]), _from_runs(meta["aligned_keys"])
+    wanted = np.intersect1d(table.frames, decoded)
+    if len(np.setdiff1d(wanted, aligned)):
+        return False
+    rows = read_video(cache, video.id)
+    values, found = table.lookup(rows["key"])
+    writer = VideoWriter(out, video.id, len(table.au_names), cache.images.size)
+    try:
+        writer.add_block(rows["images"][found], values[found], rows["frame"][found], rows["key"][found],
+                         rows["detected"][found], rows["landmarks"][found], rows["transform"][found])
+        report = {k: v for k, v in meta.items() if k not in ("n", "checksum", "written")}
+        report.update(frames_labelled=int(len(wanted)), faces=int(found.sum()),
+                      no_face=int(len(wanted) - found.sum()), detected=int(rows["detected"][found].sum()),
+                      label_rows=int(len(table.frames)), mismatches=list(table.issues), labels_refreshed=now(),
+                      aligned_keys=_runs(wanted))
+        unlabelled = np.setdiff1d(decoded, table.frames)
+        stats = {"container_frames": meta.get("container_frames"), "unreadable": meta.get("unreadable", 0)}
+        _report_mismatches(report, table, decoded, unlabelled, stats, table.key == "number")
+        writer.commit(report, fp)
+    except BaseException:
+        writer.abort()
+        raise
+    return True
 
 
 def _face_side(layout: str, video: VideoSource) -> str | None:

@@ -122,6 +122,7 @@ def evaluate_run(
     """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with per-frame decisions kept
     in memory under ``_decisions`` for paired comparisons."""
     from aubench_cli.data.cache import open_cache
+    from aubench_cli.data.splits import check_held_out
 
     run = Path(run)
     state = _load(run, checkpoint)
@@ -143,6 +144,7 @@ def evaluate_run(
     columns = [data.au_names.index(au) for au in au_names]
     labels = np.ascontiguousarray(data.labels[:, columns])
     index = data.indices(split)
+    check_held_out(run, data, split, index)  # no subject it tests may be one the run trained or validated on
     bad = check_balanceable(labels, index, au_names, split)
     if bad:
         raise UsageError(f"the {split} split has no positive or no negative frame for {', '.join(bad)}",

@@ -127,6 +127,7 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
 
 def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     from aubench_cli.data.cache import open_cache
+    from aubench_cli.data.splits import subject_roles
 
     cache = open_cache(cfg.data.cache)
     au_names = list(cache.au_names)
@@ -162,6 +163,7 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
         "splits": {s: {"frames": int(len(cache.indices(s))), "subjects": int(len(np.unique(cache.subject_index[cache.indices(s)])))}
                    for s in ("train", "val", "test")},
         "subset": subset,
+        "subject_roles": subject_roles(cache, train_index, val_index),  # what evaluate checks its test subjects against
     }
     return RunData(cache, record["au_names"], columns, labels, train_index, val_index, record)
 

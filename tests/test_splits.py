@@ -1,0 +1,145 @@
+"""Stable subject splits: a subject's split depends only on (seed, proportions, its name); the realised sizes
+are reported with a warning and its fix; a trained run records its subject roles and evaluation refuses a test
+split that holds subjects the run trained or validated on, and only then."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from aubench_cli import config as cfgmod
+from aubench_cli.data.cache import open_cache, record_input
+from aubench_cli.data.splits import (
+    check_held_out,
+    seed_with_every_split,
+    split_report,
+    split_subjects,
+    subject_position,
+    subject_roles,
+)
+from aubench_cli.errors import UsageError
+from cachefixture import make_cache
+
+SHARES = (0.74, 0.11, 0.15)
+
+
+def test_adding_or_removing_subjects_moves_no_other():
+    base = [f"p{i:04d}" for i in range(500)]
+    before = split_subjects(base, SHARES, seed=3)
+    grown = split_subjects(base + ["newcomer"] + [f"q{i}" for i in range(200)], SHARES, seed=3)
+    assert all(grown[s] == before[s] for s in base)
+    shrunk = split_subjects(base[::2], SHARES, seed=3)
+    assert all(shrunk[s] == before[s] for s in base[::2])
+    assert split_subjects(list(reversed(base)), SHARES, seed=3) == before  # order of listing is irrelevant
+
+
+def test_split_is_a_cut_of_the_hash_position_at_the_proportions():
+    names = [f"s{i}" for i in range(20000)]
+    split = split_subjects(names, SHARES, seed=0)
+    for name in names[:500]:
+        u = subject_position(name, SHARES, 0)
+        assert 0 <= u < 1
+        assert split[name] == ("train" if u < 0.74 else "val" if u < 0.85 else "test")
+    shares = {s: sum(v == s for v in split.values()) / len(names) for s in ("train", "val", "test")}
+    assert shares == pytest.approx({"train": 0.74, "val": 0.11, "test": 0.15}, abs=0.012)
+    # the seed and the proportions both enter the hash: either one changes the assignment of many subjects
+    other_seed = split_subjects(names, SHARES, seed=1)
+    other_shares = split_subjects(names, (0.7, 0.15, 0.15), seed=0)
+    assert sum(split[n] != other_seed[n] for n in names) > 5000
+    moved = [n for n in names if split[n] != other_shares[n]]
+    assert len(moved) > 5000
+    assert "val" not in set(split_subjects(names, (0.8, 0.0, 0.2), seed=0).values())  # a zero share stays empty
+
+
+def test_small_splits_are_reported_with_the_fix():
+    disfa = [f"SN{i:03d}" for i in range(1, 28)]
+    seeds = {}
+    for seed in range(200):
+        split = split_subjects(disfa, SHARES, seed)
+        realised, warnings = split_report(split, SHARES, "seed")
+        assert sum(r["subjects"] for r in realised.values()) == 27
+        assert all(realised[s]["subjects"] == sum(v == s for v in split.values()) for s in realised)
+        small = [s for s in realised if realised[s]["subjects"] < 2]
+        for s in small:
+            assert any(w.startswith(f"the {s} split has") and "--split-seed" in w and "manifest" in w for w in warnings)
+        if small:
+            seeds.setdefault("small", seed)
+        elif not warnings:
+            seeds.setdefault("fine", seed)
+    assert "small" in seeds and "fine" in seeds  # both happen at DISFA's size: the report must tell them apart
+    big = split_subjects([f"p{i}" for i in range(3000)], SHARES, 0)
+    assert split_report(big, SHARES, "seed")[1] == []
+    lopsided = {f"p{i}": "train" for i in range(84)} | {f"q{i}": "val" for i in range(11)} | {f"r{i}": "test" for i in range(5)}
+    warnings = split_report(lopsided, SHARES, "seed")[1]
+    assert len(warnings) == 1 and "test split holds 5%" in warnings[0] and "far from its 15%" in warnings[0]
+    assert split_report(lopsided, SHARES, "manifest")[1] == []  # a manifest's split is the user's own choice
+
+
+def test_seed_with_every_split():
+    names = [f"s{i:02d}" for i in range(1, 11)]
+    seed = seed_with_every_split(names, SHARES, start=0)
+    assert set(split_subjects(names, SHARES, seed).values()) == {"train", "val", "test"}
+    assert all(set(split_subjects(names, SHARES, s).values()) != {"train", "val", "test"} for s in range(seed))
+
+
+def _fingerprint_videos(path, prefix: str) -> None:
+    """Give a fixture cache's videos source hashes, as preprocess records them (``prefix`` names the dataset)."""
+    cache = open_cache(path)
+    for vid in cache.videos:
+        record_input(path, vid, {"video": {"stat": "x", "hash": f"{prefix}-{vid}"}, "labels": {"stat": "", "hash": ""}})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from aubench_cli.training.trainer import train
+
+    root = tmp_path_factory.mktemp("held-out")
+    splits = {"S00": "val", "S01": "test", "S02": "train", "S03": "train", "S04": "train", "S05": "train"}
+    cache = make_cache(root / "a", subjects=6, videos_per_subject=1, frames=30, splits=splits)
+    _fingerprint_videos(cache, "dataset-a")
+    cfg = cfgmod.resolve(sets=["train.epochs=1", "train.batches_per_epoch=2", "train.val_batches=1", "train.aug=D"],
+                         options={"data.cache": str(cache)})
+    train(cfg, root / "run")
+    return root, splits
+
+
+def test_train_records_the_runs_subject_roles(trained):
+    root, splits = trained
+    record = json.loads((root / "run" / "data.json").read_text())["subject_roles"]
+    assert record["subjects"] == splits
+    assert record["sources"]["S02"] == ["sha:dataset-a-S02_v0"] and "S01" not in record["sources"]
+    cache = open_cache(root / "a")
+    again = subject_roles(cache, cache.indices("train")[:30], cache.indices("val"))  # a subset of train: S02 only
+    assert again["subjects"] == {"S00": "val", "S01": "test", "S02": "train"}
+
+
+def test_eval_refuses_only_subjects_the_run_saw(trained):
+    from aubench_cli.evaluation.evaluate import evaluate_run
+
+    root, splits = trained
+    run = root / "run"
+    result = evaluate_run(run, batches=5, write=False)  # its own test split: S01, never seen
+    assert result["frames_in_split"] == 30
+    # the same dataset split another way: S02 (trained on) and S00 (validated on) now in test
+    moved = {**splits, "S01": "train", "S02": "test", "S00": "test", "S03": "val"}
+    other = make_cache(root / "b", subjects=6, videos_per_subject=1, frames=30, splits=moved)
+    _fingerprint_videos(other, "dataset-a")
+    with pytest.raises(UsageError, match=r"2 subjects that run run trained or validated on: S00 \(val\), S02 \(train\)"):
+        evaluate_run(run, cache=other, batches=5, write=False)
+    # the same names in another dataset (other source videos): other people, no refusal
+    stranger = make_cache(root / "c", subjects=6, videos_per_subject=1, frames=30, splits=moved, seed=5)
+    _fingerprint_videos(stranger, "dataset-c")
+    assert evaluate_run(run, cache=stranger, batches=5, write=False)["frames_in_split"] == 60
+    # a run made before runs recorded their roles is not checked
+    c = open_cache(other)
+    data = json.loads((run / "data.json").read_text())
+    (run / "data.json").write_text(json.dumps({k: v for k, v in data.items() if k != "subject_roles"}))
+    try:
+        check_held_out(run, c, "test", c.indices("test"))
+    finally:
+        (run / "data.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="S02"):
+        check_held_out(run, c, "test", c.indices("test"))
+    assert np.array_equal(np.sort(c.indices("test")), c.indices("test"))
