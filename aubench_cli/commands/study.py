@@ -2,8 +2,10 @@
 
 Each run goes to DIR/<run name>/ (DIR defaults to studies/<preset>): finished runs are skipped, interrupted ones
 resumed, a failed run is reported while the others go on (exit code 1 at the end). --dry-run lists the runs and
-their estimated compute; --shard I/N does every N-th run from I (several machines, a SLURM array job); --set
-applies to every run (e.g. --set train.epochs=2 for a quick pass). `aubench report DIR` then makes the tables.
+their estimated compute; --seeds N repeats every run with training seeds 0..N-1 (DIR/<run>/seed<k>/);
+--launcher local|slurm submits each pending run as a submitit job (one array), --status shows each run's state and
+job; --shard I/N does every N-th run from I (other schedulers); --set applies to every run (e.g. --set
+train.epochs=2 for a quick pass). `aubench report DIR` then makes the tables.
 """
 
 from __future__ import annotations
@@ -30,25 +32,45 @@ def command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, their state and estimated compute; train nothing.")] = False,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every run, e.g. train.epochs=2.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs (with --dry-run) or their results as JSON on stdout.")] = False,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Repeat every run with training seeds 0..N-1 (the test batches stay the same).")] = None,
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="local | slurm: one submitit job per pending run [default: run here, in this process].")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="With --launcher: wait for the jobs to end.")] = False,
+    show_status: Annotated[bool, typer.Option("--status", help="Show each run's state and the job holding it; run nothing.")] = False,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition.")] = None,
+    time_min: Annotated[int, typer.Option("--time", min=1, help="Job time limit in minutes (longer runs are requeued and resume).")] = 60,
+    gpus_per_run: Annotated[int, typer.Option("--gpus-per-run", min=0, help="GPUs per run; above 1, DDP across them.")] = 0,
+    cpus_per_run: Annotated[Optional[int], typer.Option("--cpus-per-run", min=1, help="CPU cores per run.")] = None,
+    array_parallelism: Annotated[int, typer.Option("--array-parallelism", min=1, help="Jobs of the array running at once.")] = 256,
+    slurm: Annotated[Optional[list[str]], typer.Option("--slurm", help="Any other sbatch parameter, KEY=VALUE (repeatable), e.g. account=myproj.")] = None,
 ) -> None:
     from aubench_cli.errors import AubenchError, debug_enabled
     from aubench_cli.studies.study import (
         estimate,
+        expand_units,
         load_study,
         parse_shard,
         parse_weights,
-        run_config,
+        recorded_seeds,
         run_study,
         select_runs,
+        unit_configs,
     )
 
     study = load_study(preset)
     out_dir = Path(out) if out else Path("studies") / study.name
     runs = select_runs(study, only, parse_shard(shard))
     given_weights = parse_weights(weights, study)
-    if dry_run:
-        cfgs = {r.name: run_config(study, r, sets, cache, given_weights.get(r.name)) for r in runs}
-        rows = estimate(study, runs, cfgs, out_dir)
+    seeds = recorded_seeds(out_dir, seeds)
+    units = expand_units(runs, seeds)
+    if dry_run or show_status:
+        cfgs = unit_configs(study, units, sets, cache, given_weights)
+        if show_status:
+            from aubench_cli.studies.launcher import status
+
+            rows = status(study, out_dir, units, cfgs)
+            print_json(rows) if json_out else _render_status(study.name, rows, out_dir)
+            return
+        rows = estimate(study, units, cfgs, out_dir)
         if json_out:
             print_json(rows)
             return
@@ -56,6 +78,10 @@ def command(
         return
     if not runs:
         stderr.print(f"no run of {study.name} selected (--shard {shard} --only {only}): nothing to do")
+        return
+    if launcher is not None:
+        _launch(study, preset, out_dir, units, sets or [], cache, given_weights, seeds, json_out, wait,
+                launcher, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism, slurm)
         return
 
     bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -73,10 +99,11 @@ def command(
         elif kind == "eval" and name in tasks:
             bar.update(tasks[name], description=f"{name}: eval")
 
-    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs into {out_dir}")
+    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs"
+                 + (f" x {seeds} seeds" if seeds else "") + f" into {out_dir}")
     with bar:
         try:
-            results = run_study(study, out_dir, runs=runs, sets=sets, cache=cache, weights=given_weights,
+            results = run_study(study, out_dir, units=units, sets=sets, cache=cache, weights=given_weights, seeds=seeds,
                                 log=lambda m: stderr.print(m, markup=False), progress=on_progress,
                                 debug=debug_enabled())
         except KeyboardInterrupt:
@@ -94,12 +121,55 @@ def command(
             acc = "-" if r["mean_accuracy"] is None else f"{100 * r['mean_accuracy']:.1f}"
             note = r["error"] or ("trained + evaluated" if r["trained"] else "evaluated" if r["evaluated"]
                                   else "already finished")
-            table.add_row(r["name"], r["arch"], r["state"], acc, note)
+            table.add_row(r.get("key", r["name"]), r["arch"], r["state"], acc, note)
         stdout.print(table)
         stdout.print(f"tables and figures: aubench report {out_dir}")
     if failed:
-        raise AubenchError(f"{len(failed)} of {len(results)} runs failed: {', '.join(r['name'] for r in failed)}",
+        raise AubenchError(f"{len(failed)} of {len(results)} runs failed: {', '.join(r.get('key', r['name']) for r in failed)}",
                            f"details in {out_dir}/status/; fix them and run the same command again (finished runs are kept)")
+
+
+def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cache: Optional[str], weights: dict,
+            seeds: Optional[int], json_out: bool, wait: bool, launcher: str, partition: Optional[str], time_min: int,
+            gpus_per_run: int, cpus_per_run: Optional[int], array_parallelism: int, slurm: Optional[list[str]]) -> None:
+    from aubench_cli.errors import AubenchError
+    from aubench_cli.studies.launcher import LAUNCHERS, LaunchOptions, parse_slurm_items, submit, wait_all
+
+    if launcher not in LAUNCHERS:
+        from aubench_cli.errors import UsageError, suggest
+
+        raise UsageError(f"unknown launcher {launcher!r}", suggest(launcher, LAUNCHERS))
+    options = LaunchOptions(launcher, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism,
+                            parse_slurm_items(slurm))
+    outcome = submit(study, out_dir, units, preset=preset, sets=sets, cache=cache, weights=weights, seeds=seeds,
+                     options=options, log=lambda m: stderr.print(m, markup=False))
+    results = wait_all() if wait else None
+    if json_out:
+        print_json({**outcome, **({"results": results} if results is not None else {})})
+    else:
+        for job in outcome["submitted"]:
+            stdout.print(f"{job['key']}: job {job['job']}")
+        for held in outcome["held"]:
+            stdout.print(f"{held['key']}: already held by job {held['job']} (pending or running)")
+        stdout.print(f"{len(outcome['submitted'])} submitted ({launcher}), {len(outcome['done'])} already done, "
+                     f"{len(outcome['held'])} held by earlier jobs; logs in {outcome['logs']}")
+        if results is None and outcome["submitted"]:
+            stdout.print(f"follow them with: aubench study {preset} --out {out_dir} --status")
+    failed = [r for r in results or [] if r.get("state") == "failed"]
+    if failed:
+        raise AubenchError(f"{len(failed)} jobs failed: " + ", ".join(str(r.get("key") or r.get("error")) for r in failed),
+                           f"details in {out_dir}/status/ and the logs; the same command resubmits them")
+
+
+def _render_status(name: str, rows: list[dict], out_dir: Path) -> None:
+    table = Table(title=f"{name}: {len(rows)} runs in {out_dir}")
+    for col in ("run", "state", "job", "note"):
+        table.add_column(col)
+    for r in rows:
+        job = r["job"]
+        table.add_row(r["key"], r["state"], "-" if job is None else f"{job['id']} ({job['launcher']}, {job['state']})",
+                      r["error"] or "")
+    stdout.print(table)
 
 
 def _render_plan(name: str, rows: list[dict], out_dir: Path) -> None:
@@ -114,7 +184,7 @@ def _render_plan(name: str, rows: list[dict], out_dir: Path) -> None:
     for r in rows:
         settings = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(shared)"
         state = r["state"] if not r["problem"] else f"{r['state']}; needs weights"
-        table.add_row(r["name"], r["arch"], settings, state, f"{r['train_images']:,}",
+        table.add_row(r["key"], r["arch"], settings, state, f"{r['train_images']:,}",
                       human_flops(r["forward_flops_per_image"]), human_flops(r["total_flops"]))
         total += r["total_flops"]
     stdout.print(table)

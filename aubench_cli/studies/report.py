@@ -46,10 +46,23 @@ class RunResult:
     per_au: dict[str, dict[str, Any]] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
     eval_batches: int | None = None
+    # with --seeds: one result per training seed; mean/per_au then hold the mean over the seeds
+    seeds: list[RunResult] = field(default_factory=list)
+    mean_sd: float | None = None
 
     @property
     def label(self) -> str:
         return self.title if self.state == "done" else f"{self.title} ({self.state})"
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    def seed_values(self, au: str) -> list[float]:
+        """Each done seed's accuracy on ``au`` (``AVG``: the mean over AUs), as fractions."""
+        if au == "AVG":
+            return [r.mean for r in self.seeds if r.mean is not None]
+        return [r.per_au[au]["accuracy"] for r in self.seeds if au in r.per_au]
 
 
 @dataclass
@@ -96,11 +109,9 @@ def _last_epoch(path: Path) -> int:
     return int(float(rows[-1]["epoch"])) if rows else 0
 
 
-def run_result(study_dir: Path, entry: dict[str, Any]) -> RunResult:
+def _read_run(run_dir: Path, status_path: Path, entry: dict[str, Any]) -> RunResult:
     name = entry["name"]
     run = RunResult(name, str(entry.get("title") or name), "missing", x=entry.get("x"), paper=entry.get("paper") or {})
-    run_dir = study_dir / name
-    status_path = study_dir / STATUS_DIR / f"{name}.json"
     status = json.loads(status_path.read_text()) if status_path.is_file() else {}
     config_path = run_dir / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
@@ -136,13 +147,46 @@ def run_result(study_dir: Path, entry: dict[str, Any]) -> RunResult:
     return run
 
 
+def _sd(values: list[float]) -> float | None:
+    import statistics
+
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def run_result(study_dir: Path, entry: dict[str, Any], seeds: int | None = None) -> RunResult:
+    """A run's result; with ``seeds``, the mean over its seeds (done only when every seed is), each seed kept."""
+    name = entry["name"]
+    if not seeds:
+        return _read_run(study_dir / name, study_dir / STATUS_DIR / f"{name}.json", entry)
+    per_seed = [_read_run(study_dir / name / f"seed{k}", study_dir / STATUS_DIR / f"{name}.seed{k}.json", entry)
+                for k in range(seeds)]
+    done = [r for r in per_seed if r.state == "done"]
+    first = per_seed[0]
+    run = RunResult(name, first.title, "done", x=first.x, paper=first.paper, seeds=per_seed,
+                    arch=next((r.arch for r in per_seed if r.arch), None))
+    if len(done) < len(per_seed):
+        worst = next(r for r in per_seed if r.state != "done")
+        run.state = worst.state
+        run.detail = f"{len(done)} of {len(per_seed)} seeds done" + (f"; {worst.detail}" if worst.detail else "")
+        return run
+    run.mean = sum(r.mean for r in done) / len(done)
+    run.mean_sd = _sd([r.mean for r in done])
+    aus = [au for au in done[0].per_au if all(au in r.per_au for r in done)]
+    for au in aus:
+        values = [r.per_au[au]["accuracy"] for r in done]
+        run.per_au[au] = {"accuracy": sum(values) / len(values), "accuracy_sd": _sd(values), "seeds": len(values)}
+    run.eval_batches = done[0].eval_batches
+    run.detail = f"mean of {len(done)} seeds"
+    return run
+
+
 def load_study_dir(study_dir: Path) -> StudyResults:
     path = study_dir / STUDY_FILE
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}", "run aubench study into this directory first") from exc
-    runs = [run_result(study_dir, entry) for entry in record.get("runs", [])]
+    runs = [run_result(study_dir, entry, record.get("seeds")) for entry in record.get("runs", [])]
     return StudyResults(record.get("preset") or study_dir.name, study_dir, record.get("study") or {}, record, runs)
 
 
@@ -201,27 +245,42 @@ def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str
     rows: list[list[str]] = []
     paper = study.has_paper()
 
-    def line(label: str, ours: list[float | None], theirs: list[float | None]) -> list[str]:
+    def line(label: str, ours: list[float | None], theirs: list[float | None],
+             sds: list[float | None] | None = None) -> list[str]:
         cells = [label]
-        our_rank, paper_rank = _ranks(ours), _ranks(theirs)
+        our_rank, paper_rank = _ranks(ours), _ranks(theirs)  # with seeds: ranked on the mean over seeds
         for i, run in enumerate(study.runs):
             cell = _mark(ours[i], our_rank[i], fmt) if run.state == "done" else run.state
+            if run.state == "done" and run.n_seeds:
+                sd = sds[i] if sds else None
+                cell += f" ± {sd:.1f}" if sd is not None else ""
             if paper:
                 cell += f" ({_mark(theirs[i], paper_rank[i], fmt)})" if theirs[i] is not None else " (-)"
             cells.append(cell)
         return cells
 
+    def sd(value: float | None) -> float | None:
+        return None if value is None else 100 * value
+
     for au in study.aus():
         ours = [100 * r.per_au[au]["accuracy"] if au in r.per_au else None for r in study.runs]
         theirs = [(r.paper.get("accuracy") or {}).get(au) for r in study.runs]
-        rows.append(line(au, ours, theirs))
+        rows.append(line(au, ours, theirs, [sd((r.per_au.get(au) or {}).get("accuracy_sd")) for r in study.runs]))
     rows.append(line("AVG", [None if r.mean is None else 100 * r.mean for r in study.runs],
-                     [(r.paper.get("accuracy") or {}).get("AVG") for r in study.runs]))
-    ci = ["AVG 95 % CI"]
-    for run in study.runs:
-        ci.append(f"{100 * run.mean_ci[0]:.1f}-{100 * run.mean_ci[1]:.1f}" if run.mean_ci else run.state
-                  if run.state != "done" else "-")
-    rows.append(ci)
+                     [(r.paper.get("accuracy") or {}).get("AVG") for r in study.runs],
+                     [sd(r.mean_sd) for r in study.runs]))
+    if any(r.n_seeds for r in study.runs):
+        counts = ["seeds"]
+        for run in study.runs:
+            done = sum(1 for r in run.seeds if r.state == "done")
+            counts.append(f"{done}/{run.n_seeds}" if run.n_seeds else "1")
+        rows.append(counts)
+    else:
+        ci = ["AVG 95 % CI"]
+        for run in study.runs:
+            ci.append(f"{100 * run.mean_ci[0]:.1f}-{100 * run.mean_ci[1]:.1f}" if run.mean_ci else run.state
+                      if run.state != "done" else "-")
+        rows.append(ci)
     if study.has_costs():
         costs = _costs(study)
         # ours to the paper's precision; the paper's as printed (81.6M, 1040M; 2,276K; 4.71MB)
@@ -248,6 +307,10 @@ def _caption(study: StudyResults) -> str:
     parts.append("Test accuracy (%) at 0.5 over each AU's own frames of "
                  + (f"{', '.join(str(b) for b in sorted(batches))} balanced test batches" if batches else "the balanced test batches")
                  + "; best in bold, second best [bracketed].")
+    seeds = max((r.n_seeds for r in study.runs), default=0)
+    if seeds:
+        parts.append(f"Each cell is the mean ± standard deviation over {seeds} training seeds (the same test "
+                     "batches for every seed); best and second best are decided on the mean.")
     if study.has_paper():
         parts.append("The paper's value is in parentheses (ranked among the paper's values); its AVG is over its 12 AUs."
                      + (" Table II prints AU12 as \"Smile\"." if study.meta.get("paper_ref") == "Table II" else ""))
@@ -309,18 +372,21 @@ def render_csv(studies: list[StudyResults]) -> str:
     """One row per study, run and AU (AVG included): ours with its interval, the paper's, and the run's state."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["study", "run", "title", "arch", "x", "state", "au", "accuracy", "ci95_low", "ci95_high", "paper"])
+    writer.writerow(["study", "run", "title", "arch", "x", "seed", "state", "au", "accuracy", "ci95_low",
+                     "ci95_high", "sd_over_seeds", "paper"])
     for study in studies:
         for run in study.runs:
             paper = run.paper.get("accuracy") or {}
-            for au in study.aus() + ["AVG"]:
-                if au == "AVG":
-                    acc, ci = run.mean, run.mean_ci or [None, None]
-                else:
-                    m = run.per_au.get(au) or {}
-                    acc, ci = m.get("accuracy"), m.get("ci95") or [None, None]
-                writer.writerow([study.name, run.name, run.title, run.arch, run.x, run.state, au,
-                                 _pct(acc), _pct(ci[0]), _pct(ci[1]), paper.get(au)])
+            # with seeds: the mean over seeds (seed "mean"), then each seed's own row
+            for seed, r in [("mean" if run.n_seeds else "", run)] + [(str(k), x) for k, x in enumerate(run.seeds)]:
+                for au in study.aus() + ["AVG"]:
+                    if au == "AVG":
+                        acc, ci, sd = r.mean, r.mean_ci or [None, None], r.mean_sd
+                    else:
+                        m = r.per_au.get(au) or {}
+                        acc, ci, sd = m.get("accuracy"), m.get("ci95") or [None, None], m.get("accuracy_sd")
+                    writer.writerow([study.name, run.name, run.title, run.arch, run.x, seed, r.state, au,
+                                     _pct(acc), _pct(ci[0]), _pct(ci[1]), _pct(sd), paper.get(au)])
     return buffer.getvalue()
 
 
@@ -370,8 +436,14 @@ def per_au_figure(study: StudyResults, path: Path) -> Path:
             vals.append(np.nan if acc is None else 100 * acc)
             lows.append(0 if acc is None or not ci else 100 * (acc - ci[0]))
             highs.append(0 if acc is None or not ci else 100 * (ci[1] - acc))
-        ax.bar(pos, vals, width, yerr=[lows, highs], capsize=1.5, color=cmap(i % cmap.N), label=run.label,
-               error_kw={"elinewidth": 0.7})
+        if run.n_seeds:  # the mean over seeds as the bar, each seed as a dot
+            ax.bar(pos, vals, width, color=cmap(i % cmap.N), label=f"{run.label} (mean of {run.n_seeds} seeds)")
+            for x, au in zip(pos, aus):
+                ys = [100 * v for v in run.seed_values(au)]
+                ax.scatter([x] * len(ys), ys, s=9, color="black", zorder=3, label=None)
+        else:
+            ax.bar(pos, vals, width, yerr=[lows, highs], capsize=1.5, color=cmap(i % cmap.N), label=run.label,
+                   error_kw={"elinewidth": 0.7})
         paper = run.paper.get("accuracy") or {}
         if paper:
             ax.scatter(pos, [paper.get(au, np.nan) for au in aus], marker="_", s=60, color="black", zorder=3,

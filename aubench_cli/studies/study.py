@@ -25,6 +25,7 @@ from typing import Any
 from aubench_cli import config as cfgmod
 from aubench_cli.fileio import atomic_write_text
 from aubench_cli.errors import AubenchError, UsageError, suggest
+from aubench_cli.studies import catalog
 
 STUDY_FILE = "study.json"
 STATUS_DIR = "status"
@@ -71,6 +72,53 @@ class Study:
             if run.name == name:
                 return run
         raise UsageError(f"no run {name!r} in study {self.name}", suggest(name, [r.name for r in self.runs]))
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One thing to train and evaluate: a run of the preset, at one training seed when ``--seeds`` asks for it.
+
+    Each level of the directory exists only when asked for: ``DIR/<run>/`` without seeds,
+    ``DIR/<run>/seed<k>/`` with them.
+    """
+
+    run: StudyRun
+    seed: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The unit's name in status/ and leases/ files and in logs: ``run`` or ``run.seed1``."""
+        return self.run.name if self.seed is None else f"{self.run.name}.seed{self.seed}"
+
+    def dir(self, out: Path) -> Path:
+        return out / self.run.name if self.seed is None else out / self.run.name / f"seed{self.seed}"
+
+
+def expand_units(runs: list[StudyRun], seeds: int | None = None) -> list[Unit]:
+    """Every run at training seeds 0..seeds-1 (run-major order), or each run once when ``seeds`` is None."""
+    if seeds is None:
+        return [Unit(run) for run in runs]
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}", "e.g. --seeds 3 repeats every run with seeds 0, 1, 2")
+    return [Unit(run, k) for run in runs for k in range(seeds)]
+
+
+def adopt_unseeded(out: Path, unit: Unit, log: LogFn = lambda msg: None) -> None:
+    """A run finished (or started) before ``--seeds`` was used is seed 0 of it: its files move into ``seed0/``
+    (one rename each, nothing retrained). Only the main process moves anything."""
+    if unit.seed != 0 or not _main_process():
+        return
+    legacy, target = out / unit.run.name, unit.dir(out)
+    if target.exists() or not (legacy / "last.pt").is_file():
+        return
+    target.mkdir()
+    for entry in sorted(legacy.iterdir()):
+        if entry != target and not (entry.is_dir() and re.fullmatch(r"seed\d+", entry.name)):
+            os.replace(entry, target / entry.name)
+    status = out / STATUS_DIR / f"{unit.run.name}.json"
+    if status.is_file():
+        os.replace(status, out / STATUS_DIR / f"{unit.key}.json")
+    log(f"{unit.run.name}: the run trained before --seeds was used is kept as seed 0 ({target})")
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -124,8 +172,9 @@ def load_study(preset: str | Path) -> Study:
 
 
 def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache: str | None = None,
-               weights: str | None = None) -> cfgmod.Config:
-    """A run's settings: defaults < the study's shared sections < the run's ``set`` < ``sets`` < ``cache``."""
+               weights: str | None = None, seed: int | None = None) -> cfgmod.Config:
+    """A run's settings: defaults < the study's shared sections < the run's ``set`` < ``sets`` < ``cache``; with
+    ``seed`` (``--seeds``) the training seed alone is replaced: the test batches stay the same for every seed."""
     cfg = cfgmod.Config()
     cfgmod.apply_mapping(cfg, study.shared, source=f"preset {study.path}")
     for key, value in run.overrides.items():
@@ -138,6 +187,8 @@ def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache
     if weights is not None:
         cfg.model.weights = weights
         cfg.model.pretrained = False
+    if seed is not None:
+        cfg.train.seed = seed
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
     return cfg
@@ -149,13 +200,18 @@ def weights_problem(cfg: cfgmod.Config) -> str | None:
     A study never trains such a network from random init behind the user's back (``aubench train`` does, with a
     note, for whoever asks for it explicitly).
     """
-    from aubench_cli.models import get_model_info
+    if cfg.model.weights or cfg.model.pretrained:
+        return None
+    scratch, note = catalog.from_scratch(cfg.model.arch), catalog.local_weights_note(cfg.model.arch)
+    if scratch is None:  # not in the catalog: ask the registry (imports torch)
+        from aubench_cli.models import get_model_info
 
-    info = get_model_info(cfg.model.arch)
-    if info.from_scratch or cfg.model.weights or cfg.model.pretrained:
+        info = get_model_info(cfg.model.arch)
+        scratch, note = info.from_scratch, info.local_weights_note
+    if scratch:
         return None
     return (f"{cfg.model.arch} was fine-tuned from pretrained weights in the paper and this run has none"
-            + (f" ({info.local_weights_note})" if info.local_weights_note else ""))
+            + (f" ({note})" if note else ""))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -270,6 +326,8 @@ def arch_costs(arch: str, outputs: int, folder: Path | None = None) -> dict[str,
             known = json.loads(path.read_text())
         except json.JSONDecodeError:
             known = {}
+    if key not in known and catalog.known(arch):
+        return catalog.costs(arch, outputs)  # no torch, no tracing (the catalog is tested against live counts)
     if key not in known:
         from aubench_cli.models import create_model
         from aubench_cli.profiling import count_costs
@@ -290,17 +348,25 @@ def _au_count(cache: str) -> tuple[int, str]:
         return len(cfgmod.PAPER_AUS), "paper (no cache read)"
 
 
-def estimate(study: Study, runs: list[StudyRun], cfgs: dict[str, cfgmod.Config], out: Path,
+def unit_configs(study: Study, units: list[Unit], sets: list[str] | None = None, cache: str | None = None,
+                 weights: dict[str, str] | None = None) -> dict[str, cfgmod.Config]:
+    """Each unit's settings, keyed by ``unit.key`` (bad settings fail here, before anything is trained)."""
+    weights = weights or {}
+    return {u.key: run_config(study, u.run, sets, cache, weights.get(u.run.name), u.seed) for u in units}
+
+
+def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], out: Path,
              flops_of: Callable[[str, int], int] | None = None) -> list[dict[str, Any]]:
-    """One row per run: its settings and the compute it will cost (see TRAIN_FLOPS_FACTOR)."""
+    """One row per run (and seed): its settings, state and the compute it will cost (see TRAIN_FLOPS_FACTOR)."""
+    units = [u if isinstance(u, Unit) else Unit(u) for u in units]
     if flops_of is None:
         def flops_of(arch: str, k: int) -> int:
             return arch_costs(arch, k, out if out.is_dir() else None)["flops"]
 
     counts: dict[str, tuple[int, str]] = {}
     rows = []
-    for run in runs:
-        cfg = cfgs[run.name]
+    for unit in units:
+        run, cfg = unit.run, cfgs[unit.key]
         if cfg.data.cache not in counts:
             counts[cfg.data.cache] = _au_count(cfg.data.cache)
         k, k_source = counts[cfg.data.cache]
@@ -309,14 +375,17 @@ def estimate(study: Study, runs: list[StudyRun], cfgs: dict[str, cfgmod.Config],
         train_images = cfg.train.epochs * cfg.train.batches_per_epoch * batch
         val_images = cfg.train.epochs * cfg.train.val_batches * batch
         test_images = cfg.eval.batches * batch  # an upper bound: evaluation scores each test frame once
-        run_dir = out / run.name
+        run_dir = unit.dir(out)
+        if unit.seed == 0 and not run_dir.exists() and (out / run.name / "last.pt").is_file():
+            run_dir = out / run.name  # trained before --seeds: taken as seed 0 (moved there when the study runs)
         try:
             state = run_state(run_dir, cfg) if run_dir.is_dir() else "new"
         except AubenchError as exc:
             state = f"unreadable ({exc.message})"
         problem = weights_problem(cfg)
         rows.append({
-            "name": run.name, "title": run.title, "index": run.index, "arch": cfg.model.arch,
+            "name": run.name, "seed": unit.seed, "key": unit.key, "title": run.title, "index": run.index,
+            "arch": cfg.model.arch, "train_seed": cfg.train.seed,
             "overrides": run.overrides, "x": run.x,
             "pretrained": cfg.model.pretrained, "weights": cfg.model.weights,
             "balance": cfg.train.balance, "norm": cfg.train.norm, "aug": cfg.train.aug,
@@ -340,15 +409,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None) -> None:
+def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None, seeds: int | None = None) -> None:
     """``DIR/study.json``: what ``aubench report`` needs (each shard writes the same content)."""
 
     if not _main_process():
         return
     out.mkdir(parents=True, exist_ok=True)
+    seeds = recorded_seeds(out, seeds)
     record = {
         "preset": study.name, "preset_path": str(study.path), "description": study.data.get("description"),
-        "study": study.meta, "sets": list(sets), "cache": cache, "shared": study.shared,
+        "study": study.meta, "sets": list(sets), "cache": cache, "shared": study.shared, "seeds": seeds,
         "runs": [{"name": r.name, "title": r.title, "x": r.x, "set": r.overrides, "paper": r.paper} for r in study.runs],
     }
     atomic_write_text(out / STUDY_FILE, json.dumps(record, indent=2))
@@ -370,10 +440,11 @@ def _write_status(out: Path, name: str, status: dict[str, Any]) -> None:
 
 
 def _do_run(run: StudyRun, cfg: cfgmod.Config, run_dir: Path, log: LogFn,
-            progress: Callable[[str, dict], None] | None) -> dict[str, Any]:
+            progress: Callable[[str, dict], None] | None, label: str | None = None) -> dict[str, Any]:
     from aubench_cli.evaluation.evaluate import evaluate_run
     from aubench_cli.training.trainer import load_checkpoint, train
 
+    label = label or run.name
     problem = weights_problem(cfg)
     if problem:
         raise UsageError(problem, f"give it with --weights {run.name}=FILE, or leave it out with --only")
@@ -385,14 +456,14 @@ def _do_run(run: StudyRun, cfg: cfgmod.Config, run_dir: Path, log: LogFn,
         if diffs:
             raise UsageError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:3])})",
                              "remove that directory, or pass --out to start the study elsewhere")
-        log(f"{run.name}: resuming")
+        log(f"{label}: resuming")
         train(cfg, run_dir, resume=True, epochs=cfg.train.epochs, log=log,
-              progress=(lambda e: progress(run.name, e)) if progress else None)
+              progress=(lambda e: progress(label, e)) if progress else None)
         trained = True
     elif state == "new":
-        log(f"{run.name}: training")
+        log(f"{label}: training")
         train(cfg, run_dir, overwrite=True, log=log,  # nothing in it to keep: no checkpoint was written
-              progress=(lambda e: progress(run.name, e)) if progress else None)
+              progress=(lambda e: progress(label, e)) if progress else None)
         trained = True
     else:
         saved = cfgmod.from_dict(load_checkpoint(run_dir / "last.pt")["config"])
@@ -404,70 +475,94 @@ def _do_run(run: StudyRun, cfg: cfgmod.Config, run_dir: Path, log: LogFn,
     if not _main_process():  # under torchrun, rank 0 alone evaluates and writes; the others go to the next run
         return {"trained": trained, "evaluated": False, "mean_accuracy": None, "mean_ci95": None}
     if trained or state == "trained":
-        log(f"{run.name}: evaluating ({cfg.eval.batches} balanced {cfg.eval.split} batches)")
+        log(f"{label}: evaluating ({cfg.eval.batches} balanced {cfg.eval.split} batches)")
         if progress:
-            progress(run.name, {"event": "eval"})
-        evaluate_run(run_dir, split=cfg.eval.split, batches=cfg.eval.batches, seed=cfg.eval.seed,
-                     checkpoint=cfg.eval.checkpoint, device=cfg.train.device)
+            progress(label, {"event": "eval"})
+        evaluate_run(run_dir, cache=cfg.data.cache, split=cfg.eval.split, batches=cfg.eval.batches,
+                     seed=cfg.eval.seed, checkpoint=cfg.eval.checkpoint, device=cfg.train.device)
         evaluated = True
     result = json.loads((run_dir / "eval.json").read_text())
     return {"trained": trained, "evaluated": evaluated, "mean_accuracy": result["mean_accuracy"],
             "mean_ci95": result["mean_ci95"]}
 
 
+def recorded_seeds(out: Path, seeds: int | None) -> int | None:
+    """``--seeds`` as given, else what the study directory was run with (a study run once with seeds keeps its
+    ``seed<k>/`` layout: a later command without ``--seeds`` must not train into the run folder above them)."""
+    if seeds is not None:
+        return seeds
+    try:
+        return json.loads((out / STUDY_FILE).read_text()).get("seeds")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def check_caches(cfgs: dict[str, cfgmod.Config]) -> None:
+    """A missing cache is one error before anything starts, not one failure per run."""
+    from aubench_cli.data.cache import read_header
+
+    for path in sorted({cfg.data.cache for cfg in cfgs.values()}):
+        read_header(Path(path))
+
+
+def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg: None,
+             progress: Callable[[str, dict], None] | None = None, debug: bool = False) -> dict[str, Any]:
+    """Train then evaluate one unit, recording its state in ``status/<key>.json``; a failure is returned, not
+    raised (unless ``debug``), so one failed run does not stop the others. Used in process and by the launchers'
+    jobs alike."""
+    run = unit.run
+    adopt_unseeded(out, unit, log)
+    started = _now()
+    base = {"name": run.name, "seed": unit.seed, "key": unit.key, "title": run.title, "arch": cfg.model.arch}
+    try:
+        outcome = _do_run(run, cfg, unit.dir(out), log, progress, label=unit.key)
+    except KeyboardInterrupt:
+        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "state": "interrupted", "at": _now()})
+        raise
+    except Exception as exc:  # noqa: BLE001  one failed run must not stop the study
+        if debug:
+            raise
+        message = exc.message if isinstance(exc, AubenchError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, AubenchError) and exc.hint:
+            message += f" - {exc.hint}"
+        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "state": "failed", "error": message,
+                                      "started": started, "at": _now()})
+        log(f"{unit.key}: FAILED: {message}")
+        return {**base, "state": "failed", "error": message, "trained": False, "evaluated": False,
+                "mean_accuracy": None}
+    state = "done" if (outcome["trained"] or outcome["evaluated"]) else "skipped"
+    _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "state": "done", "started": started,
+                                  "at": _now(), **outcome})
+    return {**base, "state": state, "error": None, **outcome}
+
+
 def run_study(
     study: Study,
     out: Path,
     *,
-    runs: list[StudyRun],
+    runs: list[StudyRun] | None = None,
+    units: list[Unit] | None = None,
     sets: list[str] | None = None,
     cache: str | None = None,
     weights: dict[str, str] | None = None,
+    seeds: int | None = None,
     log: LogFn = lambda msg: None,
     progress: Callable[[str, dict], None] | None = None,
     debug: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train then evaluate ``runs`` into ``out/<name>/``; one result per run, a failure not stopping the others.
+    """Train then evaluate ``units`` (or ``runs`` at ``seeds``) into ``out/<name>[/seed<k>]/``; one result per
+    unit, a failure not stopping the others.
 
     Ctrl-C (KeyboardInterrupt) stops the study after the current run saved its checkpoint; the same command
     resumes it.
     """
     sets = list(sets or [])
-    weights = weights or {}
-    cfgs = {r.name: run_config(study, r, sets, cache, weights.get(r.name)) for r in runs}  # bad settings fail first
-    from aubench_cli.data.cache import read_header
-
-    for path in sorted({cfg.data.cache for cfg in cfgs.values()}):
-        read_header(Path(path))  # a missing cache is one error, not one failure per run
-    write_study_file(study, out, sets, cache)
-    results = []
-    for run in runs:
-        cfg = cfgs[run.name]
-        run_dir = out / run.name
-        started = _now()
-        try:
-            outcome = _do_run(run, cfg, run_dir, log, progress)
-        except KeyboardInterrupt:
-            _write_status(out, run.name, {"run": run.name, "state": "interrupted", "at": _now()})
-            raise
-        except Exception as exc:  # noqa: BLE001  one failed run must not stop the study
-            if debug:
-                raise
-            message = exc.message if isinstance(exc, AubenchError) else f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, AubenchError) and exc.hint:
-                message += f" - {exc.hint}"
-            status = {"run": run.name, "state": "failed", "error": message, "started": started, "at": _now()}
-            _write_status(out, run.name, status)
-            log(f"{run.name}: FAILED: {message}")
-            results.append({"name": run.name, "title": run.title, "arch": cfg.model.arch, "state": "failed",
-                            "error": message, "trained": False, "evaluated": False, "mean_accuracy": None})
-            continue
-        state = "done" if (outcome["trained"] or outcome["evaluated"]) else "skipped"
-        _write_status(out, run.name, {"run": run.name, "state": "done", "started": started, "at": _now(),
-                                      **outcome})
-        results.append({"name": run.name, "title": run.title, "arch": cfg.model.arch, "state": state,
-                         "error": None, **outcome})
-    return results
+    if units is None:
+        units = expand_units(runs if runs is not None else study.runs, seeds)
+    cfgs = unit_configs(study, units, sets, cache, weights)  # bad settings fail first
+    check_caches(cfgs)
+    write_study_file(study, out, sets, cache, seeds)
+    return [run_unit(unit, cfgs[unit.key], out, log, progress, debug) for unit in units]
 
 
 def human_flops(n: float) -> str:
