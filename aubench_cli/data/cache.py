@@ -278,7 +278,7 @@ def prepare_cache(cache_dir: Path, header: dict, overwrite: bool = False) -> tup
         else:
             old = read_header(cache_dir)
             for key in COMPATIBLE_KEYS:
-                if old.get(key) != header.get(key):
+                if _comparable(key, old.get(key)) != _comparable(key, header.get(key)):
                     what = key.replace("_", " ")
                     raise UsageError(
                         f"cache {cache_dir} was made with other {what}: {_diff(old.get(key), header.get(key))}",
@@ -289,6 +289,13 @@ def prepare_cache(cache_dir: Path, header: dict, overwrite: bool = False) -> tup
     removed = remove_partial_shards(cache_dir)
     _write_json_atomic(cache_dir / HEADER_FILE, header)
     return finished_videos(cache_dir), removed
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A header value as compared between runs: settings without ``crop_pipeline`` were made by version 1."""
+    if key == "settings" and isinstance(value, dict):
+        return {"crop_pipeline": 1, **value}
+    return value
 
 
 def _diff(old: Any, new: Any) -> str:
