@@ -31,6 +31,7 @@ import numpy as np
 
 from aubench_cli import __version__
 from aubench_cli.data import preprocess as prep
+from aubench_cli.data.cache import now
 from aubench_cli.data.labels import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, hidden, is_frame_folder
 from aubench_cli.errors import UsageError
 from aubench_cli.fileio import atomic_write_text
@@ -41,7 +42,8 @@ SIDECAR_VERSION = 1
 # What a finished CSV must have been made with to be kept by a rerun (besides its own byte count).
 MATCH_KEYS = ("format_version", "run", "checkpoint_sha256", "au_names", "threshold", "thresholds",
               "crop_pipeline", "crop_size", "min_confidence", "source")
-FORKSERVER_PRELOAD = ["aubench_cli.evaluation.predict", *prep.FORKSERVER_PRELOAD, "torch"]
+FORKSERVER_PRELOAD = ["aubench_cli.evaluation.predict", *prep.FORKSERVER_PRELOAD, "torch",
+                      "aubench_cli.training.trainer"]
 ProgressFn = Callable[[dict], None]
 
 
@@ -377,7 +379,7 @@ def predict_video(task: dict, progress: ProgressFn | None = None) -> dict:
         paths["csv"].parent.mkdir(parents=True, exist_ok=True)
         tmp_csv = _tmp(paths["csv"])
         tmp_files.append(tmp_csv)
-        overlay = _Overlay(paths, au_names, thresholds, tmp_files) if task.get("overlay") else None
+        overlay = _Overlay(paths, au_names, thresholds, tmp_files, _fps(video)) if task.get("overlay") else None
         stats: dict[str, Any] = {}
         present = np.zeros(len(au_names), dtype=np.int64)
         counts = {"frames": 0, "faces": 0}
@@ -441,7 +443,7 @@ def predict_video(task: dict, progress: ProgressFn | None = None) -> dict:
                       present={au: int(n) for au, n in zip(au_names, present)})
         sidecar = {
             "format": SIDECAR_FORMAT, **task["match"], "aubench_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "video": str(video), "name": task["name"],
+            "created": now(), "video": str(video), "name": task["name"],
             "csv": paths["csv"].name, "csv_bytes": csv_bytes, "arch": task["arch"], "checkpoint": task["which"],
             "epoch": task["epoch"], "frames": counts["frames"], "faces": counts["faces"],
             "present": report["present"], "timestamps": "container" if is_file else "none",
@@ -461,11 +463,26 @@ def predict_video(task: dict, progress: ProgressFn | None = None) -> dict:
     return report
 
 
+def _fps(video: Path) -> float:
+    """The video's frame rate for its overlay (30 for frame folders or when the container does not say)."""
+    if video.is_dir():
+        return 30.0
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return float(fps) if fps and 0 < fps < 1000 else 30.0
+
+
 class _Overlay:
     """Writes each frame with the aligned crop inset and one bar per AU probability (MP4, else MJPG AVI)."""
 
-    def __init__(self, paths: dict[str, Path], au_names: list[str], thresholds: np.ndarray, tmp_files: list[Path]):
-        self.paths, self.au_names, self.thresholds, self.tmp_files = paths, au_names, thresholds, tmp_files
+    def __init__(self, paths: dict[str, Path], au_names: list[str], thresholds: np.ndarray, tmp_files: list[Path],
+                 fps: float):
+        self.paths, self.au_names, self.thresholds, self.tmp_files, self.fps = paths, au_names, thresholds, tmp_files, fps
         self.writer = None
         self.tmp: Path | None = None
         self.final: Path | None = None
@@ -477,7 +494,7 @@ class _Overlay:
         for key, fourcc in (("overlay", "mp4v"), ("overlay_avi", "MJPG")):
             tmp = _tmp(self.paths[key])
             self.tmp_files.append(tmp)
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), 30.0, (w, h))
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
             if writer.isOpened():
                 self.writer, self.tmp, self.final = writer, tmp, self.paths[key]
                 return
@@ -593,11 +610,14 @@ def run_predict(run: str | Path, inputs: list[str | Path], options: PredictOptio
     if options.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {options.workers}", "0 uses every CPU core")
     started = time.perf_counter()
-    spec = open_run(run, options.checkpoint, options.threshold)
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file", "give a folder for the predictions")
     videos = list_inputs(list(inputs), exclude=out)
+    cores = os.cpu_count() or 1
+    if min(options.workers or cores, len(videos)) > 1:
+        _start_forkserver()  # it imports torch and mediapipe while this process loads the run
+    spec = open_run(run, options.checkpoint, options.threshold)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -625,7 +645,6 @@ def run_predict(run: str | Path, inputs: list[str | Path], options: PredictOptio
     full = [t for t in tasks if not t.get("plot_only")]
     counts = {t["video"]: frame_count(Path(t["video"])) for t in full}
     tasks.sort(key=lambda t: -counts.get(t["video"], 0))  # longest first: no long video runs alone at the end
-    cores = os.cpu_count() or 1
     workers = max(1, min(options.workers or cores, len(tasks) or 1))
     if progress:
         progress({"event": "start", "videos": len(tasks), "frames": int(sum(counts.values())), "kept": len(kept),
@@ -637,6 +656,14 @@ def run_predict(run: str | Path, inputs: list[str | Path], options: PredictOptio
     by_name = {r["name"]: r for r in reports}
     ordered = [by_name[v.name] for v in videos if v.name in by_name]
     return _summary(spec, out, ordered, removed, workers, work_seconds, time.perf_counter() - started)
+
+
+def _start_forkserver() -> None:
+    ctx = prep._mp_context(FORKSERVER_PRELOAD)
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _init_predict_worker(events, threads: int) -> None:
