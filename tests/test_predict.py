@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -313,6 +314,10 @@ def test_runs_and_inputs_that_cannot_be_used_are_clear_errors(trained, clip, tmp
     data["cache"]["au_names"] = AUS[:2]
     (other / "thresholds.json").write_text(json.dumps(data))
     refused(other, [clip], "does not label")
+    data["cache"]["au_names"] = AUS
+    data["cache"]["created"] = "2030-01-01T00:00:00+00:00"  # the cache was rebuilt after the run was trained
+    (other / "thresholds.json").write_text(json.dumps(data))
+    refused(other, [clip], "was rebuilt")
 
     # no thresholds.json: the crop settings come from the run's cache; --threshold val has nothing to use
     bare = tmp_path / "bare"
@@ -334,3 +339,11 @@ def test_runs_and_inputs_that_cannot_be_used_are_clear_errors(trained, clip, tmp
 
     result = runner.invoke(app, ["predict", str(empty_run), str(clip), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "no best checkpoint" in result.output
+
+
+def test_predict_forkserver_preloads_modules_that_exist():
+    from aubench_cli.evaluation import predict
+
+    for name in predict.FORKSERVER_PRELOAD:
+        importlib.import_module(name)
+    assert "aubench_cli.evaluation.predict" in predict.FORKSERVER_PRELOAD and "torch" in predict.FORKSERVER_PRELOAD

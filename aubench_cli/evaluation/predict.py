@@ -183,25 +183,33 @@ def parse_threshold(text: str) -> str:
 
 def run_cache_record(run: Path) -> dict[str, Any]:
     """The AU list and crop settings of the cache a run was trained on: from the run's thresholds.json, else
-    from the cache itself (data.json names it)."""
-    stored = inference.read_thresholds_file(run)
-    if stored and isinstance(stored.get("cache"), dict) and stored["cache"].get("settings") is not None:
-        return stored["cache"]
-    data_json = run / "data.json"
-    cache_path = None
-    if data_json.is_file():
+    from the cache itself (data.json names it). A cache rebuilt since the run was trained (another ``created``
+    than data.json's ``cache_created``) cannot tell: its crops may be newer than the run's."""
+    data: dict[str, Any] = {}
+    if (run / "data.json").is_file():
         try:
-            cache_path = json.loads(data_json.read_text()).get("cache")
+            data = json.loads((run / "data.json").read_text())
         except (OSError, json.JSONDecodeError):
-            cache_path = None
-    if cache_path:
+            data = {}
+    trained_on = data.get("cache_created")
+    stored = inference.read_thresholds_file(run)
+    record = stored.get("cache") if stored else None
+    cache_path = data.get("cache")
+    if not (isinstance(record, dict) and record.get("settings") is not None) and cache_path:
         from aubench_cli.data.cache import read_header
 
         try:
             header = read_header(Path(cache_path))
-            return {"path": cache_path, "au_names": header.get("au_names"), "settings": header.get("settings") or {}}
+            record = {"path": cache_path, "created": header.get("created"), "au_names": header.get("au_names"),
+                      "settings": header.get("settings") or {}}
         except UsageError:
-            pass
+            record = None
+    if isinstance(record, dict) and record.get("settings") is not None:
+        if trained_on and record.get("created") and record["created"] != trained_on:
+            raise UsageError(f"the cache {record.get('path')} was rebuilt (created {record['created']}) after run {run} "
+                             f"was trained on it (created {trained_on}): its crop settings may not be the run's",
+                             "retrain the run on the cache as it is now")
+        return record
     raise UsageError(f"cannot tell which crops run {run} was trained on: it has no {inference.THRESHOLDS_FILE} and "
                      f"its cache ({cache_path or 'not named in data.json'}) cannot be read",
                      "restore the run's cache and run 'aubench eval' on the run once, which records them")

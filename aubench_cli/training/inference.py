@@ -178,13 +178,15 @@ def store_val_thresholds(run_dir: str | Path, cache: Any, labels: np.ndarray, va
         scored[weights] = entry
         entries[which] = entry
     header = getattr(cache, "header", {}) or {}
+    # the crops the run was trained on: recorded once (a cache rebuilt later must not overwrite the record)
+    record = stored.get("cache") or {"path": str(getattr(cache, "path", "")), "created": header.get("created"),
+                                      "au_names": header.get("au_names"), "settings": header.get("settings")}
     data = {
         "format": THRESHOLDS_FORMAT, "format_version": THRESHOLDS_VERSION, "aubench_version": __version__,
         "rule": "per AU, the threshold maximising F1 of p >= t over the validation split's known labels "
                 "(midpoint between adjacent scores)",
         "split": "val",
-        "cache": {"path": str(getattr(cache, "path", "")), "created": header.get("created"),
-                  "au_names": header.get("au_names"), "settings": header.get("settings")},
+        "cache": record,
         "checkpoints": entries,
     }
     atomic_write_text(run_dir / THRESHOLDS_FILE, json.dumps(data, indent=2))
