@@ -76,6 +76,9 @@ def test_f1_threshold_by_hand():
     t, f1 = f1_threshold(np.array([0.9, 0.5, 0.5, 0.1]), np.array([1, 1, 0, 0]))
     assert t == pytest.approx(0.3) and f1 == pytest.approx(0.8)
     assert f1_threshold(np.array([0.2, 0.7]), np.array([0, 0])) == (0.5, None)
+    # a tie (top 1: TP 1, FP 0; top 4: TP 2, FP 2; both F1 2/3): the higher cut wins
+    t, f1 = f1_threshold(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 0, 1]))
+    assert t == pytest.approx(0.85) and f1 == pytest.approx(2 / 3)
 
 
 def test_val_thresholds_are_stored_and_maximise_f1(trained):
@@ -235,6 +238,38 @@ def test_resume_keeps_finished_videos_and_redoes_half_written_ones(trained, tmp_
     (out / "v0.csv").write_text((out / "v0.csv").read_text()[:-20])
     fourth = run_predict(trained, [videos], opts(out, threshold="0.3"))
     assert fourth["videos"]["predicted_now"] == 1 and fourth["videos"]["kept"] == 2
+
+
+def test_a_crash_before_the_sidecar_never_leaves_an_old_sidecar_vouching(trained, clip, tmp_path, monkeypatch):
+    from aubench_cli.evaluation import predict
+
+    run_predict(trained, [clip], opts(tmp_path, threshold="0.5"))
+    real = predict.atomic_write_text
+
+    def crash(path, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(predict, "atomic_write_text", crash)  # the CSV of 0.3 is renamed, its sidecar never written
+    assert run_predict(trained, [clip], opts(tmp_path, threshold="0.3"))["videos"]["failed"] == 1
+    monkeypatch.setattr(predict, "atomic_write_text", real)
+    again = run_predict(trained, [clip], opts(tmp_path, threshold="0.5"))
+    assert again["videos"]["predicted_now"] == 1  # the CSV on disk was made at 0.3: not kept as a 0.5 one
+
+
+def test_a_cache_without_crop_pipeline_reruns_as_version_1(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1",))
+    run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    path = tmp_path / "cache" / "cache.json"
+    header = json.loads(path.read_text())
+    del header["settings"]["crop_pipeline"]  # as made before the key existed
+    path.write_text(json.dumps(header))
+    assert run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))["videos"]["already_done"] == 1
+    header = json.loads(path.read_text())
+    header["settings"]["crop_pipeline"] = CROP_PIPELINE_VERSION + 1
+    path.write_text(json.dumps(header))
+    with pytest.raises(UsageError, match="crop_pipeline"):
+        run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
 
 
 # -- names ----------------------------------------------------------------------------------------------------------
