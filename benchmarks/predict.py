@@ -85,16 +85,25 @@ def write(path: Path, frames: list, n: int, size: tuple[int, int] | None = None)
     writer.release()
 
 
-def predict_cli(run: Path, folder: Path, out: Path, workers: int) -> tuple[float, dict]:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def predict_cli(run: Path, folder: Path, out: Path, workers: int) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds (exact for 1 worker, in-process; pool workers are the forkserver's children and
+    are not all counted) and the summary of one ``aubench predict`` subprocess."""
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cpu = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "aubench_cli", "predict", str(run), str(folder), "--out", str(out),
                            "--workers", str(workers), "--json"], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return seconds, json.loads(proc.stdout)
+    return seconds, cpu, json.loads(proc.stdout)
 
 
 def child_memory(run: str, video: str, out: str) -> None:
@@ -148,11 +157,14 @@ def main() -> None:
                 sets[label] = tmp / label
             configs = sorted({1, args.workers})
             times: dict[int, dict[str, list[float]]] = {w: {"short": [], "long": []} for w in configs}
+            cpus: dict[str, list[float]] = {"short": [], "long": []}
             loads = []
             for r in range(args.rounds):
                 for w in configs:
                     for label in ("short", "long"):
-                        seconds, summary = predict_cli(run, sets[label], tmp / "out", w)
+                        seconds, cpu, summary = predict_cli(run, sets[label], tmp / "out", w)
+                        if w == 1:
+                            cpus[label].append(cpu)
                         assert summary["frames"] == args.videos * (args.short if label == "short" else args.long)
                         times[w][label].append(seconds)
                         loads.append(load())
@@ -168,6 +180,11 @@ def main() -> None:
                             "frames_per_s_min": round(min(fps), 1), "frames_per_s_max": round(max(fps), 1),
                             "startup_s_median": round(statistics.median(startup), 2),
                             "seconds": {k: [round(x, 2) for x in v] for k, v in times[w].items()}}
+            # CPU time per frame of the 1-worker run (start-up cancelled the same way): a busy machine inflates it
+            # far less than wall time, and cores / it bounds what the pool can do on an idle machine
+            cpu_ms = [1000 * (cl - cs) / extra for cs, cl in zip(cpus["short"], cpus["long"])]
+            result["cpu_ms_per_frame_1_worker"] = {"median": round(statistics.median(cpu_ms), 2),
+                                                   "min": round(min(cpu_ms), 2), "max": round(max(cpu_ms), 2)}
             result["speed"] = {"videos": args.videos, "frames_short": args.short, "frames_long": args.long,
                                "size": "640x480", "per_workers": speed,
                                "load_min": round(min(loads), 2), "load_max": round(max(loads), 2),
