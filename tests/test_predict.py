@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from aubench_cli import config as cfgmod
 from aubench_cli.cli import app
+from aubench_cli.data import align
 from aubench_cli.data.align import CROP_PIPELINE_VERSION
 from aubench_cli.data.cache import open_cache
 from aubench_cli.data.preprocess import PreprocessOptions, run_preprocess
@@ -36,6 +37,9 @@ def trained(tmp_path_factory) -> Path:
     """A baseline run trained briefly on the synthetic-square cache (its AUs: AUS)."""
     root = tmp_path_factory.mktemp("predict")
     cache = make_cache(root / "cache")
+    header = json.loads((cache / "cache.json").read_text())
+    header["settings"]["crop_pipeline"] = CROP_PIPELINE_VERSION  # as preprocess writes it, whatever the version
+    (cache / "cache.json").write_text(json.dumps(header))
     cfg = cfgmod.resolve(sets=["train.epochs=2", "train.batches_per_epoch=4", "train.val_batches=2", "train.aug=A"],
                          options={"data.cache": str(cache), "model.arch": "baseline"})
     train(cfg, root / "run")
@@ -256,7 +260,8 @@ def test_a_crash_before_the_sidecar_never_leaves_an_old_sidecar_vouching(trained
     assert again["videos"]["predicted_now"] == 1  # the CSV on disk was made at 0.3: not kept as a 0.5 one
 
 
-def test_a_cache_without_crop_pipeline_reruns_as_version_1(tmp_path):
+def test_a_cache_without_crop_pipeline_reruns_as_version_1(tmp_path, monkeypatch):
+    monkeypatch.setattr(align, "CROP_PIPELINE_VERSION", 1)  # the rule holds for version 1, whatever the current one
     root = tmp_path / "data"
     make_dataset(root, subjects=("s1",))
     run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
@@ -268,6 +273,11 @@ def test_a_cache_without_crop_pipeline_reruns_as_version_1(tmp_path):
     header = json.loads(path.read_text())
     header["settings"]["crop_pipeline"] = CROP_PIPELINE_VERSION + 1
     path.write_text(json.dumps(header))
+    with pytest.raises(UsageError, match="crop_pipeline"):
+        run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    del header["settings"]["crop_pipeline"]
+    path.write_text(json.dumps(header))
+    monkeypatch.setattr(align, "CROP_PIPELINE_VERSION", 2)  # after a change of the crop code, the old cache is refused
     with pytest.raises(UsageError, match="crop_pipeline"):
         run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
 
@@ -362,13 +372,19 @@ def test_runs_and_inputs_that_cannot_be_used_are_clear_errors(trained, clip, tmp
     assert run_predict(bare, [clip], opts(tmp_path / "ok"))["frames"] == 12
     # ... and a cache header without crop_pipeline counts as version 1, one with another version is refused
     cache_json = Path(json.loads((bare / "data.json").read_text())["cache"]) / "cache.json"
-    header = json.loads(cache_json.read_text())
-    assert "crop_pipeline" not in header["settings"]
-    header["settings"]["crop_pipeline"] = CROP_PIPELINE_VERSION + 1
     saved = cache_json.read_text()
+    header = json.loads(saved)
     try:
+        header["settings"]["crop_pipeline"] = CROP_PIPELINE_VERSION + 1
         cache_json.write_text(json.dumps(header))
         refused(bare, [clip], "crop pipeline version")
+        del header["settings"]["crop_pipeline"]
+        cache_json.write_text(json.dumps(header))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(align, "CROP_PIPELINE_VERSION", 1)
+            assert run_predict(bare, [clip], opts(tmp_path / "v1"))["frames"] == 12
+            mp.setattr(align, "CROP_PIPELINE_VERSION", 2)
+            refused(bare, [clip], "crop pipeline version 1, but this aubench makes version 2")
     finally:
         cache_json.write_text(saved)
 
