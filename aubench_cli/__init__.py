@@ -24,6 +24,7 @@ _EXPORTS = {
     "list_models": ("aubench_cli.models", "list_models"),
     "train": ("aubench_cli.training.trainer", "train"),
     "evaluate": ("aubench_cli.evaluation.evaluate", "evaluate"),
+    "predict": ("aubench_cli.evaluation.predict", "run_predict"),
     "Config": ("aubench_cli.config", "Config"),
     "resolve_config": ("aubench_cli.config", "resolve"),
 }

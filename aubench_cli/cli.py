@@ -21,7 +21,7 @@ from aubench_cli.errors import AubenchError, debug_enabled
 
 # One module per command under aubench_cli/commands/, in the order `aubench --help` lists them. Only commands
 # that work are listed here.
-COMMANDS = ["demo", "models", "profile", "synth", "preprocess", "train", "eval", "study", "report"]
+COMMANDS = ["demo", "models", "profile", "synth", "preprocess", "train", "eval", "predict", "study", "report"]
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -24,6 +24,12 @@ import numpy as np
 
 CROP_SIZE = 96
 
+# The version of the code that turns a frame into a crop (detection, tracking, landmarks, template, warp). Any
+# change that alters crops bumps it: the cache records it (settings.crop_pipeline) and ``aubench predict`` refuses
+# a run trained on crops of another version, which would be fed crops unlike its training ones. A cache header
+# without the key was made by version 1.
+CROP_PIPELINE_VERSION = 1
+
 # FaceMesh indices of the paper's 4 landmarks, in the order the cache stores them: the outer eye corner on the
 # image's left (the subject's right eye), the one on the image's right, the nose tip and the chin. Checked on
 # skimage's astronaut photo (docs/preprocessing.md): 33 and 263 sit on the outer canthi, 1 on the tip of the nose
@@ -53,6 +59,9 @@ class FaceResult:
     landmarks: np.ndarray  # (4, 2) float32, frame pixel coordinates, order of LANDMARK_NAMES
     transform: np.ndarray  # (2, 3) float32, frame pixel -> crop pixel
     detected: bool  # True: BlazeFace looked at the whole frame; False: followed from the previous frame
+    # BlazeFace's score for this face, from the frame where it was detected (carried while it is followed: the
+    # mediapipe Python API does not expose FaceMesh's own presence score, which was above min_confidence)
+    confidence: float = 1.0
 
 
 def alignment_transform(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -146,6 +155,7 @@ class FaceAligner:
         self._detectors: dict[int, object] = {}
         self._track: tuple[np.ndarray, float, float] | None = None  # ROI centre, angle, side for the next frame
         self._fresh = True  # a graph was (re)started: its first frame prints warnings worth hiding
+        self._score = 1.0  # BlazeFace's score of the detection that started the followed face
         self.detections = 0  # full-frame BlazeFace runs, for profiling
         # Which face to take when a frame holds several: None, the most confident; "left" / "right", the one
         # nearest that side of the image (Aff-Wild2 labels the two people of a video as video_left / _right).
@@ -218,6 +228,7 @@ class FaceAligner:
 
                 pick = min if self.side == "left" else max
                 best = pick(result.detections, key=centre_x)
+            self._score = float(best.score[0])
             box = best.location_data.relative_bounding_box
             keys = best.location_data.relative_keypoints
             right_eye = np.array([keys[0].x * w, keys[0].y * h])
@@ -284,7 +295,7 @@ class FaceAligner:
         self._track = self._next_roi(landmarks, outline)
         transform = alignment_transform(landmarks, self.size)
         crop = warp_crop(frame, transform, self.size)
-        return FaceResult(crop, landmarks.astype(np.float32), transform, detected)
+        return FaceResult(crop, landmarks.astype(np.float32), transform, detected, self._score)
 
     def __enter__(self) -> FaceAligner:
         return self

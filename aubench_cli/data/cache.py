@@ -562,7 +562,7 @@ def prepare_cache(cache_dir: Path, header: dict, overwrite: bool = False) -> tup
         else:
             old = read_header(cache_dir)
             for key in COMPATIBLE_KEYS:
-                if old.get(key) != header.get(key):
+                if _comparable(key, old.get(key)) != _comparable(key, header.get(key)):
                     what = key.replace("_", " ")
                     raise UsageError(
                         f"cache {cache_dir} was made with other {what}: {_diff(old.get(key), header.get(key))}",
@@ -578,6 +578,13 @@ def prepare_cache(cache_dir: Path, header: dict, overwrite: bool = False) -> tup
     with _flock(cache_dir / APPEND_LOCK_FILE):
         _repair_tail(cache_dir)
     return finished_videos(cache_dir), removed
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A header value as compared between runs: settings without ``crop_pipeline`` were made by version 1."""
+    if key == "settings" and isinstance(value, dict):
+        return {"crop_pipeline": 1, **value}
+    return value
 
 
 def _diff(old: Any, new: Any) -> str:

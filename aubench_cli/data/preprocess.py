@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from aubench_cli.data.labels import (
     list_dataset,
     read_all_labels,
 )
+
+if TYPE_CHECKING:
+    from aubench_cli.data.align import FaceResult
 
 PAPER_SPLITS = (0.74, 0.11, 0.15)  # the paper's train / val / test shares (40.9K / 5.9K / 8.2K videos)
 ProgressFn = Callable[[dict], None]
@@ -124,7 +127,8 @@ def iter_frames(path: Path, wanted: Callable[[int, int], bool], stats: dict) -> 
     """(index, number, frame or None) for each frame of a video file or frame folder, in order.
 
     ``number`` is the frame number in an image's file name (the index for video files). Frames ``wanted``
-    rejects are not decoded to pixels (``None``). ``stats`` receives ``container_frames`` and ``unreadable``.
+    rejects are not decoded to pixels (``None``). ``stats`` receives ``container_frames`` and ``unreadable``, and
+    for video files ``msec``: the container's timestamp of the frame just yielded, in milliseconds.
     """
     import cv2
 
@@ -152,6 +156,7 @@ def iter_frames(path: Path, wanted: Callable[[int, int], bool], stats: dict) -> 
         stats["container_frames"] = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         index = 0
         while cap.grab():
+            stats["msec"] = cap.get(cv2.CAP_PROP_POS_MSEC)
             if wanted(index, index):
                 ok, frame = cap.retrieve()
                 if not ok:
@@ -203,6 +208,26 @@ def _get_aligner(min_confidence: float):
     return _aligner
 
 
+def _every_frame(index: int, number: int) -> bool:
+    return True
+
+
+def align_video(path: Path, wanted: Callable[[int, int], bool] | None = None, stats: dict | None = None, *,
+                min_confidence: float = 0.5, side: str | None = None,
+                ) -> Iterator[tuple[int, int, np.ndarray | None, FaceResult | None]]:
+    """The per-video frame loop of ``preprocess`` and ``predict``: (index, number, frame, face) for each frame.
+
+    Decodes the frames in order (``iter_frames``; frames ``wanted`` rejects come as ``None`` and are not
+    aligned) and aligns each one with this process's aligner, reset for the video (``side``: which face of a
+    two-person video). ``face`` is None where no face is found. Both commands go through this one generator, so
+    a video predicted gets exactly the crops it would have in a cache.
+    """
+    aligner = _get_aligner(min_confidence)
+    aligner.reset(side=side)
+    for index, number, frame in iter_frames(path, wanted or _every_frame, {} if stats is None else stats):
+        yield index, number, frame, None if frame is None else aligner.process(frame)
+
+
 def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
     """Align every labelled frame of one video and write its shard; returns the video's report (never raises
     for a bad video: the report says ``failed`` and why)."""
@@ -218,8 +243,6 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     writer = None
     try:
-        aligner = _get_aligner(task["min_confidence"])
-        aligner.reset(side=task.get("face_side"))
         frame_key = _frame_key(task.get("layout", "generic"), video.path, table)
         key_is_number = table.key == "number"
         row_of = {int(k): i for i, k in enumerate(table.frames)}
@@ -232,7 +255,8 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         def wanted(index: int, number: int) -> bool:
             return frame_key(index, number) in row_of
 
-        for index, number, frame in iter_frames(video.path, wanted, stats):
+        for index, number, frame, face in align_video(video.path, wanted, stats, min_confidence=task["min_confidence"],
+                                                      side=task.get("face_side")):
             report["frames_read"] += 1
             key = frame_key(index, number)
             if frame is None:
@@ -240,7 +264,6 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
                 continue
             seen_keys.append(key)
             report["frames_labelled"] += 1
-            face = aligner.process(frame)
             if face is None:
                 report["no_face"] += 1
             else:
@@ -337,7 +360,7 @@ def _worker_task(task: dict) -> dict:
 
 
 def _settings(options: PreprocessOptions) -> dict:
-    from aubench_cli.data.align import CROP_SIZE, LANDMARK_IDS, LANDMARK_NAMES, TEMPLATE
+    from aubench_cli.data.align import CROP_PIPELINE_VERSION, CROP_SIZE, LANDMARK_IDS, LANDMARK_NAMES, TEMPLATE
 
     try:
         from importlib.metadata import version
@@ -354,6 +377,7 @@ def _settings(options: PreprocessOptions) -> dict:
         "template": TEMPLATE.tolist(),
         "aligner": f"mediapipe {mp_version}: BlazeFace detection, FaceMesh tracking",
         "min_confidence": float(options.min_confidence),
+        "crop_pipeline": CROP_PIPELINE_VERSION,
     }
 
 
@@ -638,17 +662,18 @@ def _run_tasks(tasks: list[dict], workers: int, progress: ProgressFn | None) -> 
 FORKSERVER_PRELOAD = ["aubench_cli.data.preprocess", "aubench_cli.data.align", "cv2", "mediapipe"]
 
 
-def _mp_context():
+def _mp_context(preload: list[str] | None = None):
     """Worker processes start from a forkserver that has imported mediapipe and OpenCV once (a fork of it costs
     milliseconds; a spawned worker pays about a second of imports each); plain spawn where there is no
     forkserver (macOS, Windows) or when AUBENCH_MP_START=spawn. Never a bare fork of this process: it may hold
-    threads (a progress bar, mediapipe graphs) that a fork would copy in a broken state."""
+    threads (a progress bar, mediapipe graphs) that a fork would copy in a broken state. ``preload``: the modules
+    the forkserver imports (``FORKSERVER_PRELOAD`` by default; predict adds torch and its own module)."""
     method = os.environ.get("AUBENCH_MP_START", "forkserver")
     if method not in mp.get_all_start_methods():
         method = "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+        ctx.set_forkserver_preload(preload or FORKSERVER_PRELOAD)
     return ctx
 
 

@@ -29,6 +29,7 @@ from aubench_cli.models import create_model
 from aubench_cli.device import resolve_device
 from aubench_cli.training.sampling import BalancedSampler, build_pools, check_balanceable
 from aubench_cli.fileio import atomic_write_text
+from aubench_cli.training.inference import store_val_thresholds
 from aubench_cli.training.trainer import load_checkpoint
 from aubench_cli.training.transforms import FeatureStats, normalize, to_float
 
@@ -192,6 +193,8 @@ def evaluate_run(
     if write:
         atomic_write_text(run / "eval.json", json.dumps(result, indent=2))
         atomic_write_text(run / "eval.csv", _csv(result))
+        if cache_path.resolve() == Path(cfg.data.cache).resolve():  # the run's own validation split: thresholds
+            store_val_thresholds(run, data, labels, data.indices("val"), torch_device, (checkpoint,), only_missing=True)
     result["_decisions"] = decisions
     return result
 

@@ -40,6 +40,7 @@ from aubench_cli.fileio import atomic_write_bytes, atomic_write_text
 from aubench_cli.models import create_model, get_model_info
 from aubench_cli.models.weights import LoadReport, choose_layout, load_pretrained, load_weights_file
 from aubench_cli.device import resolve_device
+from aubench_cli.training.inference import store_val_thresholds
 from aubench_cli.training.sampling import (
     BalancedSampler,
     build_pools,
@@ -548,6 +549,8 @@ def train(
     }
     if ddp.main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        # per-AU F1-maximising thresholds on the validation split, for `aubench predict --threshold val`
+        store_val_thresholds(run_dir, data.cache, data.labels, data.val_index, device)
     return summary
 
 
