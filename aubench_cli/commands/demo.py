@@ -64,7 +64,7 @@ def command(
     if json_out:
         print_json(result["evaluation"])
         return
-    render_eval([{**result["evaluation"], "_decisions": {}}], [])
+    render_eval([result["evaluation"]], [])
     render_table(result["profile"], paper=True)
     paths = result["paths"]
     stdout.print(f"\n{SYNTHETIC}")

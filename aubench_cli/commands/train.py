@@ -59,9 +59,10 @@ def command(
         "train.compile": compile_,
     }
     if resume:
-        given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device")]
+        given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device", "data.cache")]
         if given or preset or sets:
-            raise UsageError("a resumed run keeps its own settings", "pass only --resume RUN, and --epochs N to extend it")
+            raise UsageError("a resumed run keeps its own settings",
+                             "pass only --resume RUN, --epochs N to extend it, and --cache P if its cache moved")
     cfg = cfgmod.resolve(preset, sets, options)
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
@@ -90,7 +91,7 @@ def command(
     with bar:
         try:
             summary = train(cfg, resume or out, resume=bool(resume), epochs=epochs if resume else None,
-                            overwrite=overwrite, log=lambda m: stderr.print(m, markup=False), progress=on_progress)
+                            overwrite=overwrite, cache=cache if resume else None, log=lambda m: stderr.print(m, markup=False), progress=on_progress)
         except KeyboardInterrupt:
             run = state.get("run", resume or out)
             stderr.print(f"[yellow]interrupted: checkpoint saved; continue with aubench train --resume {run}[/]")

@@ -1,0 +1,235 @@
+"""Uncertainty that respects what was sampled: intervals over clusters (subjects), paired permutation tests, Holm.
+
+Everything works on per-unit counts: an array ``(C, K, 4)`` holding, for each unit (a subject, a video or a
+frame) and each AU, the true positives, positives, true negatives and negatives at the threshold. The balanced
+accuracy of AU k over a set of units is ``(sum tp / sum pos + sum tn / sum neg) / 2``, and a resample of units
+only reweights those rows, so thousands of resamples are one matrix product.
+
+- Intervals (``interval``): with at least ``SMALL_SAMPLE`` units, a percentile bootstrap resampling whole units
+  with replacement; with fewer (a BP4D or DISFA test split has a handful of subjects), where the percentile
+  bootstrap under-covers, a leave-one-unit-out jackknife with Student t quantiles on ``n - 1`` degrees of
+  freedom. With one unit there is no interval. **Degenerate resamples**: a resample (or leave-one-out replicate)
+  in which an AU has no positive or no negative frame has no balanced accuracy for that AU; it is left out of
+  that AU's interval and of the mean's, and counted (``degenerate``).
+- Paired comparisons (``paired``): the difference of two runs' balanced accuracies on the same frames, its
+  interval by the same rule, and a permutation test that swaps the two runs' predictions within each unit. Since
+  a swap leaves the labels (so each AU's positives and negatives) unchanged, the difference is a sum of
+  per-unit terms and a permutation only flips their signs: exact over all ``2^C`` sign patterns for up to
+  ``EXACT_MAX_UNITS`` units, Monte Carlo (``(1 + hits) / (R + 1)``) beyond.
+- ``holm``: Holm's step-down adjustment of a family of p-values.
+- ``ranks``: best and second best on the values as printed (ties share a mark), for every table.
+
+Units with identical rows are merged before resampling (a multinomial over distinct rows, with their counts, is
+the same bootstrap), which keeps the frame unit cheap: 100k frames have only a few thousand distinct rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+Z95 = 1.959963984540054
+Z80 = 0.8416212335729143  # one-sided quantile for 80 % power
+SMALL_SAMPLE = 20  # fewer units than this: jackknife with t quantiles instead of the percentile bootstrap
+RESAMPLES = 2000
+PERMUTATIONS = 10000
+EXACT_MAX_UNITS = 16  # 2^16 sign patterns enumerated exactly
+TP, POS, TN, NEG = range(4)
+
+
+def unit_counts(pred: np.ndarray, labels: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarray:
+    """Per-unit counts ``(n_units, K, 4)``: tp, pos, tn, neg of decisions ``pred`` (n, K) against ``labels``
+    (n, K; 1, 0, -1 unknown) for frames belonging to unit ``units`` (n,) in 0..n_units-1."""
+    pred = np.asarray(pred, dtype=bool)
+    labels = np.asarray(labels)
+    pos, neg = labels == 1, labels == 0
+    per_frame = np.stack([pred & pos, pos, ~pred & neg, neg], axis=-1).astype(np.int64)  # (n, K, 4)
+    out = np.zeros((n_units, *per_frame.shape[1:]), dtype=np.int64)
+    np.add.at(out, np.asarray(units, dtype=np.int64), per_frame)
+    return out
+
+
+def balanced_accuracy(counts: np.ndarray) -> np.ndarray:
+    """Balanced accuracy per AU from summed counts ``(..., K, 4)``; NaN where an AU has no positive or negative."""
+    counts = np.asarray(counts, dtype=np.float64)
+    pos, neg = counts[..., POS], counts[..., NEG]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ba = 0.5 * (counts[..., TP] / pos + counts[..., TN] / neg)
+    return np.where((pos > 0) & (neg > 0), ba, np.nan)
+
+
+def _with_mean(per_au: np.ndarray) -> np.ndarray:
+    """Append the mean over AUs as a last column; NaN when any AU is NaN (a degenerate resample for the mean)."""
+    return np.concatenate([per_au, per_au.mean(axis=-1, keepdims=True)], axis=-1)
+
+
+def _merge_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of a (C, D) array and how often each occurs."""
+    unique, counts = np.unique(rows, axis=0, return_counts=True)
+    return unique, counts
+
+
+def _t(q: float, df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(q, df))
+
+
+def _method_for(n_units: int) -> str:
+    if n_units < 2:
+        return "none"
+    return "jackknife-t" if n_units < SMALL_SAMPLE else "bootstrap-percentile"
+
+
+def method_reason(method: str, n_units: int, unit: str) -> str:
+    if method == "none":
+        return (f"{n_units} {unit}: no interval over {unit}s can be computed (it would need at least 2); "
+                "the interval is left empty")
+    if method == "jackknife-t":
+        return (f"{n_units} {unit}s (< {SMALL_SAMPLE}): a percentile bootstrap under-covers with so few clusters, so "
+                f"a leave-one-{unit}-out jackknife with t quantiles ({n_units - 1} d.f.) is used")
+    return f"{n_units} {unit}s: percentile bootstrap over {unit}s"
+
+
+def replicate_values(stats: np.ndarray, theta: Callable[[np.ndarray], np.ndarray], method: str,
+                     rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
+    """Replicates ``(R, Q)`` of ``theta`` (summed stats ``(R, D)`` -> values ``(R, Q)``, NaN when undefined):
+    bootstrap resamples of the units, or the leave-one-out sums for the jackknife."""
+    total = stats.sum(axis=0)
+    if method == "jackknife-t":
+        return theta(total[None, :] - stats)
+    unique, counts = _merge_rows(stats)
+    n = int(counts.sum())
+    weights = rng.multinomial(n, counts / n, size=resamples).astype(np.float64)  # (R, M)
+    return theta(weights @ unique.astype(np.float64))
+
+
+def summarize(point: np.ndarray, reps: np.ndarray, method: str) -> list[dict[str, Any]]:
+    """Per quantity: 95 % interval, standard error, half-width, the smallest difference detectable with 80 %
+    power at 5 % (two-sided), and the number of degenerate replicates left out."""
+    out = []
+    for q in range(len(point)):
+        col = reps[:, q] if reps.size else np.zeros(0)
+        valid = col[np.isfinite(col)]
+        degenerate = int(col.size - valid.size)
+        item: dict[str, Any] = {"ci95": None, "se": None, "half_width": None, "min_detectable_diff": None,
+                                "degenerate": degenerate, "replicates": int(col.size)}
+        if method == "none" or not np.isfinite(point[q]) or valid.size < 2:
+            out.append(item)
+            continue
+        if method == "jackknife-t":
+            n = valid.size
+            se = math.sqrt((n - 1) / n * float(np.sum((valid - valid.mean()) ** 2)))
+            tq = _t(0.975, n - 1)
+            lo, hi = float(point[q]) - tq * se, float(point[q]) + tq * se
+            mdd = (tq + _t(0.80, n - 1)) * se
+        else:
+            se = float(valid.std(ddof=1))
+            lo, hi = (float(v) for v in np.percentile(valid, [2.5, 97.5]))
+            mdd = (Z95 + Z80) * se
+        item.update(ci95=[lo, hi], se=se, half_width=(hi - lo) / 2, min_detectable_diff=mdd)
+        out.append(item)
+    return out
+
+
+def interval(counts: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES) -> dict[str, Any]:
+    """Balanced accuracy per AU and of the mean over AUs, with 95 % intervals over the units of ``counts``
+    ``(C, K, 4)``. Returns ``{"method", "units", "per_au": [item per AU], "mean": item}``; each item holds
+    ``value`` and the fields of ``summarize``."""
+    c, k, _ = counts.shape
+    method = _method_for(c)
+    flat = counts.reshape(c, k * 4)
+
+    def theta(summed: np.ndarray) -> np.ndarray:
+        return _with_mean(balanced_accuracy(summed.reshape(-1, k, 4)))
+
+    point = theta(flat.sum(axis=0)[None])[0]
+    reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
+    items = summarize(point, reps, method)
+    for item, value in zip(items, point):
+        item["value"] = None if not np.isfinite(value) else float(value)
+    return {"method": method, "units": c, "per_au": items[:k], "mean": items[k]}
+
+
+def _paired_theta(k: int) -> Callable[[np.ndarray], np.ndarray]:
+    def theta(summed: np.ndarray) -> np.ndarray:
+        s = summed.reshape(-1, k, 2, 4)
+        return _with_mean(balanced_accuracy(s[:, :, 0]) - balanced_accuracy(s[:, :, 1]))
+    return theta
+
+
+def permutation_test(delta: np.ndarray, rng: np.random.Generator, permutations: int = PERMUTATIONS,
+                     exact_max: int = EXACT_MAX_UNITS) -> dict[str, Any]:
+    """Two-sided sign-flip test of ``sum_c delta[c]`` (per column), ``delta`` ``(C, Q)`` the per-unit terms of a
+    paired difference. Exact (every sign pattern) for up to ``exact_max`` units, else Monte Carlo."""
+    c, q = delta.shape
+    observed = np.abs(delta.sum(axis=0))
+    tol = 1e-12 * np.maximum(1.0, observed)
+    if c <= exact_max:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=c))) if c else np.ones((1, 0))
+        stats = np.abs(signs @ delta)
+        hits = (stats >= observed - tol).sum(axis=0)
+        p = hits / len(signs)
+        return {"kind": "exact", "permutations": int(len(signs)), "p_values": p,
+                "min_p_value": min(1.0, 2.0 / len(signs))}
+    unique, counts = _merge_rows(delta)
+    heads = rng.binomial(counts[None, :], 0.5, size=(permutations, len(counts)))
+    sums = (2 * heads - counts[None, :]).astype(np.float64)  # sum of +-1 over each group of identical rows
+    stats = np.abs(sums @ unique)
+    hits = (stats >= observed - tol).sum(axis=0)
+    return {"kind": "monte-carlo", "permutations": int(permutations), "p_values": (1 + hits) / (permutations + 1),
+            "min_p_value": max(1.0 / (permutations + 1), min(1.0, 2.0 / 2.0 ** min(c, 1000)))}
+
+
+def paired(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES,
+           permutations: int = PERMUTATIONS) -> dict[str, Any]:
+    """Run A minus run B on the same units and frames: per AU and for the mean over AUs, the difference of
+    balanced accuracies, its 95 % interval (the rule of ``interval``), and the p-value of the permutation test
+    swapping the runs' predictions within each unit."""
+    if counts_a.shape != counts_b.shape or not np.array_equal(counts_a[..., [POS, NEG]], counts_b[..., [POS, NEG]]):
+        raise ValueError("paired counts must come from the same units and labels")
+    c, k, _ = counts_a.shape
+    method = _method_for(c)
+    flat = np.stack([counts_a, counts_b], axis=2).reshape(c, k * 8)
+    theta = _paired_theta(k)
+    point = theta(flat.sum(axis=0)[None])[0]
+    reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
+    items = summarize(point, reps, method)
+    # The permutation test: P and N of each AU do not change under swaps, so the difference is linear in units.
+    pos = counts_a[..., POS].sum(axis=0).astype(np.float64)
+    neg = counts_a[..., NEG].sum(axis=0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = 0.5 * ((counts_a[..., TP] - counts_b[..., TP]) / pos + (counts_a[..., TN] - counts_b[..., TN]) / neg)
+    delta = np.nan_to_num(delta)
+    delta = np.concatenate([delta, delta.mean(axis=1, keepdims=True)], axis=1)  # (C, K + 1)
+    test = permutation_test(delta, rng, permutations)
+    for item, value, p in zip(items, point, test["p_values"]):
+        item["value"] = None if not np.isfinite(value) else float(value)
+        item["p_value"] = float(p)
+    return {"method": method, "units": c, "per_au": items[:k], "mean": items[k], "permutation": test["kind"],
+            "permutations": test["permutations"], "min_p_value": test["min_p_value"]}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (monotone, capped at 1), in the order given."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def ranks(values: Sequence[float | None], decimals: int = 1, scale: float = 100.0) -> list[int | None]:
+    """1 for the best, 2 for the second best, None otherwise, decided on ``scale * value`` as printed with
+    ``decimals`` decimals, so equal printed values always get the same mark. The one ranking of every table."""
+    printed = [None if v is None else float(f"{scale * v:.{decimals}f}") for v in values]
+    distinct = sorted({v for v in printed if v is not None}, reverse=True)
+    return [None if v is None else 1 if v == distinct[0] else 2 if len(distinct) > 1 and v == distinct[1] else None
+            for v in printed]
