@@ -23,8 +23,8 @@ NAME = "eval"
 
 
 def command(
-    runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories (default: the latest under runs/).", show_default=False)] = None,
-    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache to test on (default: the run's own).", show_default=False)] = None,
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories.", show_default="the latest under runs/")] = None,
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache to test on.", show_default="the run's own")] = None,
     split: Annotated[Split, typer.Option("--split", help="Split to test on.")] = Split.test,
     batches: Annotated[int, typer.Option("--batches", help="Balanced test batches (4 + 4 per AU).")] = 3000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the test batches: same seed, same frames.")] = 0,
