@@ -182,3 +182,39 @@ def test_ranks_on_printed_values():
     assert stats.ranks([0.7649, 0.7651, 0.7640, None]) == [1, 1, 2, None]
     assert stats.ranks([0.8, 0.8, 0.8]) == [1, 1, 1]
     assert stats.ranks([0.5, 0.7, 0.6, 0.6]) == [None, 1, 2, 2]
+
+
+def test_large_samples_use_the_normal_limits(monkeypatch):
+    """Above LARGE_SAMPLE units the linearised standard error and the normal limit of the sign-flip test stand in
+    for thousands of resamples: they agree with the bootstrap and the Monte Carlo test they replace."""
+    rng = np.random.default_rng(9)
+    labels, units, a, b = _runs(rng, 300, frames=10, k=3)
+    b = np.where(rng.random(a.shape) < 0.02, labels == 0, b)  # B: exchangeable with A, then slightly worse
+    ca, cb = stats.unit_counts(a, labels, units, 300), stats.unit_counts(b, labels, units, 300)
+    boot_one = stats.interval(ca, np.random.default_rng(0), resamples=4000)
+    boot = stats.paired(ca, cb, np.random.default_rng(0), resamples=4000, permutations=20000)
+    monkeypatch.setattr(stats, "LARGE_SAMPLE", 100)
+    normal_one = stats.interval(ca, np.random.default_rng(0))
+    normal = stats.paired(ca, cb, np.random.default_rng(0))
+    assert normal_one["method"] == normal["method"] == "normal-linearised" and normal["permutation"] == "normal"
+    assert boot_one["method"] == "bootstrap-percentile" and boot["permutation"] == "monte-carlo"
+    for fast, slow in ((normal_one, boot_one), (normal, boot)):
+        for q in range(4):
+            f, s = (fast["per_au"] + [fast["mean"]])[q], (slow["per_au"] + [slow["mean"]])[q]
+            assert f["value"] == s["value"]
+            assert f["se"] == pytest.approx(s["se"], rel=0.1)
+            assert f["ci95"] == pytest.approx(s["ci95"], abs=0.01)
+    p_mc = [t["p_value"] for t in boot["per_au"] + [boot["mean"]]]
+    p_normal = [t["p_value"] for t in normal["per_au"] + [normal["mean"]]]
+    assert max(p_mc) > 0.01  # not all trivially 0
+    assert p_normal == pytest.approx(p_mc, abs=0.02)
+
+
+def test_permutation_test_ignores_units_where_the_runs_agree():
+    """Units with delta 0 change nothing: few discordant units are tested exactly even among many units (the normal
+    limit would be wrong there, as McNemar's normal approximation is with few discordant pairs)."""
+    delta = np.zeros((5000, 1))
+    delta[:5, 0] = [0.01, 0.02, 0.01, 0.03, 0.01]
+    test = stats.permutation_test(delta, np.random.default_rng(0))
+    assert test["kind"] == "exact" and test["permutations"] == 32
+    assert test["p_values"][0] == pytest.approx(2 / 32)

@@ -6,7 +6,10 @@ accuracy of AU k over a set of units is ``(sum tp / sum pos + sum tn / sum neg) 
 only reweights those rows, so thousands of resamples are one matrix product.
 
 - Intervals (``interval``): with at least ``SMALL_SAMPLE`` units, a percentile bootstrap resampling whole units
-  with replacement; with fewer (a BP4D or DISFA test split has a handful of subjects), where the percentile
+  with replacement; above ``LARGE_SAMPLE`` units (in practice the frame unit, 100k frames), the bootstrap's
+  large-sample limit instead: the normal interval from the (cluster-robust) linearisation of the balanced
+  accuracy, ``SE^2 = C / (C - 1) * sum_c psi_c^2`` with ``psi_c`` unit c's influence, which costs one pass
+  instead of thousands; with fewer than ``SMALL_SAMPLE`` (a BP4D or DISFA test split has a handful of subjects), where the percentile
   bootstrap under-covers, a leave-one-unit-out jackknife with Student t quantiles on ``n - 1`` degrees of
   freedom. With one unit there is no interval. **Degenerate resamples**: a resample (or leave-one-out replicate)
   in which an AU has no positive or no negative frame has no balanced accuracy for that AU; it is left out of
@@ -15,7 +18,8 @@ only reweights those rows, so thousands of resamples are one matrix product.
   interval by the same rule, and a permutation test that swaps the two runs' predictions within each unit. Since
   a swap leaves the labels (so each AU's positives and negatives) unchanged, the difference is a sum of
   per-unit terms and a permutation only flips their signs: exact over all ``2^C`` sign patterns for up to
-  ``EXACT_MAX_UNITS`` units, Monte Carlo (``(1 + hits) / (R + 1)``) beyond.
+  ``EXACT_MAX_UNITS`` units, Monte Carlo (``(1 + hits) / (R + 1)``) beyond, and above ``LARGE_SAMPLE`` units the
+  normal limit of the sign-flip distribution (mean 0, variance ``sum_c delta_c^2``).
 - ``holm``: Holm's step-down adjustment of a family of p-values.
 - ``ranks``: best and second best on the values as printed (ties share a mark), for every table.
 
@@ -35,6 +39,7 @@ import numpy as np
 Z95 = 1.959963984540054
 Z80 = 0.8416212335729143  # one-sided quantile for 80 % power
 SMALL_SAMPLE = 20  # fewer units than this: jackknife with t quantiles instead of the percentile bootstrap
+LARGE_SAMPLE = 2000  # more units than this: the normal (linearised) limits of the bootstrap and permutation test
 RESAMPLES = 2000
 PERMUTATIONS = 10000
 EXACT_MAX_UNITS = 16  # 2^16 sign patterns enumerated exactly
@@ -47,10 +52,11 @@ def unit_counts(pred: np.ndarray, labels: np.ndarray, units: np.ndarray, n_units
     pred = np.asarray(pred, dtype=bool)
     labels = np.asarray(labels)
     pos, neg = labels == 1, labels == 0
-    per_frame = np.stack([pred & pos, pos, ~pred & neg, neg], axis=-1).astype(np.int64)  # (n, K, 4)
-    out = np.zeros((n_units, *per_frame.shape[1:]), dtype=np.int64)
-    np.add.at(out, np.asarray(units, dtype=np.int64), per_frame)
-    return out
+    per_frame = np.stack([pred & pos, pos, ~pred & neg, neg], axis=-1).reshape(len(labels), -1)  # (n, 4K)
+    width = per_frame.shape[1]
+    cell = np.asarray(units, dtype=np.int64)[:, None] * width + np.arange(width)[None, :]
+    sums = np.bincount(cell[per_frame], minlength=n_units * width)  # one pass over the set flags
+    return sums.reshape(n_units, -1, 4).astype(np.int64)
 
 
 def balanced_accuracy(counts: np.ndarray) -> np.ndarray:
@@ -82,6 +88,8 @@ def _t(q: float, df: int) -> float:
 def _method_for(n_units: int) -> str:
     if n_units < 2:
         return "none"
+    if n_units > LARGE_SAMPLE:
+        return "normal-linearised"
     return "jackknife-t" if n_units < SMALL_SAMPLE else "bootstrap-percentile"
 
 
@@ -92,6 +100,9 @@ def method_reason(method: str, n_units: int, unit: str) -> str:
     if method == "jackknife-t":
         return (f"{n_units} {unit}s (< {SMALL_SAMPLE}): a percentile bootstrap under-covers with so few clusters, so "
                 f"a leave-one-{unit}-out jackknife with t quantiles ({n_units - 1} d.f.) is used")
+    if method == "normal-linearised":
+        return (f"{n_units} {unit}s (> {LARGE_SAMPLE}): the bootstrap's normal limit (linearised standard error over "
+                f"{unit}s)")
     return f"{n_units} {unit}s: percentile bootstrap over {unit}s"
 
 
@@ -106,6 +117,32 @@ def replicate_values(stats: np.ndarray, theta: Callable[[np.ndarray], np.ndarray
     n = int(counts.sum())
     weights = rng.multinomial(n, counts / n, size=resamples).astype(np.float64)  # (R, M)
     return theta(weights @ unique.astype(np.float64))
+
+
+def influence(stats_: np.ndarray, k: int, paired: bool) -> np.ndarray:
+    """Each unit's linearised contribution ``(C, K + 1)`` to the balanced accuracy (or to A - B when ``paired``)
+    per AU and for the mean: for ``BA = (T/P + U/N) / 2``, ``psi_c = ((t_c - TPR p_c) / P + (u_c - TNR n_c) / N) / 2``."""
+    s = stats_.reshape(len(stats_), k, 2 if paired else 1, 4).astype(np.float64)
+    total = s.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr, tnr = total[..., TP] / total[..., POS], total[..., TN] / total[..., NEG]
+        psi = 0.5 * ((s[..., TP] - tpr * s[..., POS]) / total[..., POS]
+                     + (s[..., TN] - tnr * s[..., NEG]) / total[..., NEG])
+    psi = psi[..., 0] - psi[..., 1] if paired else psi[..., 0]
+    return np.concatenate([psi, psi.mean(axis=1, keepdims=True)], axis=1)
+
+
+def _normal_items(point: np.ndarray, psi: np.ndarray) -> list[dict[str, Any]]:
+    c = len(psi)
+    se = np.sqrt(c / (c - 1) * (psi ** 2).sum(axis=0))
+    out = []
+    for q in range(len(point)):
+        ok = bool(np.isfinite(point[q]) and np.isfinite(se[q]))
+        out.append({"ci95": [float(point[q] - Z95 * se[q]), float(point[q] + Z95 * se[q])] if ok else None,
+                    "se": float(se[q]) if ok else None, "half_width": float(Z95 * se[q]) if ok else None,
+                    "min_detectable_diff": float((Z95 + Z80) * se[q]) if ok else None, "degenerate": 0,
+                    "replicates": 0})
+    return out
 
 
 def summarize(point: np.ndarray, reps: np.ndarray, method: str) -> list[dict[str, Any]]:
@@ -148,11 +185,18 @@ def interval(counts: np.ndarray, rng: np.random.Generator, resamples: int = RESA
         return _with_mean(balanced_accuracy(summed.reshape(-1, k, 4)))
 
     point = theta(flat.sum(axis=0)[None])[0]
-    reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
-    items = summarize(point, reps, method)
+    items = _items(flat, theta, point, method, rng, resamples, k, paired=False)
     for item, value in zip(items, point):
         item["value"] = None if not np.isfinite(value) else float(value)
     return {"method": method, "units": c, "per_au": items[:k], "mean": items[k]}
+
+
+def _items(flat: np.ndarray, theta: Callable[[np.ndarray], np.ndarray], point: np.ndarray, method: str,
+           rng: np.random.Generator, resamples: int, k: int, paired: bool) -> list[dict[str, Any]]:
+    if method == "normal-linearised":
+        return _normal_items(point, influence(flat, k, paired))
+    reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
+    return summarize(point, reps, method)
 
 
 def _paired_theta(k: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -163,26 +207,43 @@ def _paired_theta(k: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def permutation_test(delta: np.ndarray, rng: np.random.Generator, permutations: int = PERMUTATIONS,
-                     exact_max: int = EXACT_MAX_UNITS) -> dict[str, Any]:
+                     exact_max: int | None = None, large: int | None = None) -> dict[str, Any]:
     """Two-sided sign-flip test of ``sum_c delta[c]`` (per column), ``delta`` ``(C, Q)`` the per-unit terms of a
-    paired difference. Exact (every sign pattern) for up to ``exact_max`` units, else Monte Carlo."""
+    paired difference. Exact (every sign pattern) for up to ``exact_max`` units, Monte Carlo up to ``large``,
+    the normal limit of the sign-flip distribution beyond."""
+    exact_max = EXACT_MAX_UNITS if exact_max is None else exact_max
+    large = LARGE_SAMPLE if large is None else large
     c, q = delta.shape
     observed = np.abs(delta.sum(axis=0))
     tol = 1e-12 * np.maximum(1.0, observed)
     if c <= exact_max:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=c))) if c else np.ones((1, 0))
-        stats = np.abs(signs @ delta)
-        hits = (stats >= observed - tol).sum(axis=0)
-        p = hits / len(signs)
-        return {"kind": "exact", "permutations": int(len(signs)), "p_values": p,
-                "min_p_value": min(1.0, 2.0 / len(signs))}
-    unique, counts = _merge_rows(delta)
+        return _exact(delta, observed, tol, 2.0 / 2.0 ** c)
+    min_p = 2.0 / 2.0 ** min(c, 1000)
+    # Units whose two runs agree everywhere add 0 under any sign: the test is the same without them.
+    active = delta[np.any(delta != 0, axis=1)]
+    if len(active) <= exact_max:
+        return _exact(active, observed, tol, min_p)
+    if int((active != 0).sum(axis=0).min()) > large:  # enough non-zero terms in every column for the normal limit
+        from scipy.special import erfc
+
+        sd = np.sqrt((active ** 2).sum(axis=0))
+        p = np.where(sd > 0, erfc(observed / np.where(sd > 0, sd, 1) / math.sqrt(2)), 1.0)
+        return {"kind": "normal", "permutations": 0, "p_values": np.minimum(1.0, p), "min_p_value": min_p}
+    unique, counts = _merge_rows(active)
     heads = rng.binomial(counts[None, :], 0.5, size=(permutations, len(counts)))
     sums = (2 * heads - counts[None, :]).astype(np.float64)  # sum of +-1 over each group of identical rows
-    stats = np.abs(sums @ unique)
-    hits = (stats >= observed - tol).sum(axis=0)
+    stats_ = np.abs(sums @ unique)
+    hits = (stats_ >= observed - tol).sum(axis=0)
     return {"kind": "monte-carlo", "permutations": int(permutations), "p_values": (1 + hits) / (permutations + 1),
-            "min_p_value": max(1.0 / (permutations + 1), min(1.0, 2.0 / 2.0 ** min(c, 1000)))}
+            "min_p_value": max(1.0 / (permutations + 1), min_p)}
+
+
+def _exact(delta: np.ndarray, observed: np.ndarray, tol: np.ndarray, min_p: float) -> dict[str, Any]:
+    """Every sign pattern of the rows of ``delta``."""
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(delta)))) if len(delta) else np.ones((1, 0))
+    hits = (np.abs(signs @ delta) >= observed - tol).sum(axis=0)
+    return {"kind": "exact", "permutations": int(len(signs)), "p_values": hits / len(signs),
+            "min_p_value": min(1.0, min_p)}
 
 
 def paired(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES,
@@ -197,8 +258,7 @@ def paired(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Generator,
     flat = np.stack([counts_a, counts_b], axis=2).reshape(c, k * 8)
     theta = _paired_theta(k)
     point = theta(flat.sum(axis=0)[None])[0]
-    reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
-    items = summarize(point, reps, method)
+    items = _items(flat, theta, point, method, rng, resamples, k, paired=True)
     # The permutation test: P and N of each AU do not change under swaps, so the difference is linear in units.
     pos = counts_a[..., POS].sum(axis=0).astype(np.float64)
     neg = counts_a[..., NEG].sum(axis=0).astype(np.float64)
