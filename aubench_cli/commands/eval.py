@@ -54,10 +54,10 @@ def command(
 def caption(result: dict) -> str:
     """What the numbers are, and over which unit the interval is (printed under every eval table)."""
     unit = result.get("ci_unit", "subject")
-    return (f"{result['split']} split, {result['batches']} balanced batches (seed {result['seed']}). accuracy: at "
-            f"0.5 over each AU's own frames of the batches (the paper's figure); balanced: mean of TPR and TNR over "
-            f"every labelled frame of the split; 95 % CI of the balanced accuracy over {result.get('ci_units', '?')} "
-            f"{unit}s ({result.get('ci_note', '')}); F1/AUC over the whole split")
+    return (f"{result['split']} split, {result['batches']} balanced batches (seed {result['seed']}). accuracy: the "
+            f"paper's, at 0.5 over each AU's own frames of the batches; balanced: mean of TPR and TNR over every "
+            f"labelled frame; 95 % CI of the balanced accuracy over {unit}s: {result.get('ci_note', '')}. F1, AUC "
+            "over the whole split")
 
 
 def render(results: list[dict], pairs: list[dict]) -> None:
@@ -87,19 +87,21 @@ def render(results: list[dict], pairs: list[dict]) -> None:
     sig = Table(title=f"Paired comparisons: balanced accuracy A - B (points), 95 % CI and permutation test within "
                       f"{unit}s; * = p < 0.05 (per AU: Holm-adjusted)")
     for col in ("A", "B", "acc A - B", "bal. A - B", "95 % CI", "+-", "detectable", "p (mean)",
-                "AUs with a significant difference", "note"):
+                "AUs with a significant difference", "not compared"):
         sig.add_column(col)
     for p in pairs:
         marked = [au for au, t in p["per_au"].items() if t["significant"]]
-        skipped = f"; not compared: {', '.join(p['not_compared'])}" if p["not_compared"] else ""
         sig.add_row(escape(_short(p["a"])), escape(_short(p["b"])), _signed(p["mean_accuracy_diff"]),
                     _signed(p["balanced_accuracy_diff"]), _ci(p["balanced_accuracy_diff_ci95"], signed=True),
                     _pct(p["half_width"], 2), _pct(p["min_detectable_diff"], 2),
                     f"{p['overall']['p_value']:.3g}{' *' if p['overall']['significant'] else ''}",
-                    ", ".join(marked) or "none", escape(p["note"] + skipped))
+                    ", ".join(marked) or "none", ", ".join(p["not_compared"]) or "-")
     stdout.print(sig)
-    stdout.print("+- : 95 % half-width of the difference; detectable: the smallest difference the test split detects "
-                 "with 80 % power at 5 % (about 2.8 standard errors)")
+    stdout.print("+-: 95 % half-width of the difference; detectable: the smallest difference this test split detects "
+                 "with 80 % power at 5 % (about 2.8 standard errors); acc: the paper's 3000-batch figure, not tested",
+                 markup=False)
+    for note in dict.fromkeys(p["note"] for p in pairs):
+        stdout.print(f"note: {note}", markup=False)
 
 
 def ranked_cells(values: list[float | None]) -> list[str]:
