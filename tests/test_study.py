@@ -277,13 +277,17 @@ def test_study_cache_is_used_for_resume_and_evaluation(tmp_path):
     again = runner.invoke(app, args + ["--cache", str(moved), "--set", "train.epochs=2"])
     assert json.loads(again.stdout)[0]["state"] == "skipped"  # same content: nothing redone
 
-    # an evaluation recorded on other content is redone, on the study's cache
+    # a finished run, its cache moved again: an evaluation recorded on other content is redone, on the study's cache
+    moved_again = tmp_path / "moved-again"
+    moved.rename(moved_again)
+    moved = moved_again
     saved["digest"]["cache"] = "0" * 32
     (out / "raw" / "eval.json").write_text(json.dumps(saved))
     redo = runner.invoke(app, args + ["--cache", str(moved), "--set", "train.epochs=2"])
     (r,) = json.loads(redo.stdout)
-    assert r["evaluated"] and not r["trained"]
-    assert json.loads((out / "raw" / "eval.json").read_text())["digest"]["cache"] == identity
+    assert r["evaluated"] and not r["trained"], redo.output
+    redone = json.loads((out / "raw" / "eval.json").read_text())
+    assert redone["digest"]["cache"] == identity and redone["cache"] == str(moved)
 
     # other content where the study points: resuming there is refused, naming the content
     other = make_cache(tmp_path / "cache", subjects=5, videos_per_subject=1, frames=30, seed=3)
