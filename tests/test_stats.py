@@ -218,3 +218,25 @@ def test_permutation_test_ignores_units_where_the_runs_agree():
     test = stats.permutation_test(delta, np.random.default_rng(0))
     assert test["kind"] == "exact" and test["permutations"] == 32
     assert test["p_values"][0] == pytest.approx(2 / 32)
+
+
+def test_per_au_significance_is_decided_after_holm():
+    """Two AUs with raw p < 0.05 (0.029, 0.021 of 4 AUs) are not significant once Holm-corrected; both p reported."""
+    from aubench_cli.evaluation.evaluate import compare_counts
+
+    rng = np.random.default_rng(1)
+    c, k, f = 12, 4, 40
+    units = np.repeat(np.arange(c), f)
+    labels = rng.integers(0, 2, (c * f, k))
+    p = rng.uniform(0.6, 0.9, c)[units][:, None]
+    a = np.where(rng.random(labels.shape) < p, labels == 1, labels == 0)
+    b = np.where(rng.random(labels.shape) < p - 0.04, labels == 1, labels == 0)
+    aus = [f"AU{i}" for i in range(k)]
+    run = {"per_au": {au: {"accuracy": 0.5} for au in aus}}
+    pair = compare_counts({**run, "run": "a"}, {**run, "run": "b"}, stats.unit_counts(a, labels, units, c),
+                          stats.unit_counts(b, labels, units, c), aus, {}, "subject", 0)
+    raw = [pair["per_au"][au]["p_value"] for au in aus]
+    assert sum(x < 0.05 for x in raw) == 2 and pair["permutation"] == "exact"
+    assert [pair["per_au"][au]["p_holm"] for au in aus] == pytest.approx(stats.holm(raw))
+    assert not any(t["significant"] for t in pair["per_au"].values())
+    assert pair["can_be_significant"] and "no difference can be significant" not in pair["note"]
