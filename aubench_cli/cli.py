@@ -61,7 +61,7 @@ def build_app() -> typer.Typer:
         name="aubench",
         help="Benchmark CNNs and training settings for facial Action Unit detection (Bishay et al.).",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
     )

@@ -2,8 +2,8 @@
 
 The evaluation forwards every frame of the test split once (large batches, inference_mode, channels_last;
 bf16 on CUDA), then indexes those predictions with the paper's 3000 balanced test batches and computes
-the metrics. Its images/s counts the split's frames; the ratio eval/forward says how much the data path and the
-metrics cost. Usage: python benchmarks/eval.py [--arch baseline] [--frames 400]
+the metrics, the intervals over subjects and the cache's content identity (hashing its images once). Its
+images/s counts the split's frames; the ratio eval/forward says how much the data path and the metrics cost. Usage: python benchmarks/eval.py [--arch baseline] [--frames 400]
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ from aubench_cli.training.trainer import train  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="baseline")
-    parser.add_argument("--frames", type=int, default=500, help="frames per video (2 videos per subject)")
+    parser.add_argument("--frames", type=int, default=500, help="frames per video (2 videos per subject, 2 test subjects)")
     parser.add_argument("--batches", type=int, default=3000)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {device}")
     with tempfile.TemporaryDirectory() as tmp:
-        cache = make_cache(Path(tmp) / "cache", subjects=6, frames=args.frames, aus=cfgmod.PAPER_AUS)
+        # 2 test subjects (so the intervals are computed), 1 validation, 5 training
+        splits = {f"S{i:02d}": s for i, s in enumerate(["val", "test", "test"] + ["train"] * 5)}
+        cache = make_cache(Path(tmp) / "cache", subjects=8, frames=args.frames, aus=cfgmod.PAPER_AUS, splits=splits)
         cfg = cfgmod.resolve(sets=["train.epochs=1", "train.batches_per_epoch=1", "train.val_batches=1"],
                              options={"data.cache": str(cache), "model.arch": args.arch, "train.device": args.device})
         train(cfg, Path(tmp) / "run")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from aubench_cli import __version__
@@ -114,3 +115,63 @@ def test_module_entry_point_and_version():
     bad = subprocess.run([sys.executable, "-m", "aubench_cli", "models", "nosuchnet", "--pretrained"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown architecture" in bad.stderr
+
+
+def _params():
+    command = typer.main.get_command(app)
+    for name, sub in command.commands.items():
+        for param in sub.params:
+            yield name, param
+
+
+def test_help_texts_survive_rich_markup():
+    """A help text is printed through Rich markup: a literal '[default: ...]' in it is eaten as a tag (it once
+    printed 'Run directories .'). Defaults go in show_default, so every help reads as written."""
+    from rich.text import Text
+
+    checked = 0
+    for name, param in _params():
+        text = getattr(param, "help", None) or ""
+        assert Text.from_markup(text).plain == text, (name, param.name, text)
+        assert "[default" not in text and not text.rstrip().endswith(" ."), (name, param.name, text)
+        checked += 1
+    assert checked > 50
+    help_text = runner.invoke(app, ["eval", "--help"]).stdout
+    assert "Run directories." in help_text and "the latest under runs/" in help_text and " ." not in help_text
+
+
+def test_fixed_value_options_are_choices_equal_to_the_registries():
+    from aubench_cli.commands import choices
+    from aubench_cli.data.labels import LAYOUTS
+    from aubench_cli.evaluation.evaluate import CI_UNITS
+    from aubench_cli.studies.report import FORMATS
+    from aubench_cli.training.sampling import BALANCING
+    from aubench_cli.training.trainer import OPTIMIZERS
+    from aubench_cli.training.transforms import AUGMENTATIONS, NORMALIZATIONS
+
+    registries = {choices.Balance: BALANCING, choices.Norm: NORMALIZATIONS, choices.Aug: AUGMENTATIONS,
+                  choices.Optimizer: OPTIMIZERS, choices.ReportFormat: FORMATS, choices.Layout: LAYOUTS,
+                  choices.InputFormat: ("auto", *LAYOUTS), choices.CiUnit: CI_UNITS,
+                  choices.Split: ("train", "val", "test"), choices.Checkpoint: ("best", "last")}
+    for enum, registry in registries.items():
+        assert sorted(e.value for e in enum) == sorted(registry), enum
+    # each fixed-value option: its values listed in --help, a wrong value refused by the parser (exit 2)
+    fixed = [("eval", "--split", choices.Split), ("eval", "--checkpoint", choices.Checkpoint),
+             ("eval", "--ci-unit", choices.CiUnit), ("train", "--balance", choices.Balance),
+             ("train", "--norm", choices.Norm), ("train", "--aug", choices.Aug), ("train", "--optimizer", choices.Optimizer),
+             ("report", "--format", choices.ReportFormat), ("synth", "--layout", choices.Layout),
+             ("preprocess", "--format", choices.InputFormat)]
+    for command, option, enum in fixed:
+        shown = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).stdout.split())
+        listed = "|".join(e.value for e in enum)
+        assert listed in shown, (command, option, listed)
+        positional = [] if command == "train" else ["x"]
+        refused = runner.invoke(app, [command, *positional, option, "no-such-value"])
+        assert refused.exit_code == 2 and "Invalid value" in refused.output, (command, option, refused.output)
+    assert runner.invoke(app, ["train", "--aug", "d", "--help"]).exit_code == 0  # case-insensitive, as before
+    assert choices.complete_device("cu")[:2] == ["cuda", "cuda:0"] and choices.complete_device("") [0] == "auto"
+
+
+def test_completion_is_on():
+    result = runner.invoke(app, ["--help"])
+    assert "--install-completion" in result.stdout

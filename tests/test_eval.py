@@ -1,9 +1,10 @@
-"""Evaluation: metrics against hand computations, shared batches across runs, comparisons, refusals."""
+"""Evaluation: metrics against hand computations, per-AU batches shared across runs, the structured digest,
+paired comparisons on shared AUs, refusals that name what differs."""
 
 from __future__ import annotations
 
 import json
-import math
+import shutil
 
 import numpy as np
 import pytest
@@ -11,31 +12,15 @@ from typer.testing import CliRunner
 
 from aubench_cli import config as cfgmod
 from aubench_cli.cli import app
+from aubench_cli.data.cache import cache_identity, open_cache
 from aubench_cli.errors import UsageError
-from aubench_cli.evaluation.evaluate import evaluate_run, mcnemar, natural_metrics, wilson
-from aubench_cli.training.trainer import train
-from cachefixture import make_cache
+from aubench_cli.evaluation.evaluate import compare, draw_test_batches, evaluate_run, natural_metrics, public
+from aubench_cli.training.trainer import load_checkpoint, save_checkpoint, train
+from cachefixture import AUS, make_cache
 
 runner = CliRunner()
-
-
-def test_wilson_interval_by_hand():
-    lo, hi = wilson(80, 100)
-    p, n, z = 0.8, 100, 1.959963984540054
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    assert (lo, hi) == pytest.approx((centre - half, centre + half))
-    assert wilson(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson(10, 10)[1] == pytest.approx(1.0)
-    assert wilson(2400, 3000)[1] - wilson(2400, 3000)[0] < wilson(80, 100)[1] - wilson(80, 100)[0]
-
-
-def test_mcnemar_counts_discordant_pairs():
-    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1, 0], dtype=bool)
-    b = np.array([1, 0, 0, 0, 0, 0, 0, 1, 1, 0], dtype=bool)
-    t = mcnemar(a, b)
-    assert (t["a_only"], t["b_only"]) == (5, 1)
-    assert t["p_value"] == pytest.approx(2 * (1 + 6) / 2**6)  # exact two-sided binomial, 1 of 6 discordant
-    assert mcnemar(a, a)["p_value"] == 1.0
+# 8 subjects: one for validation, three for the test (so a paired test over subjects cannot reach p < 0.05)
+SPLITS = {"S00": "val", "S01": "test", "S02": "test", "S03": "test", **{f"S0{i}": "train" for i in range(4, 8)}}
 
 
 def test_natural_metrics_by_hand():
@@ -49,10 +34,38 @@ def test_natural_metrics_by_hand():
     assert m["positive_rate"] == pytest.approx(0.5) and m["frames"] == 6
 
 
+def test_an_aus_batches_depend_only_on_that_au(tmp_path):
+    cache = open_cache(make_cache(tmp_path / "c", subjects=4, videos_per_subject=1, frames=30))
+    index = cache.indices("train")
+    au01 = draw_test_batches(cache.labels[:, 0], index, "AU01", 0, 50)
+    # the same column drawn with any other columns around it, in any order: the same frames
+    assert np.array_equal(au01, draw_test_batches(np.ascontiguousarray(cache.labels[:, [3, 0]])[:, 1], index,
+                                                  "AU01", 0, 50))
+    assert au01.shape == (50, 8)
+    assert (cache.labels[au01[:, :4], 0] == 1).all() and (cache.labels[au01[:, 4:], 0] == 0).all()
+    assert np.isin(au01, index).all()
+    assert not np.array_equal(au01, draw_test_batches(cache.labels[:, 0], index, "AU01", 1, 50))
+    assert not np.array_equal(au01, draw_test_batches(cache.labels[:, 0], index, "AU02", 0, 50))
+
+
+def test_cache_identity_is_content_not_path(tmp_path):
+    a = make_cache(tmp_path / "a", subjects=3, videos_per_subject=1, frames=12, seed=0)
+    b = make_cache(tmp_path / "b", subjects=3, videos_per_subject=1, frames=12, seed=1)  # same layout, other frames
+    assert open_cache(a).labels.shape == open_cache(b).labels.shape
+    assert cache_identity(a) != cache_identity(b)
+    moved = tmp_path / "moved"
+    shutil.copytree(a, moved)
+    assert cache_identity(moved) == cache_identity(a) == cache_identity(open_cache(a))
+    # the identity is of the content the header lists (per-video checksums, test_cache.py): a cache with the same
+    # layout whose images alone differ gets another identity
+    c = make_cache(tmp_path / "c", subjects=3, videos_per_subject=1, frames=12, seed=0, rates=None)
+    assert cache_identity(c) == cache_identity(a)  # same seed: same frames
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    cache = make_cache(root / "cache")
+    cache = make_cache(root / "cache", subjects=8, splits=SPLITS)
     out = []
     for name, arch, epochs in (("a", "baseline", 3), ("b", "emonets", 1)):
         cfg = cfgmod.resolve(sets=[f"train.epochs={epochs}", "train.batches_per_epoch=8", "train.val_batches=2",
@@ -62,26 +75,98 @@ def runs(tmp_path_factory):
     return cache, out
 
 
+def _drop_au(run, out, au):
+    """A copy of ``run`` that predicts every AU but ``au``: its classifier's rows for the others, unchanged."""
+    shutil.copytree(run, out)
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(out / name)
+        k = state["au_names"].index(au)
+        keep = [i for i in range(len(state["au_names"])) if i != k]
+        n = len(state["au_names"])
+        for key in list(state["model"])[-2:]:  # the last layer's weight and bias
+            assert state["model"][key].shape[0] == n
+            state["model"][key] = state["model"][key][keep].clone()
+        state["au_names"] = [a for a in state["au_names"] if a != au]
+        save_checkpoint(out / name, state)
+    return out
+
+
 def test_eval_writes_results_and_accuracy_is_consistent(runs):
     cache, (a, _) = runs
     result = evaluate_run(a, batches=50)
     assert (a / "eval.json").is_file() and (a / "eval.csv").is_file()
     saved = json.loads((a / "eval.json").read_text())
     assert saved["mean_accuracy"] == pytest.approx(result["mean_accuracy"])
-    for au, m in saved["per_au"].items():
+    data = open_cache(cache)
+    index = data.indices("test")
+    pred, labels = result["_pred"], data.labels[index]
+    for k, (au, m) in enumerate(saved["per_au"].items()):
         assert m["n"] == 50 * 8  # 4 + 4 frames of each AU per batch
-        assert m["ci95"][0] - 1e-9 <= m["accuracy"] <= m["ci95"][1] + 1e-9
-        assert m["accuracy"] == pytest.approx(result["_decisions"][au].mean())
+        # the balanced accuracy by hand, over every labelled frame of the split
+        pos, neg = labels[:, k] == 1, labels[:, k] == 0
+        by_hand = 0.5 * (pred[pos, k].mean() + (~pred[neg, k]).mean())
+        assert m["balanced_accuracy"] == pytest.approx(by_hand)
+        assert m["ci95"][0] - 1e-9 <= m["balanced_accuracy"] <= m["ci95"][1] + 1e-9
+        # the paper's figure, from the AU's own batches
+        drawn = draw_test_batches(data.labels[:, data.au_names.index(au)], index, au, 0, 50)
+        position = {f: i for i, f in enumerate(index)}
+        rows = np.vectorize(position.get)(drawn)
+        truth = np.r_[np.ones(4, bool), np.zeros(4, bool)]
+        assert m["accuracy"] == pytest.approx((pred[rows, k] == truth).mean())
+    assert saved["balanced_accuracy"] == pytest.approx(np.mean([m["balanced_accuracy"] for m in saved["per_au"].values()]))
     assert saved["mean_accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in saved["per_au"].values()]))
     assert saved["mean_accuracy"] > 0.7  # the fixture is learnable in a few dozen steps
-    assert (a / "eval.csv").read_text().splitlines()[0].startswith("au,accuracy,ci95_low")
+    # three test subjects: the jackknife over subjects, said so
+    assert (saved["ci_unit"], saved["ci_method"], saved["ci_units"]) == ("subject", "jackknife-t", 3)
+    assert "jackknife" in saved["ci_note"]
+    assert np.array(saved["subject_counts"]["counts"]).shape == (3, len(AUS), 4)
+    assert (a / "eval.csv").read_text().splitlines()[0].startswith("au,accuracy,balanced_accuracy,ci95_low")
 
 
-def test_same_seed_same_frames_for_every_run(runs):
-    _, (a, b) = runs
+def test_digest_and_shared_frames(runs, tmp_path):
+    cache, (a, b) = runs
     ra, rb = evaluate_run(a, batches=20, write=False), evaluate_run(b, batches=20, write=False)
-    assert ra["batch_digest"] == rb["batch_digest"]
-    assert evaluate_run(a, batches=20, seed=1, write=False)["batch_digest"] != ra["batch_digest"]
+    assert ra["digest"] == rb["digest"] and ra["batch_digest"] == rb["batch_digest"]
+    assert set(ra["digest"]) == {"cache", "split_map", "split", "seed", "batches", "per_au"}
+    assert ra["digest"]["cache"] == cache_identity(cache)
+    other_seed = evaluate_run(a, batches=20, seed=1, write=False)
+    assert other_seed["digest"]["seed"] == 1 and other_seed["digest"]["per_au"] != ra["digest"]["per_au"]
+    with pytest.raises(UsageError, match="seed"):
+        compare([ra, other_seed])
+    # a cache with the same layout but other frames: refused, naming the cache's content
+    other = make_cache(tmp_path / "other", subjects=8, splits=SPLITS, seed=5)
+    rc = evaluate_run(a, cache=other, batches=20, write=False)
+    with pytest.raises(UsageError, match="cache content"):
+        compare([ra, rc])
+
+
+def test_runs_with_different_au_lists_compare_on_shared_aus(runs, tmp_path):
+    _, (a, _) = runs
+    fewer = _drop_au(a, tmp_path / "a-no-au04", "AU04")
+    full, part = evaluate_run(a, batches=30, write=False), evaluate_run(fewer, batches=30, write=False)
+    assert list(part["per_au"]) == [au for au in AUS if au != "AU04"]
+    for au in part["per_au"]:  # the same AU, the same frames and the same network rows: the same figures
+        assert part["digest"]["per_au"][au] == full["digest"]["per_au"][au]
+        assert part["per_au"][au]["accuracy"] == full["per_au"][au]["accuracy"]
+    (pair,) = compare([full, part])
+    assert pair["compared_aus"] == list(part["per_au"]) and list(pair["not_compared"]) == ["AU04"]
+    assert "only a" in pair["not_compared"]["AU04"]
+    assert pair["balanced_accuracy_diff"] == pytest.approx(0) and pair["mean_accuracy_diff"] == pytest.approx(0)
+    assert pair["overall"]["p_value"] == 1.0 and all(t["p_value"] == 1.0 for t in pair["per_au"].values())
+
+
+def test_comparison_with_itself_and_with_another(runs):
+    _, (a, b) = runs
+    ra, rb = evaluate_run(a, batches=30, write=False), evaluate_run(b, batches=30, write=False)
+    (same,) = compare([ra, ra])
+    assert same["balanced_accuracy_diff"] == 0 and same["overall"]["p_value"] == 1.0
+    (pair,) = compare([ra, rb])
+    assert pair["balanced_accuracy_diff"] == pytest.approx(ra["balanced_accuracy"] - rb["balanced_accuracy"])
+    # three subjects: 8 sign patterns, the smallest two-sided p is 2/8, and the tool says nothing can be significant
+    assert pair["permutation"] == "exact" and pair["permutations"] == 8 and pair["min_p_value"] == 0.25
+    assert not pair["can_be_significant"] and "no difference can be significant" in pair["note"]
+    assert pair["overall"]["p_value"] >= 0.25 and not pair["overall"]["significant"]
+    assert all(not t["significant"] and t["p_holm"] >= t["p_value"] for t in pair["per_au"].values())
 
 
 def test_multi_run_comparison_through_the_cli(runs):
@@ -93,17 +178,37 @@ def test_multi_run_comparison_through_the_cli(runs):
     (pair,) = data["comparisons"]
     assert 0 <= pair["overall"]["p_value"] <= 1 and set(pair["per_au"]) == set(data["runs"][0]["per_au"])
     assert pair["mean_accuracy_diff"] == pytest.approx(data["runs"][0]["mean_accuracy"] - data["runs"][1]["mean_accuracy"])
+    for key in ("balanced_accuracy_diff", "balanced_accuracy_diff_ci95", "half_width", "min_detectable_diff"):
+        assert key in pair
     table = runner.invoke(app, ["eval", str(a), str(b), "--batches", "40"])
-    assert table.exit_code == 0 and "McNemar" in table.stdout and "AVG" in table.stdout
+    assert table.exit_code == 0 and "permutation" in table.stdout and "AVG" in table.stdout
+    assert "no difference can be significant" in table.stdout
 
 
-def test_single_run_json_schema(runs):
+def test_ci_unit_option(runs):
+    _, (a, _) = runs
+    by = {}
+    for unit in ("subject", "video", "frame"):
+        result = runner.invoke(app, ["eval", str(a), "--batches", "10", "--json", "--ci-unit", unit])
+        assert result.exit_code == 0, result.output
+        by[unit] = json.loads(result.stdout)
+        assert by[unit]["ci_unit"] == unit
+    assert (by["subject"]["ci_units"], by["video"]["ci_units"], by["frame"]["ci_units"]) == (3, 6, 240)
+    assert by["frame"]["ci_method"] == "bootstrap-percentile" and by["video"]["ci_method"] == "jackknife-t"
+    bad = runner.invoke(app, ["eval", str(a), "--ci-unit", "person"])
+    assert bad.exit_code == 2 and "subject" in bad.output
+
+
+def test_single_run_json_schema_and_table(runs):
     _, (a, _) = runs
     result = runner.invoke(app, ["eval", str(a), "--batches", "10", "--json"])
     data = json.loads(result.stdout)
-    assert isinstance(data["mean_accuracy"], float)
+    assert isinstance(data["mean_accuracy"], float) and isinstance(data["balanced_accuracy"], float)
     for m in data["per_au"].values():
-        assert set(m) >= {"accuracy", "ci95", "f1", "auc"} and len(m["ci95"]) == 2
+        assert set(m) >= {"accuracy", "balanced_accuracy", "ci95", "f1", "auc"} and len(m["ci95"]) == 2
+    table = runner.invoke(app, ["eval", str(a), "--batches", "10"])
+    shown = " ".join(table.stdout.split())
+    assert table.exit_code == 0 and "balanced accuracy over subjects: 3 subjects" in shown and "jackknife" in shown
 
 
 def test_mismatched_cache_is_refused(runs, tmp_path):
@@ -113,3 +218,4 @@ def test_mismatched_cache_is_refused(runs, tmp_path):
     assert result.exit_code == 2 and "AU12" in result.stderr
     with pytest.raises(UsageError):
         evaluate_run(tmp_path / "no-run")
+    assert public({"a": 1, "_pred": 2}) == {"a": 1}

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.text import Text
 from typer.testing import CliRunner
 
 from aubench_cli import config as cfgmod
 from aubench_cli.cli import app
-from aubench_cli.studies.report import collect, write_report
+from aubench_cli.studies.report import collect, study_table, write_report
 from aubench_cli.studies.study import STATUS_DIR, parse_study, write_study_file
 
 runner = CliRunner()
@@ -33,11 +34,21 @@ def _write_run(run_dir: Path, arch: str, accuracies: dict[str, float] | None, ep
     (run_dir / "best.pt").write_bytes(b"stand-in")
     if accuracies is None:
         return
-    per_au = {au: {"accuracy": a, "ci95": [a - 0.02, a + 0.02], "n": 800} for au, a in accuracies.items()}
+    # balanced accuracy 1 point under the batches' figure; three test subjects whose counts give it exactly
+    per_au = {au: {"accuracy": a, "balanced_accuracy": a - 0.01, "ci95": [a - 0.03, a + 0.01], "n": 800}
+              for au, a in accuracies.items()}
     mean = float(np.mean(list(accuracies.values())))
+    counts = [[[round(1000 * (a - 0.01)), 1000, round(1000 * (a - 0.01)), 1000] for a in accuracies.values()]
+              for _ in range(3)]
+    for subject, shift in ((0, 40), (1, -40)):  # subjects differ, the mean stays
+        for row in counts[subject]:
+            row[0] += shift
     (run_dir / "eval.json").write_text(json.dumps({
         "run": str(run_dir), "arch": arch, "epoch": epochs_done, "batches": 100, "split": "test", "seed": 0,
-        "checkpoint": "best", "mean_accuracy": mean, "mean_ci95": [mean - 0.01, mean + 0.01], "per_au": per_au}))
+        "checkpoint": "best", "mean_accuracy": mean, "balanced_accuracy": mean - 0.01,
+        "mean_ci95": [mean - 0.02, mean], "per_au": per_au, "ci_note": "3 subjects (< 20): jackknife",
+        "digest": {"cache": "c0", "split_map": "m0", "split": "test", "seed": 0, "batches": 100, "per_au": {}},
+        "subject_counts": {"subjects": ["S1", "S2", "S3"], "au_names": list(accuracies), "counts": counts}}))
 
 
 def _study(root: Path, preset: dict) -> Path:
@@ -109,12 +120,16 @@ def test_markdown_layout_marks_best_and_second(studies, tmp_path):
     assert rows["AU02"][:3] == ["[60.0] ([67.1])", "**65.0** (**69.0**)", "**65.0** (-)"]  # a tie shares the best
     assert rows["AU12"][:3] == ["**90.0** (-)", "[85.0] (-)", "80.0 (-)"]
     assert rows["AVG"][:3] == ["**76.7** ([76.3])", "[73.3] (**77.8**)", "[73.3] (-)"]  # ties share second
-    assert rows["AVG 95 % CI"][0] == "75.7-77.7"
+    assert rows["balanced AVG (95 % CI)"][0] == "75.7 (74.7-76.7)"
     assert rows["FLOPs"][0].endswith("(81.6M)") and rows["#params"][1].endswith("(567K)")
     assert rows["Memory"][0].endswith("(4.71MB)") and rows["FLOPs"][3] == "81.6M"  # ours even for a missing run
     assert "- d: missing (not trained)" in text and "- e: unfinished (1/2 epochs)" in text and "- f: failed (boom)" in text
     assert "99.0" not in text  # the unfinished run's stale evaluation is not reported
     assert "![arch-per-au](figures/arch-per-au.png)" in text
+    # the resolution of the split, under the table: three subjects cannot separate anything
+    line = next(line for line in text.splitlines() if line.startswith("Resolution of the test split"))
+    assert "(3 subjects, 3 pairs of runs" in line and "half-width" in line and "80 % power" in line
+    assert "no difference can be called significant" in line
 
 
 def test_csv_and_html(studies, tmp_path):
@@ -155,4 +170,40 @@ def test_report_cli_and_errors(studies, tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "study.json" in result.stderr
     result = runner.invoke(app, ["report", str(studies / "arch"), "--format", "pdf", "--out", "-"])
-    assert result.exit_code == 2 and "md, csv, html" in result.stderr
+    assert result.exit_code == 2 and "pdf" in result.output and "html" in result.output  # a choice: --help lists them
+
+
+def test_resolution_by_hand(studies):
+    from aubench_cli.evaluation import stats
+
+    (arch,) = collect(studies / "arch")
+    res = write_report(studies / "arch", "md", studies / "r.md")["studies"][0]["resolution"]
+    by_pair = {(p["a"], p["b"]): p for p in res["pairs"]}
+    assert set(by_pair) == {("a", "b"), ("a", "c"), ("b", "c")}  # the done runs only
+    runs = {r.name: r for r in arch.runs}
+    direct = stats.paired(np.asarray(runs["a"].subject_counts["counts"]), np.asarray(runs["b"].subject_counts["counts"]),
+                          np.random.default_rng(0))
+    assert by_pair[("a", "b")]["half_width"] == pytest.approx(direct["mean"]["half_width"])
+    assert by_pair[("a", "b")]["diff"] == pytest.approx(runs["a"].balanced - runs["b"].balanced)
+    assert res["half_width"]["median"] == pytest.approx(np.median([p["half_width"] for p in res["pairs"]]))
+
+
+def test_marks_are_the_same_in_eval_and_report(tmp_path):
+    """Values that tie when printed (76.49 and 76.51 both print 76.5) get the same mark in both tables."""
+    from aubench_cli.commands.eval import ranked_cells
+
+    values = [0.7649, 0.7651, 0.7640, 0.70]
+    root = tmp_path / "s"
+    preset = {"name": "tie", "study": {"title": "Tie", "kind": "table"},
+              "runs": [{"name": f"r{i}", "title": f"R{i}", "set": {"model.arch": "baseline"}} for i in range(4)]}
+    out = _study(root, preset)
+    for i, v in enumerate(values):
+        _write_run(out / f"r{i}", "baseline", {"AU01": v, "AU02": 0.5})
+    (study,) = collect(out)
+    _, rows = study_table(study, "md")
+    report = [("1" if c.startswith("**") else "2" if c.startswith("[") else "-") for c in rows[0][1:]]
+    cells = ranked_cells(values)
+    printed = [Text.from_markup(c) for c in cells]  # as the terminal shows them
+    eval_marks = [("1" if any(span.style == "bold" for span in t.spans) else "2" if t.plain.startswith("[") else "-")
+                  for t in printed]
+    assert report == eval_marks == ["1", "1", "2", "-"]

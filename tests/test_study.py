@@ -247,3 +247,55 @@ def test_missing_cache_is_one_error_before_any_run(tmp_path):
     result = runner.invoke(app, ["study", str(preset), "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "no aubench cache" in result.stderr
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_study_cache_is_used_for_resume_and_evaluation(tmp_path):
+    """--cache is where the study trains and tests: a moved cache works for resume and evaluation, a different
+    cache at the old path is refused for resume, and an evaluation on other content is redone."""
+    cache = make_cache(tmp_path / "cache", subjects=5, videos_per_subject=1, frames=30)
+    preset = tmp_path / "one.yaml"
+    preset.write_text(yaml.safe_dump({
+        "name": "one", "study": {"title": "One", "kind": "table"},
+        "train": {"epochs": 1, "batches_per_epoch": 3, "val_batches": 1, "aug": "A"}, "eval": {"batches": 10},
+        "runs": [{"name": "raw", "set": {"train.norm": "raw"}}]}))
+    out = tmp_path / "s"
+    args = ["study", str(preset), "--out", str(out), "--json"]
+    first = runner.invoke(app, args + ["--cache", str(cache)])
+    assert first.exit_code == 0, first.output
+    identity = json.loads((out / "raw" / "eval.json").read_text())["digest"]["cache"]
+
+    moved = tmp_path / "moved"
+    cache.rename(moved)
+    resumed = runner.invoke(app, args + ["--cache", str(moved), "--set", "train.epochs=2"])
+    assert resumed.exit_code == 0, resumed.output
+    (r,) = json.loads(resumed.stdout)
+    assert r["trained"] and r["evaluated"]
+    saved = json.loads((out / "raw" / "eval.json").read_text())
+    assert saved["cache"] == str(moved) and saved["digest"]["cache"] == identity
+    assert yaml.safe_load((out / "raw" / "config.yaml").read_text())["data"]["cache"] == str(moved.resolve())
+    again = runner.invoke(app, args + ["--cache", str(moved), "--set", "train.epochs=2"])
+    assert json.loads(again.stdout)[0]["state"] == "skipped"  # same content: nothing redone
+
+    # a finished run, its cache moved again: an evaluation recorded on other content is redone, on the study's cache
+    moved_again = tmp_path / "moved-again"
+    moved.rename(moved_again)
+    moved = moved_again
+    saved["digest"]["cache"] = "0" * 32
+    (out / "raw" / "eval.json").write_text(json.dumps(saved))
+    redo = runner.invoke(app, args + ["--cache", str(moved), "--set", "train.epochs=2"])
+    (r,) = json.loads(redo.stdout)
+    assert r["evaluated"] and not r["trained"], redo.output
+    redone = json.loads((out / "raw" / "eval.json").read_text())
+    assert redone["digest"]["cache"] == identity and redone["cache"] == str(moved)
+
+    # other content where the study points: resuming there is refused, naming the content
+    other = make_cache(tmp_path / "cache", subjects=5, videos_per_subject=1, frames=30, seed=3)
+    refused = runner.invoke(app, args + ["--cache", str(other), "--set", "train.epochs=3"])
+    assert refused.exit_code == 1 and "holds other content" in " ".join(refused.stderr.split())
+
+    # aubench train --resume RUN --cache P: accepted for the same content, refused for other content
+    ok = runner.invoke(app, ["train", "--resume", str(out / "raw"), "--cache", str(moved), "--epochs", "3"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["train", "--resume", str(out / "raw"), "--cache", str(other), "--epochs", "4"])
+    assert bad.exit_code == 2 and "holds other content" in " ".join(bad.stderr.split())

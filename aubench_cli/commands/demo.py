@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
+from aubench_cli.commands.choices import complete_device
 from aubench_cli.commands._render import print_json, progress, stderr, stdout
 
 NAME = "demo"
@@ -27,7 +28,7 @@ def command(
     batches_per_epoch: Annotated[int, typer.Option("--batches-per-epoch", help="Training batches per epoch (the paper: 300).")] = 40,
     eval_batches: Annotated[int, typer.Option("--eval-batches", help="Balanced test batches (the paper: 3000).")] = 3000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the split and the training.")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", autocompletion=complete_device)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the final evaluation as JSON (as eval --json).")] = False,
 ) -> None:
     from aubench_cli.commands.eval import render as render_eval
@@ -64,7 +65,7 @@ def command(
     if json_out:
         print_json(result["evaluation"])
         return
-    render_eval([{**result["evaluation"], "_decisions": {}}], [])
+    render_eval([result["evaluation"]], [])
     render_table(result["profile"], paper=True)
     paths = result["paths"]
     stdout.print(f"\n{SYNTHETIC}")

@@ -1,8 +1,10 @@
-"""Evaluate trained runs on the paper's 3000 balanced test batches, with the metrics the field reports.
+"""Evaluate trained runs on the paper's 3000 balanced test batches, with intervals and paired tests over subjects.
 
-Per AU: accuracy at 0.5 over its own frames of the batches (Tables I and II) with a 95 % interval, and F1, AUC
-and positive rate over the whole split. With several runs: one table, a column per run, and McNemar's test for
-each pair on their shared batches. Writes eval.json and eval.csv into each run directory.
+Per AU: the paper's accuracy at 0.5 over its own frames of the batches (Tables I and II); the balanced accuracy
+over every labelled frame of the split (what the batches estimate) with a 95 % interval over the test subjects
+(--ci-unit to choose); F1, AUC and positive rate over the whole split. With several runs: one table, a column per
+run, and for each pair the difference in balanced accuracy, its interval, the smallest difference the split can
+detect, and a permutation test within subjects (Holm across AUs). Writes eval.json and eval.csv into each run.
 """
 
 from __future__ import annotations
@@ -10,22 +12,25 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aubench_cli.commands._render import print_json, progress, stdout
+from aubench_cli.commands.choices import Checkpoint, CiUnit, Split, complete_device
 
 NAME = "eval"
 
 
 def command(
-    runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories [default: the latest under runs/].")] = None,
-    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache to test on [default: the run's own].")] = None,
-    split: Annotated[str, typer.Option("--split", help="test | val | train.")] = "test",
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories.", show_default="the latest under runs/")] = None,
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache to test on.", show_default="the run's own")] = None,
+    split: Annotated[Split, typer.Option("--split", help="Split to test on.")] = Split.test,
     batches: Annotated[int, typer.Option("--batches", help="Balanced test batches (4 + 4 per AU).")] = 3000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the test batches: same seed, same frames.")] = 0,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last.")] = "best",
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    checkpoint: Annotated[Checkpoint, typer.Option("--checkpoint", help="Checkpoint to test.")] = Checkpoint.best,
+    ci_unit: Annotated[CiUnit, typer.Option("--ci-unit", help="Unit resampled for intervals and swapped by the paired test.")] = CiUnit.subject,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", autocompletion=complete_device)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     from aubench_cli.evaluation.evaluate import compare, evaluate_run, latest_run, public
@@ -35,8 +40,8 @@ def command(
     with progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         for run in run_dirs:
             task = bar.add_task(f"eval {run}", total=None)
-            results.append(evaluate_run(run, cache=cache, split=split, batches=batches, seed=seed,
-                                        checkpoint=checkpoint, device=device,
+            results.append(evaluate_run(run, cache=cache, split=split.value, batches=batches, seed=seed,
+                                        checkpoint=checkpoint.value, device=device, ci_unit=ci_unit.value,
                                         progress=lambda done, total, t=task: bar.update(t, completed=done, total=total)))
     pairs = compare(results) if len(results) > 1 else []
     if json_out:
@@ -46,56 +51,90 @@ def command(
     render(results, pairs)
 
 
+def caption(result: dict) -> str:
+    """What the numbers are, and over which unit the interval is (printed under every eval table)."""
+    unit = result.get("ci_unit", "subject")
+    return (f"{result['split']} split, {result['batches']} balanced batches (seed {result['seed']}). accuracy: the "
+            f"paper's, at 0.5 over each AU's own frames of the batches; balanced: mean of TPR and TNR over every "
+            f"labelled frame; 95 % CI of the balanced accuracy over {unit}s: {result.get('ci_note', '')}. F1, AUC "
+            "over the whole split")
+
+
 def render(results: list[dict], pairs: list[dict]) -> None:
     first = results[0]
-    caption = (f"{first['split']} split, {first['batches']} balanced batches (seed {first['seed']}); "
-               "accuracy at 0.5 over each AU's own frames, 95 % Wilson interval; F1/AUC over the whole split")
     if len(results) == 1:
         table = Table(title=f"{first['run']} ({first['arch']}, {first['checkpoint']} checkpoint, epoch {first['epoch']})",
-                      caption=caption)
-        for col in ("AU", "accuracy", "95 % CI", "F1", "AUC", "positive rate"):
+                      caption=escape(caption(first)))
+        for col in ("AU", "accuracy", "balanced", "95 % CI", "F1", "AUC", "positive rate"):
             table.add_column(col, justify="left" if col == "AU" else "right")
         for au, m in first["per_au"].items():
-            table.add_row(au, f"{100 * m['accuracy']:.1f}", f"{100 * m['ci95'][0]:.1f}-{100 * m['ci95'][1]:.1f}",
+            table.add_row(au, _pct(m["accuracy"]), _pct(m.get("balanced_accuracy")), _ci(m.get("ci95")),
                           _f(m["f1"]), _f(m["auc"]), _f(m["positive_rate"]))
-        table.add_row("AVG", f"{100 * first['mean_accuracy']:.1f}",
-                      f"{100 * first['mean_ci95'][0]:.1f}-{100 * first['mean_ci95'][1]:.1f}",
-                      _f(first["mean_f1"]), _f(first["mean_auc"]), "", style="bold")
+        table.add_row("AVG", _pct(first["mean_accuracy"]), _pct(first.get("balanced_accuracy")),
+                      _ci(first.get("mean_ci95")), _f(first["mean_f1"]), _f(first["mean_auc"]), "", style="bold")
         stdout.print(table)
         return
-    table = Table(title="Accuracy (%) per AU; best in bold, second best [bracketed]", caption=caption)
+    table = Table(title="Accuracy (%) per AU; best in bold, second best [bracketed]", caption=escape(caption(first)))
     table.add_column("AU")
     for r in results:
-        table.add_column(_name(r), justify="right")
-    aus = list(first["per_au"])
+        table.add_column(escape(_name(r)), justify="right")
+    aus = list(dict.fromkeys(au for r in results for au in r["per_au"]))
     for au in aus:
-        table.add_row(au, *_ranked([r["per_au"].get(au, {}).get("accuracy") for r in results]))
-    table.add_row("AVG", *_ranked([r["mean_accuracy"] for r in results]), style="bold")
+        table.add_row(au, *ranked_cells([r["per_au"].get(au, {}).get("accuracy") for r in results]))
+    table.add_row("AVG", *ranked_cells([r["mean_accuracy"] for r in results]), style="bold")
     stdout.print(table)
-    sig = Table(title="Paired comparisons (McNemar's exact test on the shared batches, * = p < 0.05)")
-    for col in ("A", "B", "mean acc A - B", "p (all AUs)", "AUs with a significant difference"):
+    unit = pairs[0]["ci_unit"] if pairs else "subject"
+    sig = Table(title=f"Paired comparisons: balanced accuracy A - B (points), 95 % CI and permutation test within "
+                      f"{unit}s; * = p < 0.05 (per AU: Holm-adjusted)")
+    for col in ("A", "B", "acc A - B", "bal. A - B", "95 % CI", "+-", "detectable", "p (mean)",
+                "AUs with a significant difference", "not compared"):
         sig.add_column(col)
     for p in pairs:
         marked = [au for au, t in p["per_au"].items() if t["significant"]]
-        sig.add_row(_short(p["a"]), _short(p["b"]), f"{100 * p['mean_accuracy_diff']:+.2f}",
+        sig.add_row(escape(_short(p["a"])), escape(_short(p["b"])), _signed(p["mean_accuracy_diff"]),
+                    _signed(p["balanced_accuracy_diff"]), _ci(p["balanced_accuracy_diff_ci95"], signed=True),
+                    _pct(p["half_width"], 2), _pct(p["min_detectable_diff"], 2),
                     f"{p['overall']['p_value']:.3g}{' *' if p['overall']['significant'] else ''}",
-                    ", ".join(marked) or "none")
+                    ", ".join(marked) or "none", ", ".join(p["not_compared"]) or "-")
     stdout.print(sig)
+    stdout.print("+-: 95 % half-width of the difference; detectable: the smallest difference this test split detects "
+                 "with 80 % power at 5 % (about 2.8 standard errors); acc: the paper's 3000-batch figure, not tested",
+                 markup=False)
+    for note in dict.fromkeys(p["note"] for p in pairs):
+        stdout.print(f"note: {note}", markup=False)
 
 
-def _ranked(values: list[float | None]) -> list[str]:
-    known = sorted({v for v in values if v is not None}, reverse=True)
+def ranked_cells(values: list[float | None]) -> list[str]:
+    """Cells in %, to 0.1, best bold and second [bracketed] by ``stats.ranks`` (the report's marks)."""
+    from aubench_cli.evaluation.stats import ranks
+
     cells = []
-    for v in values:
+    for v, rank in zip(values, ranks(values)):
         if v is None:
             cells.append("-")
-        elif v == known[0]:
+        elif rank == 1:
             cells.append(f"[bold]{100 * v:.1f}[/]")
-        elif len(known) > 1 and v == known[1]:
-            cells.append(f"[{100 * v:.1f}]".replace("[", "\\[", 1))
+        elif rank == 2:
+            cells.append(escape(f"[{100 * v:.1f}]"))
         else:
             cells.append(f"{100 * v:.1f}")
     return cells
+
+
+def _pct(v: float | None, decimals: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{decimals}f}"
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.2f}"
+
+
+def _ci(ci: list[float] | None, signed: bool = False) -> str:
+    if not ci:
+        return "-"
+    fmt = "{:+.2f}" if signed else "{:.1f}"
+    return f"{fmt.format(100 * ci[0])} to {fmt.format(100 * ci[1])}" if signed else \
+        f"{fmt.format(100 * ci[0])}-{fmt.format(100 * ci[1])}"
 
 
 def _f(v: float | None) -> str:

@@ -27,7 +27,7 @@ def command(
     weights: Annotated[Optional[str], typer.Option("--weights", help="Local state dict or aubench checkpoint to load.")] = None,
     pretrained: Annotated[bool, typer.Option("--pretrained", help="Load the library registry's weights (online).")] = False,
     allow_partial: Annotated[bool, typer.Option("--allow-partial-weights", help="Accept weights that leave tensors outside the classifier at init.")] = False,
-    layout: Annotated[Optional[str], typer.Option("--layout", help="Build layout (resnet50: v1 | v1.5) [default: as train picks it].")] = None,
+    layout: Annotated[Optional[str], typer.Option("--layout", help="Build layout (resnet50: v1 | v1.5); by default as train picks it.")] = None,
     outputs: Annotated[int, typer.Option("--outputs", help="Number of outputs (AUs) of the classifier.")] = 12,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:

@@ -25,6 +25,8 @@ from aubench_cli.errors import UsageError, suggest
 from aubench_cli.data.labels import LAYOUTS
 from aubench_cli.data.preprocess import PreprocessOptions, parse_splits, run_preprocess
 
+from aubench_cli.commands.choices import InputFormat, value
+
 NAME = "preprocess"
 
 
@@ -53,8 +55,8 @@ def command(
         metavar="INPUT", help="Dataset folder (generic manifest.csv, DISFA, BP4D or Aff-Wild2 layout).")],
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="Cache folder to write (created; resumed if it exists).")] = Path("aubench-cache"),
-    format: Annotated[str, typer.Option(
-        "--format", help="Layout of INPUT: auto, generic, disfa, bp4d or affwild2.")] = "auto",
+    format: Annotated[InputFormat, typer.Option(
+        "--format", case_sensitive=False, help="Layout of INPUT (auto tells them apart).")] = InputFormat.auto,
     workers: Annotated[int, typer.Option(
         "--workers", "-j", help="Processes working on videos in parallel (0: one per CPU core).")] = 0,
     threshold: Annotated[float, typer.Option(
@@ -68,6 +70,7 @@ def command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Align the faces of a dataset folder into a cache."""
+    format = value(format)  # type: ignore[assignment]
     if format not in ("auto", *LAYOUTS):
         raise UsageError(f"unknown --format {format!r}", suggest(format, ("auto", *LAYOUTS)))
     if workers < 0:

@@ -15,6 +15,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aubench_cli import config as cfgmod
+from aubench_cli.commands.choices import complete_device
 from aubench_cli.commands._render import kilo, mega, print_json, progress, signed_pct, stderr, stdout
 from aubench_cli.errors import UsageError
 
@@ -24,10 +25,10 @@ NAME = "profile"
 def command(
     archs: Annotated[Optional[list[str]], typer.Argument(help="Networks to profile (default with --all: every one).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Profile every registered network.")] = False,
-    input_size: Annotated[Optional[int], typer.Option("--input", help="Input side in pixels [default: 96].")] = None,
-    outputs: Annotated[Optional[int], typer.Option("--outputs", help="Number of outputs [default: 12, 14 with --paper].")] = None,
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Batch size for the speed measurement [default: 16].")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input", help="Input side in pixels.", show_default="96")] = None,
+    outputs: Annotated[Optional[int], typer.Option("--outputs", help="Number of outputs.", show_default="12, 14 with --paper")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Batch size for the speed measurement.", show_default="16")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.", show_default="auto", autocompletion=complete_device)] = None,
     paper: Annotated[bool, typer.Option("--paper", help="14 outputs and the paper's Table I figures beside ours.")] = False,
     no_speed: Annotated[bool, typer.Option("--no-speed", help="Skip the latency measurement (counts only).")] = False,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset YAML (its profile: section).")] = None,

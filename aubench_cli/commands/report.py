@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from aubench_cli.commands.choices import ReportFormat
 from aubench_cli.commands._render import print_json, stderr
 
 NAME = "report"
@@ -20,13 +21,13 @@ NAME = "report"
 
 def command(
     folder: Annotated[str, typer.Argument(help="Study directory (studies/<preset>) or a folder of them (studies/).")],
-    fmt: Annotated[str, typer.Option("--format", help="md | csv | html.")] = "md",
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="Report format.")] = ReportFormat.md,
     out: Annotated[Optional[str], typer.Option("--out", help="Report file (default: DIR/report.<format>); - prints it on stdout.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written (paths, run states) as JSON.")] = False,
 ) -> None:
     from aubench_cli.studies.report import write_report
 
-    written = write_report(folder, fmt, out)
+    written = write_report(folder, fmt.value, out)
     if written["text"] is not None:
         sys.stdout.write(written["text"])
         sys.stdout.flush()

@@ -17,6 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aubench_cli.commands.choices import Launcher
 from aubench_cli.commands._render import print_json, progress, stderr, stdout
 
 NAME = "study"
@@ -33,7 +34,7 @@ def command(
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every run, e.g. train.epochs=2.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs (with --dry-run) or their results as JSON on stdout.")] = False,
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Repeat every run with training seeds 0..N-1 (the test batches stay the same).")] = None,
-    launcher: Annotated[Optional[str], typer.Option("--launcher", help="local | slurm: one submitit job per pending run [default: run here, in this process].")] = None,
+    launcher: Annotated[Optional[Launcher], typer.Option("--launcher", help="One submitit job per pending run, on this machine or SLURM; without it the study runs here, in this process.", case_sensitive=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --launcher: wait for the jobs to end.")] = False,
     show_status: Annotated[bool, typer.Option("--status", help="Show each run's state and the job holding it; run nothing.")] = False,
     partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition.")] = None,
@@ -81,7 +82,7 @@ def command(
         return
     if launcher is not None:
         _launch(study, preset, out_dir, units, sets or [], cache, given_weights, seeds, json_out, wait,
-                launcher, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism, slurm)
+                launcher.value, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism, slurm)
         return
 
     bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

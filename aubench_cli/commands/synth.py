@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aubench_cli.commands._render import print_json
-from aubench_cli.data.synth import LAYOUTS, SynthConfig, parse_size, synthesize
+from aubench_cli.commands.choices import Layout
+from aubench_cli.data.synth import SynthConfig, parse_size, synthesize
 
 NAME = "synth"
 
@@ -37,7 +38,7 @@ def command(
     fps: Annotated[
         float, typer.Option("--fps", help="Frames per second (AU episodes last the same time at any rate).")
     ] = 30.0,
-    layout: Annotated[str, typer.Option("--layout", help=f"Dataset layout: {', '.join(LAYOUTS)}.")] = "generic",
+    layout: Annotated[Layout, typer.Option("--layout", case_sensitive=False, help="Dataset layout to write.")] = Layout.generic,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed writes identical labels and frames.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into OUT even if it is not empty.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -45,7 +46,7 @@ def command(
     """Write a labelled synthetic AU dataset."""
     width, height = parse_size(size)
     config = SynthConfig(subjects=subjects, videos_per_subject=videos_per_subject, frames=frames, width=width,
-                         height=height, fps=fps, layout=layout.lower(), seed=seed)
+                         height=height, fps=fps, layout=layout.value, seed=seed)
     config.validate()  # bad options fail before the progress bar appears
     bar = Progress(
         TextColumn("[bold]synth"),

@@ -15,32 +15,33 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from aubench_cli import config as cfgmod
 from aubench_cli.commands._render import print_json, progress, stderr, stdout
+from aubench_cli.commands.choices import Aug, Balance, Norm, Optimizer, complete_device, value
 from aubench_cli.errors import UsageError
 
 NAME = "train"
 
 
 def command(
-    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache written by aubench preprocess [default: ./aubench-cache].")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Network (aubench models lists them) [default: baseline].")] = None,
-    balance: Annotated[Optional[str], typer.Option("--balance", help="oversample | undersample | random | cost [default: oversample].")] = None,
-    norm: Annotated[Optional[str], typer.Option("--norm", help="raw | sample-center | sample-norm | feature-center | feature-norm [default: raw].")] = None,
-    aug: Annotated[Optional[str], typer.Option("--aug", help="Augmentation group A (none) | B | C | D [default: D].")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs [default: 600]; with --resume, the new total.")] = None,
-    batches_per_epoch: Annotated[Optional[int], typer.Option("--batches-per-epoch", help="Training batches per epoch [default: 300].")] = None,
-    val_batches: Annotated[Optional[int], typer.Option("--val-batches", help="Balanced validation batches per epoch [default: 300].")] = None,
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adagrad | adam | sgd [default: the paper's for the network].")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate [default: 0.005 Adagrad, 1e-4 Adam].")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of init, batches, subsets [default: 0].")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N [default: auto].")] = None,
-    frames_frac: Annotated[Optional[float], typer.Option("--frames-frac", help="Fraction of training frames (Section V) [default: 1].")] = None,
-    subjects_frac: Annotated[Optional[float], typer.Option("--subjects-frac", help="Fraction of training subjects (Section V) [default: 1].")] = None,
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache written by aubench preprocess.", show_default="./aubench-cache")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Network (aubench models lists them).", show_default="baseline")] = None,
+    balance: Annotated[Optional[Balance], typer.Option("--balance", help="Batch balancing (Table II).", show_default="oversample")] = None,
+    norm: Annotated[Optional[Norm], typer.Option("--norm", help="Input centering / normalization (Table II).", show_default="raw")] = None,
+    aug: Annotated[Optional[Aug], typer.Option("--aug", case_sensitive=False, metavar="A|B|C|D", help="Augmentation group, A (none) to D (Table II).", show_default="D")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs; with --resume, the new total.", show_default="600")] = None,
+    batches_per_epoch: Annotated[Optional[int], typer.Option("--batches-per-epoch", help="Training batches per epoch.", show_default="300")] = None,
+    val_batches: Annotated[Optional[int], typer.Option("--val-batches", help="Balanced validation batches per epoch.", show_default="300")] = None,
+    optimizer: Annotated[Optional[Optimizer], typer.Option("--optimizer", help="Optimizer.", show_default="the paper's for the network")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.", show_default="0.005 Adagrad, 1e-4 Adam")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of init, batches, subsets.", show_default="0")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.", show_default="auto", autocompletion=complete_device)] = None,
+    frames_frac: Annotated[Optional[float], typer.Option("--frames-frac", help="Fraction of training frames (Section V).", show_default="1")] = None,
+    subjects_frac: Annotated[Optional[float], typer.Option("--subjects-frac", help="Fraction of training subjects (Section V).", show_default="1")] = None,
     drop_unbalanceable: Annotated[Optional[bool], typer.Option("--drop-unbalanceable", help="Drop AUs with no positives or negatives in a split (with a warning).")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Start from this state dict or checkpoint (classifier replaced).")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from the library registry's weights (online).")] = None,
     allow_partial_weights: Annotated[Optional[bool], typer.Option("--allow-partial-weights", help="Accept weights that leave tensors outside the classifier at init.")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model.")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Run directory [default: runs/<arch>-<settings>-<time>].")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Run directory.", show_default="runs/<arch>-<settings>-<time>")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory exactly.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (presets/) or YAML file.")] = None,
@@ -52,17 +53,18 @@ def command(
     if resume and out and out != resume:
         raise UsageError("--resume names the run directory; --out is not needed with it", f"drop --out {out}")
     options = {
-        "data.cache": cache, "model.arch": arch, "train.balance": balance, "train.norm": norm, "train.aug": aug,
+        "data.cache": cache, "model.arch": arch, "train.balance": value(balance), "train.norm": value(norm), "train.aug": value(aug),
         "train.epochs": epochs, "train.batches_per_epoch": batches_per_epoch, "train.val_batches": val_batches,
-        "train.optimizer": optimizer, "train.lr": lr, "train.seed": seed, "train.device": device,
+        "train.optimizer": value(optimizer), "train.lr": lr, "train.seed": seed, "train.device": device,
         "data.frames_frac": frames_frac, "data.subjects_frac": subjects_frac,
         "data.drop_unbalanceable": drop_unbalanceable, "model.weights": weights, "model.pretrained": pretrained,
         "model.allow_partial_weights": allow_partial_weights, "train.compile": compile_,
     }
     if resume:
-        given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device")]
+        given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device", "data.cache")]
         if given or preset or sets:
-            raise UsageError("a resumed run keeps its own settings", "pass only --resume RUN, and --epochs N to extend it")
+            raise UsageError("a resumed run keeps its own settings",
+                             "pass only --resume RUN, --epochs N to extend it, and --cache P if its cache moved")
     cfg = cfgmod.resolve(preset, sets, options)
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
@@ -91,7 +93,7 @@ def command(
     with bar:
         try:
             summary = train(cfg, resume or out, resume=bool(resume), epochs=epochs if resume else None,
-                            overwrite=overwrite, log=lambda m: stderr.print(m, markup=False), progress=on_progress)
+                            overwrite=overwrite, cache=cache if resume else None, log=lambda m: stderr.print(m, markup=False), progress=on_progress)
         except KeyboardInterrupt:
             run = state.get("run", resume or out)
             stderr.print(f"[yellow]interrupted: checkpoint saved; continue with aubench train --resume {run}[/]")

@@ -1006,3 +1006,9 @@ def read_video(cache: Cache, video: str) -> dict[str, np.ndarray]:
             "frame": np.asarray(cache.frame[rows]), "key": np.asarray(cache.key[rows]),
             "detected": np.asarray(cache.detected[rows]), "landmarks": np.asarray(cache.landmarks[rows]),
             "transform": np.asarray(cache.transform[rows])}
+
+
+def split_map_digest(header: dict) -> str:
+    """A hex digest of the cache's split map (``header["subjects"]``: subject -> split)."""
+    subjects = header.get("subjects") or {}
+    return hashlib.sha256(json.dumps(sorted(subjects.items())).encode()).hexdigest()[:16]

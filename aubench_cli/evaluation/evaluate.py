@@ -1,11 +1,20 @@
-"""Evaluation as the paper did it (3000 balanced test batches, per-AU accuracy) plus what the field reports.
+"""Evaluation as the paper did it (3000 balanced test batches, per-AU accuracy) plus what the statistics allow.
 
 Every frame of the split goes through the network once, in large batches; the balanced test batches (4 + 4 per AU,
-fixed by the seed, so every model is tested on the same frames) then index those predictions. Per AU: accuracy
-at 0.5 over its own frames of the batches (Tables I and II) with a 95 % Wilson interval; beyond the paper, F1,
-AUC and the positive rate over the whole split at its natural distribution. Several runs evaluated on the same
-cache and seed share their batches, so their decisions are paired: McNemar's exact test says which
-differences are significant.
+fixed by the seed, so every model is tested on the same frames) then index those predictions. Per AU:
+
+- ``accuracy``: at 0.5 over its own frames of the batches (the paper's figure, Tables I and II);
+- ``balanced_accuracy``: the mean of the true-positive and true-negative rates over *every* labelled frame of the
+  split, the exact quantity the 3000 batches estimate with sampling noise;
+- ``ci95``: a 95 % interval of the balanced accuracy over the units that were really sampled (subjects by
+  default; ``stats.interval`` says how), never over the repeated draws of the batches;
+- F1, AUC and the positive rate over the whole split at its natural distribution.
+
+An AU's batches depend only on that AU (its positive and negative frames of the split), the seed and the batch
+count, so runs with different AU lists are tested on the same frames for the AUs they share. A structured digest
+(cache content identity, split map, split, seed, batch count, one digest per AU) says what was tested; ``compare``
+pairs two runs on their shared AUs and tests the difference of balanced accuracies with a permutation test that
+swaps the runs' predictions within each subject (``stats.paired``), Holm-corrected across AUs.
 """
 
 from __future__ import annotations
@@ -15,7 +24,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,17 +32,23 @@ import numpy as np
 import torch
 
 from aubench_cli import config as cfgmod
-from aubench_cli.errors import UsageError
-from aubench_cli.models import create_model
 from aubench_cli.device import resolve_device
-from aubench_cli.training.sampling import BalancedSampler, build_pools, check_balanceable
+from aubench_cli.errors import UsageError, suggest
+from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
 from aubench_cli.training.inference import store_val_thresholds
+from aubench_cli.models import create_model
+from aubench_cli.training.sampling import check_balanceable
 from aubench_cli.training.trainer import load_checkpoint
 from aubench_cli.training.transforms import FeatureStats, normalize, to_float
 
-EVAL_STREAM = 7  # the random stream of test batches: np.random.default_rng([seed, 7])
-Z95 = 1.959963984540054
+EVAL_STREAM = 7  # test batches of AU a: np.random.default_rng([seed, 7, au_key(a)])
+CI_STREAM = 8  # bootstrap resamples: np.random.default_rng([seed, 8])
+COMPARE_STREAM = 9  # comparisons' resamples and Monte Carlo permutations
+POS_PER_AU = NEG_PER_AU = 4
+CI_UNITS = ("subject", "video", "frame")
+DIGEST_PARTS = {"cache": "cache content (cache_identity)", "split_map": "split map (subject -> split)",
+                "split": "split", "seed": "seed", "batches": "number of batches"}
 ProgressFn = Callable[[int, int], None]
 
 
@@ -44,26 +58,6 @@ def latest_run(root: str | Path = "runs") -> Path:
     if not runs:
         raise UsageError(f"no finished run under {root}/", "train one with aubench train, or name the run directory")
     return max(runs, key=lambda p: (p / "best.pt").stat().st_mtime)
-
-
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (stays inside [0, 1], sane at 0 or n successes)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, Any]:
-    """McNemar's exact test on paired decisions: only the discordant pairs matter."""
-    from scipy.stats import binomtest
-
-    b = int(np.sum(a_correct & ~b_correct))  # A right, B wrong
-    c = int(np.sum(~a_correct & b_correct))
-    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
-    return {"a_only": b, "b_only": c, "p_value": p}
 
 
 def natural_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
@@ -79,6 +73,24 @@ def natural_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float |
     return out
 
 
+def au_key(au: str) -> int:
+    """A stable integer for an AU name (its random stream of test batches)."""
+    return int.from_bytes(hashlib.sha256(au.encode()).digest()[:8], "little")
+
+
+def draw_test_batches(labels: np.ndarray, index: np.ndarray, au: str, seed: int, batches: int,
+                      pos: int = POS_PER_AU, neg: int = NEG_PER_AU) -> np.ndarray:
+    """The balanced test batches of one AU: ``(batches, pos + neg)`` global frame indices, its positives first.
+
+    ``labels`` is that AU's column over the whole cache; the draw depends only on it, ``index`` (the split), the
+    AU's name, the seed and the batch count, never on the run's other AUs."""
+    sub = labels[index]
+    pools = index[sub == 1], index[sub == 0]
+    rng = np.random.default_rng([seed, EVAL_STREAM, au_key(au)])
+    parts = [pool[(rng.random((batches, n)) * len(pool)).astype(np.int64)] for pool, n in zip(pools, (pos, neg))]
+    return np.concatenate(parts, axis=1)
+
+
 def _load(run: Path, which: str) -> dict[str, Any]:
     if which not in ("best", "last"):
         raise UsageError(f"--checkpoint must be best or last, got {which!r}", "e.g. --checkpoint best")
@@ -87,7 +99,7 @@ def _load(run: Path, which: str) -> dict[str, Any]:
     return load_checkpoint(run / f"{which}.pt")
 
 
-def _scores(model: torch.nn.Module, images: Any, index: np.ndarray, norm: str, stats: FeatureStats,
+def _scores(model: torch.nn.Module, images: Any, index: np.ndarray, norm: str, stats_: FeatureStats,
             device: torch.device, batch: int, progress: ProgressFn | None) -> np.ndarray:
     """Sigmoid outputs for the frames ``index`` (in that order), in large batches under inference_mode."""
     cuda = device.type == "cuda"
@@ -99,12 +111,27 @@ def _scores(model: torch.nn.Module, images: Any, index: np.ndarray, norm: str, s
             chunk = torch.from_numpy(np.ascontiguousarray(images[index[start:start + batch]]))
             if cuda:
                 chunk = chunk.pin_memory()
-            x = normalize(to_float(chunk.to(device, non_blocking=True)), norm, stats)
+            x = normalize(to_float(chunk.to(device, non_blocking=True)), norm, stats_)
             x = x.contiguous(memory_format=torch.channels_last)
             out.append(torch.sigmoid(model(x).float()).cpu())
             if progress:
                 progress(min(start + batch, len(index)), len(index))
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def check_ci_unit(unit: str) -> str:
+    if unit not in CI_UNITS:
+        raise UsageError(f"unknown --ci-unit {unit!r}", suggest(unit, CI_UNITS))
+    return unit
+
+
+def split_units(data: Any, index: np.ndarray, unit: str) -> tuple[np.ndarray, list[str]]:
+    """Codes 0..C-1 of each frame of ``index`` for the unit (subject, video or frame) and the units' names."""
+    if unit == "frame":
+        return np.arange(len(index), dtype=np.int64), [str(i) for i in index]
+    codes, names = (data.subject_index, data.subjects) if unit == "subject" else (data.video_index, data.videos)
+    present, inverse = np.unique(codes[index], return_inverse=True)
+    return inverse.astype(np.int64), [names[i] for i in present]
 
 
 def evaluate_run(
@@ -116,16 +143,19 @@ def evaluate_run(
     seed: int = 0,
     checkpoint: str = "best",
     device: str = "auto",
+    ci_unit: str = "subject",
+    resamples: int = stats.RESAMPLES,
     batch_size: int = 512,
     write: bool = True,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with per-frame decisions kept
-    in memory under ``_decisions`` for paired comparisons."""
-    from aubench_cli.data.cache import open_cache
+    """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with the per-frame decisions
+    kept in memory under ``_pred`` / ``_labels`` / ``_units`` for paired comparisons."""
+    from aubench_cli.data.cache import cache_identity, open_cache, split_map_digest
     from aubench_cli.data.splits import check_held_out
 
     run = Path(run)
+    check_ci_unit(ci_unit)
     state = _load(run, checkpoint)
     cfg = cfgmod.from_dict(state["config"])
     au_names: list[str] = list(state["au_names"])
@@ -155,47 +185,56 @@ def evaluate_run(
     model = create_model(state["arch"], len(au_names), layout=cfg.model.layout)  # the run's build layout
     model.load_state_dict(state["model"])
     model = model.to(torch_device).eval()
-    stats = FeatureStats(**state["norm_stats"])
-    scores = _scores(model, data.images, index, state["norm"], stats, torch_device, batch_size, progress)
+    norm_stats = FeatureStats(**state["norm_stats"])
+    scores = _scores(model, data.images, index, state["norm"], norm_stats, torch_device, batch_size, progress)
+    pred = scores > 0.5  # (n, K) over the split's frames, in index order
+    split_labels = labels[index]
     position = np.full(len(data.labels), -1, dtype=np.int64)
     position[index] = np.arange(len(index))
 
-    # The paper's test: balanced batches, fixed by the seed, indexing the split's predictions.
-    sampler = BalancedSampler(build_pools(labels, index))
-    rng = np.random.default_rng([seed, EVAL_STREAM])
-    drawn = np.stack([sampler.draw(rng)[0] for _ in range(batches)])  # (batches, 8K)
-    digest = hashlib.sha1(np.ascontiguousarray(drawn).tobytes()).hexdigest()[:16]  # same digest, same frames
-    targets = sampler.targets  # (8K, K): 1/0 for the AU owning the row, -1 elsewhere
-    rows, aus = np.nonzero(targets >= 0)  # each AU's own 8 rows of a batch
-    frames = drawn[:, rows]  # (batches, 8K) frames; column j belongs to AU aus[j]
-    pred = scores[position[frames], aus] > 0.5
-    truth = targets[rows, aus] == 1
-    correct = pred == truth  # (batches, 8K)
-
+    # The paper's test: balanced batches, one stream per AU, indexing the split's predictions.
+    truth = np.r_[np.ones(POS_PER_AU, bool), np.zeros(NEG_PER_AU, bool)]
+    au_digests: dict[str, str] = {}
     per_au: dict[str, dict[str, Any]] = {}
-    decisions: dict[str, np.ndarray] = {}
     for k, au in enumerate(au_names):
-        own = correct[:, aus == k].reshape(-1)
-        n, c = own.size, int(own.sum())
-        lo, hi = wilson(c, n)
-        per_au[au] = {"accuracy": c / n, "ci95": [lo, hi], "n": n,
-                      **natural_metrics(scores[:, k], labels[index, k])}
-        decisions[au] = own
-    all_decisions = np.concatenate(list(decisions.values()))
-    lo, hi = wilson(int(all_decisions.sum()), all_decisions.size)
+        drawn = draw_test_batches(labels[:, k], index, au, seed, batches)
+        au_digests[au] = hashlib.sha1(np.ascontiguousarray(drawn).tobytes()).hexdigest()[:16]
+        correct = pred[position[drawn], k] == truth
+        per_au[au] = {"accuracy": float(correct.mean()), "n": int(correct.size)}
+
+    # What the batches estimate, and its uncertainty over the sampled units.
+    codes, unit_names = split_units(data, index, ci_unit)
+    counts = stats.unit_counts(pred, split_labels, codes, len(unit_names))
+    ci = stats.interval(counts, np.random.default_rng([seed, CI_STREAM]), resamples)
+    for k, au in enumerate(au_names):
+        item = ci["per_au"][k]
+        per_au[au].update(balanced_accuracy=item["value"], ci95=item["ci95"],
+                          degenerate_resamples=item["degenerate"],
+                          **natural_metrics(scores[:, k], split_labels[:, k]))
+    subject_codes, subject_names = split_units(data, index, "subject")
+    digest = {"cache": cache_identity(data), "split_map": split_map_digest(data.header), "split": split,
+              "seed": seed, "batches": batches, "per_au": au_digests}
     result: dict[str, Any] = {
         "run": str(run), "arch": state["arch"], "checkpoint": checkpoint, "epoch": state["epoch"],
-        "cache": str(cache_path), "split": split, "batches": batches, "seed": seed, "batch_digest": digest,
-        "frames_in_split": int(len(index)), "mean_accuracy": float(np.mean([v["accuracy"] for v in per_au.values()])),
-        "mean_ci95": [lo, hi], "per_au": per_au,
+        "cache": str(cache_path), "split": split, "batches": batches, "seed": seed,
+        "digest": digest, "batch_digest": hashlib.sha1(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16],
+        "frames_in_split": int(len(index)),
+        "mean_accuracy": float(np.mean([v["accuracy"] for v in per_au.values()])),
+        "balanced_accuracy": ci["mean"]["value"], "mean_ci95": ci["mean"]["ci95"],
+        "ci_unit": ci_unit, "ci_method": ci["method"], "ci_units": ci["units"],
+        "ci_note": stats.method_reason(ci["method"], ci["units"], ci_unit),
+        "ci_replicates": ci["mean"]["replicates"], "degenerate_resamples": ci["mean"]["degenerate"],
+        "per_au": per_au,
         "mean_f1": _mean([v["f1"] for v in per_au.values()]), "mean_auc": _mean([v["auc"] for v in per_au.values()]),
+        "subject_counts": {"subjects": subject_names, "au_names": au_names,
+                           "counts": stats.unit_counts(pred, split_labels, subject_codes, len(subject_names)).tolist()},
     }
     if write:
         atomic_write_text(run / "eval.json", json.dumps(result, indent=2))
         atomic_write_text(run / "eval.csv", _csv(result))
         if cache_path.resolve() == Path(cfg.data.cache).resolve():  # the run's own validation split: thresholds
             store_val_thresholds(run, data, labels, data.indices("val"), torch_device, (checkpoint,), only_missing=True)
-    result["_decisions"] = decisions
+    result["_pred"], result["_labels"], result["_units"] = pred, split_labels, (codes, len(unit_names))
     return result
 
 
@@ -207,29 +246,97 @@ def _mean(values: list[float | None]) -> float | None:
 def _csv(result: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["au", "accuracy", "ci95_low", "ci95_high", "f1", "auc", "positive_rate", "predicted_rate"])
+    writer.writerow(["au", "accuracy", "balanced_accuracy", "ci95_low", "ci95_high", "f1", "auc", "positive_rate",
+                     "predicted_rate"])
     for au, m in result["per_au"].items():
-        writer.writerow([au, m["accuracy"], *m["ci95"], m["f1"], m["auc"], m["positive_rate"], m["predicted_rate"]])
-    writer.writerow(["AVG", result["mean_accuracy"], *result["mean_ci95"], result["mean_f1"], result["mean_auc"], "", ""])
+        writer.writerow([au, m["accuracy"], m["balanced_accuracy"], *(m["ci95"] or ["", ""]), m["f1"], m["auc"],
+                         m["positive_rate"], m["predicted_rate"]])
+    writer.writerow(["AVG", result["mean_accuracy"], result["balanced_accuracy"], *(result["mean_ci95"] or ["", ""]),
+                     result["mean_f1"], result["mean_auc"], "", ""])
     return out.getvalue()
 
 
-def compare(results: list[dict[str, Any]], alpha: float = 0.05) -> list[dict[str, Any]]:
-    """McNemar's test for each pair of runs, per AU and over all AUs' decisions, on their shared batches."""
+def pairing(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The AUs two results can be compared on, and why the others are not; a UsageError naming the part of the
+    digest that differs when they were not tested on the same frames at all."""
+    da, db = a["digest"], b["digest"]
+    for key, what in DIGEST_PARTS.items():
+        if da.get(key) != db.get(key):
+            raise UsageError(
+                f"{_short(a['run'])} and {_short(b['run'])} were tested on different frames: their {what} differ "
+                f"({da.get(key)} vs {db.get(key)})",
+                "evaluate both on the same cache content and split map, with the same --split, --seed and --batches")
+    shared, not_compared = [], {}
+    for au in list(a["per_au"]) + [au for au in b["per_au"] if au not in a["per_au"]]:
+        if au not in b["per_au"]:
+            not_compared[au] = f"only {_short(a['run'])} predicts it"
+        elif au not in a["per_au"]:
+            not_compared[au] = f"only {_short(b['run'])} predicts it"
+        elif da["per_au"].get(au) != db["per_au"].get(au):
+            not_compared[au] = "tested on different batches"
+        else:
+            shared.append(au)
+    if not shared:
+        raise UsageError(f"{_short(a['run'])} and {_short(b['run'])} share no AU", "compare runs that predict common AUs")
+    return shared, not_compared
+
+
+def _short(run: str) -> str:
+    return str(run).rstrip("/").split("/")[-1]
+
+
+def compare_counts(a: dict[str, Any], b: dict[str, Any], counts_a: np.ndarray, counts_b: np.ndarray,
+                   shared: list[str], not_compared: dict[str, str], unit: str, seed: int, alpha: float = 0.05,
+                   resamples: int = stats.RESAMPLES, permutations: int = stats.PERMUTATIONS) -> dict[str, Any]:
+    """One pair's comparison from its per-unit counts ``(C, len(shared), 4)`` (see ``compare``)."""
+    test = stats.paired(counts_a, counts_b, np.random.default_rng([seed, COMPARE_STREAM]), resamples, permutations)
+    adjusted = stats.holm([item["p_value"] for item in test["per_au"]])
+    per_au = {}
+    for au, item, p_holm in zip(shared, test["per_au"], adjusted):
+        per_au[au] = {"accuracy_diff": a["per_au"][au]["accuracy"] - b["per_au"][au]["accuracy"],
+                      "balanced_accuracy_diff": item["value"], "ci95": item["ci95"], "half_width": item["half_width"],
+                      "min_detectable_diff": item["min_detectable_diff"], "p_value": item["p_value"],
+                      "p_holm": p_holm, "significant": p_holm < alpha, "degenerate_resamples": item["degenerate"]}
+    m = test["mean"]
+    can = test["min_p_value"] < alpha
+    note = stats.method_reason(test["method"], test["units"], unit)
+    if not can:
+        note += (f"; with {test['units']} {unit}s the smallest possible p-value of the permutation test is "
+                 f"{test['min_p_value']:.3g}, so no difference can be significant at {alpha:g}")
+    mean_acc = float(np.mean([per_au[au]["accuracy_diff"] for au in shared]))
+    return {
+        "a": a["run"], "b": b["run"], "compared_aus": shared, "not_compared": not_compared,
+        "mean_accuracy_diff": mean_acc, "balanced_accuracy_diff": m["value"], "balanced_accuracy_diff_ci95": m["ci95"],
+        "half_width": m["half_width"], "min_detectable_diff": m["min_detectable_diff"],
+        "ci_unit": unit, "ci_method": test["method"], "units": test["units"], "permutation": test["permutation"],
+        "permutations": test["permutations"], "min_p_value": test["min_p_value"], "can_be_significant": can,
+        "alpha": alpha, "note": note,
+        "overall": {"balanced_accuracy_diff": m["value"], "ci95": m["ci95"], "half_width": m["half_width"],
+                    "min_detectable_diff": m["min_detectable_diff"], "p_value": m["p_value"],
+                    "significant": m["p_value"] < alpha, "degenerate_resamples": m["degenerate"]},
+        "per_au": per_au,
+    }
+
+
+def compare(results: list[dict[str, Any]], alpha: float = 0.05, resamples: int = stats.RESAMPLES,
+            permutations: int = stats.PERMUTATIONS) -> list[dict[str, Any]]:
+    """Every pair of runs, on their shared AUs: difference of balanced accuracies with its interval, a paired
+    permutation test within each unit (subject by default), Holm across AUs; ``mean_accuracy_diff`` is the
+    paper's 3000-batch figure over the shared AUs."""
     pairs = []
     for i in range(len(results)):
         for j in range(i + 1, len(results)):
             a, b = results[i], results[j]
-            if a["batch_digest"] != b["batch_digest"]:
-                raise UsageError("runs compared on different test batches", "evaluate them with the same --cache, --split, --seed and --batches")
-            shared = [au for au in a["per_au"] if au in b["per_au"]]
-            per_au = {au: mcnemar(a["_decisions"][au], b["_decisions"][au]) for au in shared}
-            overall = mcnemar(np.concatenate([a["_decisions"][au] for au in shared]),
-                              np.concatenate([b["_decisions"][au] for au in shared]))
-            for test in [*per_au.values(), overall]:
-                test["significant"] = test["p_value"] < alpha
-            pairs.append({"a": a["run"], "b": b["run"], "mean_accuracy_diff": a["mean_accuracy"] - b["mean_accuracy"],
-                          "overall": overall, "per_au": per_au})
+            shared, not_compared = pairing(a, b)
+            if a["ci_unit"] != b["ci_unit"]:
+                raise UsageError("runs evaluated with different --ci-unit", "evaluate them together with one --ci-unit")
+            codes, n_units = a["_units"]
+            ca = [list(a["per_au"]).index(au) for au in shared]
+            cb = [list(b["per_au"]).index(au) for au in shared]
+            counts_a = stats.unit_counts(a["_pred"][:, ca], a["_labels"][:, ca], codes, n_units)
+            counts_b = stats.unit_counts(b["_pred"][:, cb], b["_labels"][:, cb], codes, n_units)
+            pairs.append(compare_counts(a, b, counts_a, counts_b, shared, not_compared, a["ci_unit"],
+                                        a["seed"], alpha, resamples, permutations))
     return pairs
 
 
@@ -247,11 +354,12 @@ def evaluate(
     seed: int = 0,
     checkpoint: str = "best",
     device: str = "auto",
+    ci_unit: str = "subject",
 ) -> dict[str, Any]:
     """Evaluate one run (its result) or several (``{"runs": [...], "comparisons": [...]}``), as ``eval --json``."""
     many = isinstance(runs, (list, tuple))
     results = [evaluate_run(run, cache=cache, split=split, batches=batches, seed=seed, checkpoint=checkpoint,
-                            device=device) for run in (runs if many else [runs])]
+                            device=device, ci_unit=ci_unit) for run in (runs if many else [runs])]
     if not many:
         return public(results[0])
     return {"runs": [public(r) for r in results], "comparisons": compare(results) if len(results) > 1 else []}

@@ -5,10 +5,13 @@
 parent folder. Each run gets a state: ``done``, ``unfinished`` (fewer epochs than its config asks),
 ``not evaluated``, ``failed`` or ``missing``; a run that is not done is shown as such in every table and figure,
 never dropped. Tables follow the paper: AUs as rows, runs as columns, an AVG row, the best value in bold and the
-second best in [brackets] (ours and the paper's ranked separately, on the values as printed, to 0.1), the paper's
-number in parentheses beside ours, and for architecture studies the FLOPs / #params / memory rows. Figures: a
+second best in [brackets] (ours and the paper's ranked separately by ``evaluation.stats.ranks``, the function the
+eval table uses, on the values as printed, to 0.1), the paper's number in parentheses beside ours, the mean
+balanced accuracy with its 95 % interval over test subjects, and for architecture studies the FLOPs / #params /
+memory rows. Under each table, the resolution of its test split: the 95 % half-width of a paired difference
+between two of its runs and the smallest difference detectable with 80 % power (``resolution``). Figures: a
 per-AU bar chart per study, accuracy against FLOPs for architecture studies, and Fig. 2's panels (accuracy
-against % of frames and % of subjects, with 95 % intervals).
+against % of frames and % of subjects); their error bars are the balanced accuracy's 95 % intervals.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Any
 
 import yaml
 
+import numpy as np
+
+from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
 from aubench_cli.errors import UsageError
 from aubench_cli.studies.study import COSTS_FILE, STATUS_DIR, STUDY_FILE, arch_costs
@@ -42,7 +48,11 @@ class RunResult:
     arch: str | None = None
     x: float | None = None
     mean: float | None = None  # fraction
-    mean_ci: list[float] | None = None
+    mean_ci: list[float] | None = None  # of the balanced accuracy
+    balanced: float | None = None  # mean balanced accuracy over every labelled test frame
+    ci_note: str = ""
+    subject_counts: dict[str, Any] | None = None
+    digest: dict[str, Any] | None = None
     per_au: dict[str, dict[str, Any]] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
     eval_batches: int | None = None
@@ -142,6 +152,8 @@ def _read_run(run_dir: Path, status_path: Path, entry: dict[str, Any]) -> RunRes
     run.detail = f"epoch {result.get('epoch')} checkpoint, {result.get('batches')} test batches"
     run.arch = result.get("arch", run.arch)
     run.mean, run.mean_ci = result["mean_accuracy"], result.get("mean_ci95")
+    run.balanced, run.ci_note = result.get("balanced_accuracy"), result.get("ci_note", "")
+    run.subject_counts, run.digest = result.get("subject_counts"), result.get("digest")
     run.per_au = result["per_au"]
     run.eval_batches = result.get("batches")
     return run
@@ -171,10 +183,15 @@ def run_result(study_dir: Path, entry: dict[str, Any], seeds: int | None = None)
         return run
     run.mean = sum(r.mean for r in done) / len(done)
     run.mean_sd = _sd([r.mean for r in done])
+    balanced = [r.balanced for r in done if r.balanced is not None]
+    run.balanced = sum(balanced) / len(balanced) if len(balanced) == len(done) else None
+    run.ci_note = done[0].ci_note
     aus = [au for au in done[0].per_au if all(au in r.per_au for r in done)]
     for au in aus:
         values = [r.per_au[au]["accuracy"] for r in done]
-        run.per_au[au] = {"accuracy": sum(values) / len(values), "accuracy_sd": _sd(values), "seeds": len(values)}
+        bal = [r.per_au[au].get("balanced_accuracy") for r in done]
+        run.per_au[au] = {"accuracy": sum(values) / len(values), "accuracy_sd": _sd(values), "seeds": len(values),
+                          "balanced_accuracy": None if None in bal else sum(bal) / len(bal)}
     run.eval_batches = done[0].eval_batches
     run.detail = f"mean of {len(done)} seeds"
     return run
@@ -210,12 +227,80 @@ def collect(folder: str | Path) -> list[StudyResults]:
 # tables
 
 
-def _ranks(values: list[float | None]) -> list[int | None]:
-    """1 for the best (ties share it), 2 for the second best value, None otherwise; on values to 0.1."""
-    rounded = [None if v is None else round(v, 1) for v in values]
-    distinct = sorted({v for v in rounded if v is not None}, reverse=True)
-    return [None if v is None else (1 if v == distinct[0] else 2 if len(distinct) > 1 and v == distinct[1] else None)
-            for v in rounded]
+def resolution(study: StudyResults, seed: int = 0) -> dict[str, Any] | None:
+    """What the study's test split can resolve: for every pair of its evaluated runs tested on the same frames,
+    the 95 % half-width of the difference in mean balanced accuracy (paired by test subject) and the smallest
+    difference detectable with 80 % power at 5 %; their median and range over the pairs. None without two such
+    runs (evaluations from before subject counts were recorded have none)."""
+    def tested(run: RunResult) -> list[RunResult]:  # each seed's evaluation, or the run's own
+        return run.seeds if run.n_seeds else [run]
+
+    runs = [r for r in study.runs if r.state == "done"
+            and all(x.subject_counts and x.digest for x in tested(r))]
+    pairs = []
+    rng = np.random.default_rng(seed)
+    keys = ("cache", "split_map", "split", "seed", "batches")
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            a, b = runs[i], runs[j]
+            evals = tested(a) + tested(b)
+            first = evals[0]
+            if any(any(x.digest.get(k) != first.digest.get(k) for k in keys)
+                   or x.subject_counts["subjects"] != first.subject_counts["subjects"] for x in evals):
+                continue
+            shared = [au for au in first.subject_counts["au_names"]
+                      if all(au in x.subject_counts["au_names"] for x in evals)]
+
+            def counts(x: RunResult) -> np.ndarray:
+                return np.asarray(x.subject_counts["counts"])[:, [x.subject_counts["au_names"].index(au) for au in shared]]
+
+            if a.n_seeds or b.n_seeds:  # seeds resampled within each setting as well as subjects
+                test = stats.paired_seeds(np.stack([counts(x) for x in tested(a)]),
+                                          np.stack([counts(x) for x in tested(b)]), rng)
+                test["min_p_value"] = 2.0 / test["resamples"]
+            else:
+                test = stats.paired(counts(a), counts(b), rng, permutations=999)
+            pairs.append({"a": a.name, "b": b.name, "diff": test["mean"]["value"], "ci95": test["mean"]["ci95"],
+                          "half_width": test["mean"]["half_width"],
+                          "min_detectable_diff": test["mean"]["min_detectable_diff"],
+                          "p_value": test["mean"]["p_value"], "min_p_value": test["min_p_value"],
+                          "method": test["method"], "subjects": test["units"]})
+    known = [p for p in pairs if p["half_width"] is not None]
+    if not pairs:
+        return None
+    summary: dict[str, Any] = {"pairs": pairs, "subjects": pairs[0]["subjects"], "method": pairs[0]["method"],
+                               "min_p_value": pairs[0]["min_p_value"]}
+    for key in ("half_width", "min_detectable_diff"):
+        values = [p[key] for p in known]
+        summary[key] = {"median": float(np.median(values)), "min": min(values), "max": max(values)} if values else None
+    return summary
+
+
+def _resolution_text(study: StudyResults) -> str | None:
+    res = resolution(study)
+    if res is None:
+        return None
+    n, unit = res["subjects"], "subject" if res["subjects"] == 1 else "subjects"
+    if res["half_width"] is None:
+        return (f"Resolution: the test split has {n} {unit}; no interval over subjects can be computed, so this "
+                "split cannot say whether any two settings differ.")
+    hw, mdd = res["half_width"], res["min_detectable_diff"]
+    text = (f"Resolution of the test split ({n} {unit}, {len(res['pairs'])} pairs of runs, paired by subject, "
+            f"{res['method']}): the difference in mean balanced accuracy between two runs has a 95 % half-width of "
+            f"about {100 * hw['median']:.1f} points ({100 * hw['min']:.1f}-{100 * hw['max']:.1f}); the smallest "
+            f"difference detectable with 80 % power is about {100 * mdd['median']:.1f} points "
+            f"({100 * mdd['min']:.1f}-{100 * mdd['max']:.1f}). Gaps between columns smaller than that are not "
+            "resolved by this split.")
+    if res["min_p_value"] >= 0.05:
+        text += (f" With {n} {unit} the paired permutation test cannot reach p < 0.05 (its smallest p is "
+                 f"{res['min_p_value']:.3g}): no difference can be called significant.")
+    return text
+
+
+def _ranks(values: list[float | None], scale: float = 100.0) -> list[int | None]:
+    """1 for the best (ties share it), 2 for the second best value, None otherwise: ``stats.ranks``, the eval
+    table's function, on the values as printed (to 0.1)."""
+    return stats.ranks(values, 1, scale)
 
 
 def _mark(value: float | None, rank: int | None, fmt: str) -> str:
@@ -247,8 +332,11 @@ def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str
 
     def line(label: str, ours: list[float | None], theirs: list[float | None],
              sds: list[float | None] | None = None) -> list[str]:
+        """``ours`` as fractions (ranked as printed in %; with seeds the mean over seeds, ``sds`` their standard
+        deviation in %), ``theirs`` the paper's, already in %."""
         cells = [label]
-        our_rank, paper_rank = _ranks(ours), _ranks(theirs)  # with seeds: ranked on the mean over seeds
+        our_rank, paper_rank = _ranks(ours), _ranks(theirs, scale=1.0)
+        ours = [None if v is None else 100 * v for v in ours]
         for i, run in enumerate(study.runs):
             cell = _mark(ours[i], our_rank[i], fmt) if run.state == "done" else run.state
             if run.state == "done" and run.n_seeds:
@@ -263,10 +351,10 @@ def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str
         return None if value is None else 100 * value
 
     for au in study.aus():
-        ours = [100 * r.per_au[au]["accuracy"] if au in r.per_au else None for r in study.runs]
+        ours = [r.per_au[au]["accuracy"] if au in r.per_au else None for r in study.runs]
         theirs = [(r.paper.get("accuracy") or {}).get(au) for r in study.runs]
         rows.append(line(au, ours, theirs, [sd((r.per_au.get(au) or {}).get("accuracy_sd")) for r in study.runs]))
-    rows.append(line("AVG", [None if r.mean is None else 100 * r.mean for r in study.runs],
+    rows.append(line("AVG", [r.mean for r in study.runs],
                      [(r.paper.get("accuracy") or {}).get("AVG") for r in study.runs],
                      [sd(r.mean_sd) for r in study.runs]))
     if any(r.n_seeds for r in study.runs):
@@ -275,12 +363,14 @@ def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str
             done = sum(1 for r in run.seeds if r.state == "done")
             counts.append(f"{done}/{run.n_seeds}" if run.n_seeds else "1")
         rows.append(counts)
-    else:
-        ci = ["AVG 95 % CI"]
-        for run in study.runs:
-            ci.append(f"{100 * run.mean_ci[0]:.1f}-{100 * run.mean_ci[1]:.1f}" if run.mean_ci else run.state
-                      if run.state != "done" else "-")
-        rows.append(ci)
+    ci = ["balanced AVG (95 % CI)"]
+    for run in study.runs:
+        if run.state != "done":
+            ci.append(run.state)
+            continue
+        value = "-" if run.balanced is None else f"{100 * run.balanced:.1f}"
+        ci.append(value + (f" ({100 * run.mean_ci[0]:.1f}-{100 * run.mean_ci[1]:.1f})" if run.mean_ci else ""))
+    rows.append(ci)
     if study.has_costs():
         costs = _costs(study)
         # ours to the paper's precision; the paper's as printed (81.6M, 1040M; 2,276K; 4.71MB)
@@ -306,7 +396,9 @@ def _caption(study: StudyResults) -> str:
     parts = [f"Preset `{study.name}`, directory `{study.dir}`; {len(done)} of {len(study.runs)} runs done."]
     parts.append("Test accuracy (%) at 0.5 over each AU's own frames of "
                  + (f"{', '.join(str(b) for b in sorted(batches))} balanced test batches" if batches else "the balanced test batches")
-                 + "; best in bold, second best [bracketed].")
+                 + "; best in bold, second best [bracketed]. The balanced AVG row is the mean balanced accuracy "
+                 "over every labelled test frame (what the batches estimate), with its 95 % interval over test "
+                 "subjects (" + (done[0].ci_note if done and done[0].ci_note else "see docs/training.md") + ").")
     seeds = max((r.n_seeds for r in study.runs), default=0)
     if seeds:
         parts.append(f"Each cell is the mean ± standard deviation over {seeds} training seeds (the same test "
@@ -333,6 +425,9 @@ def render_markdown(studies: list[StudyResults], figures: dict[str, list[Path]],
         out.append("|" + "---|" + "---:|" * (len(header) - 1))
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         out.append("")
+        res = _resolution_text(study)
+        if res:
+            out += [res, ""]
         missing = _not_done(study)
         if missing:
             out += ["Runs not done:", ""] + [f"- {m}" for m in missing] + [""]
@@ -357,6 +452,9 @@ def render_html(studies: list[StudyResults], figures: dict[str, list[Path]], bas
             cells = [html.escape(c).replace("&lt;b&gt;", "<b>").replace("&lt;/b&gt;", "</b>") for c in row]
             out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         out.append("</table>")
+        res = _resolution_text(study)
+        if res:
+            out.append(f"<p>{html.escape(res)}</p>")
         missing = _not_done(study)
         if missing:
             out.append("<p>Runs not done:</p><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
@@ -372,8 +470,8 @@ def render_csv(studies: list[StudyResults]) -> str:
     """One row per study, run and AU (AVG included): ours with its interval, the paper's, and the run's state."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["study", "run", "title", "arch", "x", "seed", "state", "au", "accuracy", "ci95_low",
-                     "ci95_high", "sd_over_seeds", "paper"])
+    writer.writerow(["study", "run", "title", "arch", "x", "seed", "state", "au", "accuracy", "balanced_accuracy",
+                     "ci95_low", "ci95_high", "sd_over_seeds", "paper"])
     for study in studies:
         for run in study.runs:
             paper = run.paper.get("accuracy") or {}
@@ -381,12 +479,13 @@ def render_csv(studies: list[StudyResults]) -> str:
             for seed, r in [("mean" if run.n_seeds else "", run)] + [(str(k), x) for k, x in enumerate(run.seeds)]:
                 for au in study.aus() + ["AVG"]:
                     if au == "AVG":
-                        acc, ci, sd = r.mean, r.mean_ci or [None, None], r.mean_sd
+                        acc, bal, ci, sd = r.mean, r.balanced, r.mean_ci or [None, None], r.mean_sd
                     else:
                         m = r.per_au.get(au) or {}
-                        acc, ci, sd = m.get("accuracy"), m.get("ci95") or [None, None], m.get("accuracy_sd")
+                        acc, bal = m.get("accuracy"), m.get("balanced_accuracy")
+                        ci, sd = m.get("ci95") or [None, None], m.get("accuracy_sd")
                     writer.writerow([study.name, run.name, run.title, run.arch, run.x, seed, r.state, au,
-                                     _pct(acc), _pct(ci[0]), _pct(ci[1]), _pct(sd), paper.get(au)])
+                                     _pct(acc), _pct(bal), _pct(ci[0]), _pct(ci[1]), _pct(sd), paper.get(au)])
     return buffer.getvalue()
 
 
@@ -415,7 +514,6 @@ def _pyplot():
 
 
 def per_au_figure(study: StudyResults, path: Path) -> Path:
-    import numpy as np
 
     plt = _pyplot()
     aus = study.aus() + ["AVG"]
@@ -426,24 +524,26 @@ def per_au_figure(study: StudyResults, path: Path) -> Path:
     cmap = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")  # tab20: pairs of shades, still distinct
     for i, run in enumerate(runs):
         pos = xs - 0.4 + width * (i + 0.5)
-        vals, lows, highs = [], [], []
+        vals, bals, lows, highs = [], [], [], []
         for au in aus:
             if au == "AVG":
-                acc, ci = run.mean, run.mean_ci
+                acc, bal, ci = run.mean, run.balanced, run.mean_ci
             else:
                 m = run.per_au.get(au) or {}
-                acc, ci = m.get("accuracy"), m.get("ci95")
+                acc, bal, ci = m.get("accuracy"), m.get("balanced_accuracy"), m.get("ci95")
             vals.append(np.nan if acc is None else 100 * acc)
-            lows.append(0 if acc is None or not ci else 100 * (acc - ci[0]))
-            highs.append(0 if acc is None or not ci else 100 * (ci[1] - acc))
+            bals.append(np.nan if bal is None or not ci else 100 * bal)
+            lows.append(0 if bal is None or not ci else 100 * (bal - ci[0]))
+            highs.append(0 if bal is None or not ci else 100 * (ci[1] - bal))
         if run.n_seeds:  # the mean over seeds as the bar, each seed as a dot
             ax.bar(pos, vals, width, color=cmap(i % cmap.N), label=f"{run.label} (mean of {run.n_seeds} seeds)")
             for x, au in zip(pos, aus):
                 ys = [100 * v for v in run.seed_values(au)]
                 ax.scatter([x] * len(ys), ys, s=9, color="black", zorder=3, label=None)
         else:
-            ax.bar(pos, vals, width, yerr=[lows, highs], capsize=1.5, color=cmap(i % cmap.N), label=run.label,
-                   error_kw={"elinewidth": 0.7})
+            ax.bar(pos, vals, width, color=cmap(i % cmap.N), label=run.label)
+            ax.errorbar(pos, bals, yerr=[lows, highs], fmt=".", ms=2, color="dimgrey", capsize=1.5, elinewidth=0.7,
+                        label="balanced accuracy, 95 % CI" if i == 0 else None)
         paper = run.paper.get("accuracy") or {}
         if paper:
             ax.scatter(pos, [paper.get(au, np.nan) for au in aus], marker="_", s=60, color="black", zorder=3,
@@ -468,15 +568,18 @@ def flops_figure(study: StudyResults, path: Path) -> Path:
     for run in study.runs:
         if run.mean is not None and run.name in costs:
             x, y = costs[run.name]["flops"] / 1e6, 100 * run.mean
-            err = [[y - 100 * run.mean_ci[0]], [100 * run.mean_ci[1] - y]] if run.mean_ci else None
-            ax.errorbar([x], [y], yerr=err, fmt="o", color="tab:blue", capsize=3)
+            ax.scatter([x], [y], color="tab:blue")
+            if run.mean_ci and run.balanced is not None:
+                b = 100 * run.balanced
+                ax.errorbar([x], [b], yerr=[[b - 100 * run.mean_ci[0]], [100 * run.mean_ci[1] - b]], fmt="_",
+                            color="tab:blue", alpha=0.6, capsize=3)
             ax.annotate(run.title, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         paper_avg = (run.paper.get("accuracy") or {}).get("AVG")
         if paper_avg is not None and run.paper.get("flops_m"):
             ax.scatter([run.paper["flops_m"]], [paper_avg], facecolors="none", edgecolors="tab:red")
             ax.annotate(run.title, (run.paper["flops_m"], paper_avg), textcoords="offset points", xytext=(4, -10),
                         fontsize=7, color="tab:red")
-    ax.errorbar([], [], fmt="o", color="tab:blue", label="ours (95 % CI)")
+    ax.scatter([], [], color="tab:blue", label="ours (accuracy; bars: balanced accuracy, 95 % CI)")
     if any(r.paper.get("flops_m") for r in study.runs):
         ax.scatter([], [], facecolors="none", edgecolors="tab:red", label="paper (Table I)")
     missing = [r.title for r in study.runs if r.state != "done"]
@@ -508,13 +611,14 @@ def curve_figure(studies: list[StudyResults], path: Path) -> Path:
     studies = sorted(studies, key=lambda s: (order.get(str(s.meta.get("panel")), 2), s.name))
     fig, axes = plt.subplots(1, len(studies), figsize=(5.2 * len(studies), 4.2), squeeze=False, sharey=True)
     for ax, study in zip(axes[0], studies):
-        points = sorted((r.x, 100 * r.mean, 100 * r.mean_ci[0], 100 * r.mean_ci[1]) for r in study.runs
-                        if r.x is not None and r.mean is not None and r.mean_ci)
+        points = sorted((r.x, 100 * r.mean, 100 * r.balanced, 100 * r.mean_ci[0], 100 * r.mean_ci[1])
+                        for r in study.runs
+                        if r.x is not None and r.mean is not None and r.mean_ci and r.balanced is not None)
         if points:
-            xs, ys, lo, hi = zip(*points)
-            ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.2, label="95 % CI")
-            ax.errorbar(xs, ys, yerr=[[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]], fmt="o-",
-                        color="tab:blue", capsize=3, label="mean accuracy")
+            xs, ys, bs, lo, hi = zip(*points)
+            ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.2, label="balanced accuracy, 95 % CI")
+            ax.plot(xs, bs, ":", color="tab:blue", lw=1)
+            ax.plot(xs, ys, "o-", color="tab:blue", label="mean accuracy")
         missing = [f"{r.x:g}" if r.x is not None else r.name for r in study.runs if r.state != "done"]
         if missing:
             ax.text(0.02, 0.97, f"not done: {', '.join(missing)} %", transform=ax.transAxes, fontsize=8, color="grey",
@@ -583,8 +687,8 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
     return {
         "report": None if to_stdout else str(path), "text": text if to_stdout else None,
         "figures": [str(p) for paths in figures.values() for p in paths],
-        "studies": [{"name": s.name, "dir": str(s.dir),
-                     "runs": {r.name: r.state for r in s.runs}} for s in studies],
+        "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.runs},
+                     "resolution": resolution(s)} for s in studies],
     }
 
 

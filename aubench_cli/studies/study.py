@@ -292,7 +292,19 @@ def _eval_matches(run_dir: Path, cfg: cfgmod.Config) -> bool:
     except json.JSONDecodeError:
         return False
     return (saved.get("split"), saved.get("batches"), saved.get("seed"), saved.get("checkpoint")) == (
-        cfg.eval.split, cfg.eval.batches, cfg.eval.seed, cfg.eval.checkpoint)
+        cfg.eval.split, cfg.eval.batches, cfg.eval.seed, cfg.eval.checkpoint) and _same_cache(saved, cfg)
+
+
+def _same_cache(saved_eval: dict[str, Any], cfg: cfgmod.Config) -> bool:
+    """Whether an evaluation was on the content of the study's cache (by identity, wherever it lies). A cache
+    that cannot be read (a dry run elsewhere) does not make a run look unevaluated."""
+    from aubench_cli.data.cache import cache_identity
+
+    try:
+        wanted = cache_identity(cfg.data.cache)
+    except AubenchError:
+        return True
+    return (saved_eval.get("digest") or {}).get("cache") == wanted
 
 
 def run_state(run_dir: Path, cfg: cfgmod.Config) -> str:
@@ -457,7 +469,7 @@ def _do_run(run: StudyRun, cfg: cfgmod.Config, run_dir: Path, log: LogFn,
             raise UsageError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:3])})",
                              "remove that directory, or pass --out to start the study elsewhere")
         log(f"{label}: resuming")
-        train(cfg, run_dir, resume=True, epochs=cfg.train.epochs, log=log,
+        train(cfg, run_dir, resume=True, epochs=cfg.train.epochs, cache=cfg.data.cache, log=log,
               progress=(lambda e: progress(label, e)) if progress else None)
         trained = True
     elif state == "new":

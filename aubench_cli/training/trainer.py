@@ -127,7 +127,7 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
 
 
 def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
-    from aubench_cli.data.cache import open_cache
+    from aubench_cli.data.cache import cache_identity, open_cache
     from aubench_cli.data.splits import subject_roles
 
     cache = open_cache(cfg.data.cache)
@@ -157,6 +157,7 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     labels = np.ascontiguousarray(cache.labels[:, columns])
     record = {
         "cache": str(Path(cfg.data.cache).resolve()),
+        "cache_identity": cache_identity(cache),  # content, not path: what --resume RUN --cache P checks
         "cache_created": cache.header.get("created"),
         "cache_format_version": cache.header.get("format_version"),
         "au_names": [au_names[k] for k in columns],
@@ -258,6 +259,27 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def resume_cache(run_dir: Path, saved_cache: str, cache: str | Path) -> str:
+    """The cache a resumed run continues on: ``cache`` (resolved) when its content identity is the one the run
+    was trained on (``data.json``), so a moved or copied cache works and another cache, at any path, is refused."""
+    from aubench_cli.data.cache import cache_identity
+
+    record_path = Path(run_dir) / "data.json"
+    recorded = json.loads(record_path.read_text()).get("cache_identity") if record_path.is_file() else None
+    if recorded is None:  # a run from before identities were recorded: the cache at the path it names
+        try:
+            recorded = cache_identity(saved_cache)
+        except AubenchError:
+            raise UsageError(f"run {run_dir} records no cache identity and its cache {saved_cache} is gone",
+                             "resume it where its cache is, or train it again") from None
+    given = cache_identity(cache)
+    if given != recorded:
+        raise UsageError(f"cache {cache} holds other content than the cache run {run_dir} was trained on "
+                         f"(content identity {given[:12]}, the run's {recorded[:12]})",
+                         "resume with the cache it was trained on (moved or copied is fine), or train a new run")
+    return str(Path(cache).resolve())
+
+
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
@@ -357,13 +379,15 @@ def train(
     resume: bool = False,
     epochs: int | None = None,
     overwrite: bool = False,
+    cache: str | Path | None = None,
     log: LogFn = lambda msg: None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Train one configuration into ``out``; returns the run's summary (also written to ``summary.json``).
 
-    With ``resume`` the configuration comes from the run's ``last.pt`` (``cfg`` only supplies the device), and
-    ``epochs``, when given, replaces the run's total number of epochs.
+    With ``resume`` the configuration comes from the run's ``last.pt`` (``cfg`` only supplies the device),
+    ``epochs``, when given, replaces the run's total number of epochs, and ``cache``, when given, is where the
+    run's cache is now (accepted when its content identity is the run's: see ``resume_cache``).
     """
     ddp, device = init_distributed(cfg.train.device)
     run_dir = Path(out) if out else Path("runs") / default_run_name(cfg)
@@ -377,6 +401,7 @@ def train(
                                  f"pass --epochs {state['epoch']} or more")
             saved.train.epochs = epochs
         saved.train.device = cfg.train.device
+        saved.data.cache = resume_cache(run_dir, saved.data.cache, cache if cache is not None else saved.data.cache)
         cfg = saved
     else:
         _prepare_run_dir(run_dir, overwrite, ddp)
