@@ -119,7 +119,7 @@ def test_mismatched_labels_are_reported_never_shifted(tmp_path):
     cache = open_cache(tmp_path / "cache")
     issues = {m["video"]: " | ".join(m["issues"]) for m in summary["mismatches"]}
     assert "3 label rows have no frame (frames 8-10" in issues["videos__s1_v1"]
-    assert "2 frames have no label row (frames 2-3)" in issues["videos__s2_v1"]
+    assert "2 frames have no label row (frames 2-3 in s2_v1.csv)" in issues["videos__s2_v1"]
     assert summary["skipped"] == [{"video": "videos__s3_v1", "reason": "no label file labels/s3_v1.csv"}]
     s1 = cache.video == "videos__s1_v1"
     np.testing.assert_array_equal(cache.labels[s1], rows_long[:N_FRAMES])
@@ -159,8 +159,8 @@ def test_bp4d_frame_folder_matched_by_frame_number(tmp_path):
     assert summary["layout"] == "bp4d" and len(cache) == 6
     want = {n: [n % 2, -1 if n == 6 else (n + 1) % 2] for n in numbers}
     np.testing.assert_array_equal(cache.labels, [want[n] for n in numbers])  # no shift after the gap
-    np.testing.assert_array_equal(cache.frame, np.arange(6))
-    assert "frame numbers 4" in " ".join(summary["mismatches"][0]["issues"])
+    np.testing.assert_array_equal(cache.frame, numbers)  # the image's own frame number, not its position
+    assert "frame numbers 4 of F001_T1.csv" in " ".join(summary["mismatches"][0]["issues"])
 
 
 def test_resume_after_interruption(dataset, tmp_path):
@@ -279,7 +279,8 @@ def test_affwild2_frame_folder_with_gap_keeps_rows_in_place(tmp_path):
     cache = open_cache(tmp_path / "cache")
     assert summary["layout"] == "affwild2"
     np.testing.assert_array_equal(cache.labels, [rows[n - 1] for n in numbers])  # row i <-> image i+1
-    assert "1 label rows have no frame (frames 2" in " ".join(summary["mismatches"][0]["issues"])
+    np.testing.assert_array_equal(cache.frame, [n - 1 for n in numbers])  # the frame's own index, not its position
+    assert "1 label rows have no frame (rows 2 (lines 4) of vid1.txt" in " ".join(summary["mismatches"][0]["issues"])
 
 
 def test_generic_frame_folder_with_gap_fails_instead_of_shifting(tmp_path):

@@ -24,6 +24,12 @@ import numpy as np
 
 CROP_SIZE = 96
 
+# The version of the way crops are made (recorded in the cache header as ``settings.crop_pipeline``): a cache of
+# another version holds other pixels for the same faces, so a model trained on one must not be run on the other.
+# 1: one bilinear warp from the frame. 2: area-filtered downscaling before the warp, nearest face after a lost
+# track, implausible alignments dropped.
+CROP_PIPELINE_VERSION = 2
+
 # FaceMesh indices of the paper's 4 landmarks, in the order the cache stores them: the outer eye corner on the
 # image's left (the subject's right eye), the one on the image's right, the nose tip and the chin. Checked on
 # skimage's astronaut photo (docs/preprocessing.md): 33 and 263 sit on the outer canthi, 1 on the tip of the nose
@@ -43,6 +49,13 @@ TEMPLATE = np.array([[26.25, 34.0], [68.75, 34.0], [47.5, 53.5], [47.5, 84.0]], 
 _OUTLINE_IDS = (10, 234, 454)
 _ROI_SIZE = 256  # FaceMesh's own crop of a face that fills half of this is close to its 192 px input
 _ROI_MARGIN = 2.0  # ROI side / face extent: room for the face to move between frames
+# A re-detection that lands farther than this many eyes-to-chin heights from where the followed face was last seen
+# counts as an identity switch (another person, or the same one after a long loss: either way worth a look).
+IDENTITY_JUMP = 1.0
+# Plausible faces: the chin at least this many eye distances below the eye line (a frontal face: about 1.2), and
+# the face's own axes (forehead to chin, cheek to cheek) within this many degrees of the eye line's.
+MIN_CHIN_DROP = 0.5
+MAX_AXIS_DEGREES = 35.0
 
 
 @dataclass
@@ -86,13 +99,70 @@ def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ t[:, :2].T + t[:, 2]
 
 
+def transform_scale(transform: np.ndarray) -> float:
+    """Crop pixels per frame pixel of a 2x3 similarity (below 1: the face is larger in the frame than in the crop)."""
+    t = np.asarray(transform, dtype=np.float64)
+    return math.sqrt(abs(float(np.linalg.det(t[:, :2]))))
+
+
 def warp_crop(frame: np.ndarray, transform: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """One warp from the original frame straight to the grayscale crop (colour is dropped after the warp, on 96x96
-    pixels instead of the whole frame)."""
-    crop = cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    """The grayscale crop of a BGR (or gray) frame under ``transform`` (frame pixels -> crop pixels).
+
+    When the face is larger in the frame than in the crop, the region the crop sees is first shrunk to the crop's
+    scale with area averaging (``cv2.INTER_AREA``, a proper low-pass for downscaling), and only the rotation and
+    sub-pixel shift are left to the bilinear warp: one bilinear warp straight from a face several times larger
+    than its crop samples a few frame pixels per crop pixel and aliases. Colour is dropped after the warp (on
+    96x96 pixels, not the whole frame), with BGR weights."""
+    t = np.asarray(transform, dtype=np.float64)
+    scale = transform_scale(t)
+    source = frame
+    if scale < 0.99:
+        inverse = cv2.invertAffineTransform(t)
+        corners = np.array([[-2, -2], [size + 2, -2], [-2, size + 2], [size + 2, size + 2]], np.float64)
+        seen = apply_transform(inverse, corners)
+        h, w = frame.shape[:2]
+        x0, y0 = np.maximum(np.floor(seen.min(axis=0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(seen.max(axis=0)).astype(int) + 1, (w, h))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            region = frame[y0:y1, x0:x1]
+            nw, nh = max(1, int(round((x1 - x0) * scale))), max(1, int(round((y1 - y0) * scale)))
+            source = cv2.resize(region, (nw, nh), interpolation=cv2.INTER_AREA)
+            # small-image pixel q <- frame pixel x0 + (q + 0.5) / s - 0.5 (pixel centres), per axis
+            sx, sy = nw / (x1 - x0), nh / (y1 - y0)
+            back = np.array([[1 / sx, 0, x0 + 0.5 / sx - 0.5], [0, 1 / sy, y0 + 0.5 / sy - 0.5], [0, 0, 1]])
+            t = t @ back
+    crop = cv2.warpAffine(source, t, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if crop.ndim == 3:
         crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     return crop
+
+
+def implausible_alignment(landmarks: np.ndarray, outline: np.ndarray | None = None) -> str | None:
+    """Why 4 landmarks (eye corners image-left and -right, nose tip, chin; frame pixels) cannot be an upright-able
+    face, or None when they can: the chin and nose must lie below the eye line (else the crop would be upside
+    down), and the face's own axes (``outline``: the 4 landmarks then forehead top, left and right cheek) must
+    agree with the eye line's direction."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(4, 2)
+    eye_vec = pts[1] - pts[0]
+    d = float(np.hypot(*eye_vec))
+    if d < 1e-6:
+        return "the two eye corners fall on one point"
+    ex = eye_vec / d
+    down = np.array([-ex[1], ex[0]])  # the eye line turned by +90 degrees: "down" in a face upright in the crop
+    mid = (pts[0] + pts[1]) / 2
+    if float((pts[3] - mid) @ down) < MIN_CHIN_DROP * d or float((pts[2] - mid) @ down) <= 0:
+        return "chin or nose above the eye line (an upside-down or mirrored face)"
+    if outline is not None and len(outline) >= 7:
+        out = np.asarray(outline, dtype=np.float64)
+        for a, b, axis, what in ((4, 3, down, "forehead-to-chin"), (5, 6, ex, "cheek-to-cheek")):
+            v = out[b] - out[a]
+            n = float(np.hypot(*v))
+            if n < 1e-6:
+                return f"the {what} line has no length"
+            angle = math.degrees(math.acos(float(np.clip(v @ axis / n, -1, 1))))
+            if angle > MAX_AXIS_DEGREES:
+                return f"the {what} line is {angle:.0f} degrees off the eye line's direction"
+    return None
 
 
 def _roi_transform(center: np.ndarray, angle: float, side: float) -> np.ndarray:
@@ -147,6 +217,10 @@ class FaceAligner:
         self._track: tuple[np.ndarray, float, float] | None = None  # ROI centre, angle, side for the next frame
         self._fresh = True  # a graph was (re)started: its first frame prints warnings worth hiding
         self.detections = 0  # full-frame BlazeFace runs, for profiling
+        self._last: tuple[np.ndarray, float] | None = None  # centre and eyes-to-chin height of the last face
+        self.identity_switches = 0  # re-detections far from the last face, this video
+        self.implausible = 0  # faces found but not plausible (upside-down, axes off), not returned, this video
+        self.rejected = False  # the last process() found a face and rejected it as implausible
         # Which face to take when a frame holds several: None, the most confident; "left" / "right", the one
         # nearest that side of the image (Aff-Wild2 labels the two people of a video as video_left / _right).
         self.side: str | None = None
@@ -183,6 +257,10 @@ class FaceAligner:
     def reset(self, side: str | None = None) -> None:
         """Forget the followed face (a new video starts); ``side`` picks the face to follow (see ``side``)."""
         self._track = None
+        self._last = None
+        self.identity_switches = 0
+        self.implausible = 0
+        self.rejected = False
         self.side = side
         if self._mesh is not None:
             # the graph keeps the last video's face otherwise (13 ms to restart; once per video)
@@ -209,7 +287,16 @@ class FaceAligner:
             result = detector.process(rgb)
             if not result.detections:
                 continue
-            if self.side is None or len(result.detections) == 1:
+            if self._last is not None and len(result.detections) > 1:
+                # the face was lost mid-video: take the one nearest where it was last seen, not the most confident
+                last = self._last[0]
+
+                def distance(d) -> float:
+                    box = d.location_data.relative_bounding_box
+                    return float(np.hypot((box.xmin + box.width / 2) * w - last[0], (box.ymin + box.height / 2) * h - last[1]))
+
+                best = min(result.detections, key=distance)
+            elif self.side is None or len(result.detections) == 1:
                 best = max(result.detections, key=lambda d: d.score[0])
             else:
                 def centre_x(d) -> float:
@@ -277,10 +364,22 @@ class FaceAligner:
                 # no FaceMesh reset here: it has just lost the face itself, so it re-detects inside the new ROI
                 found = self._landmarks_in_roi(frame, roi)
                 detected = True
+        self.rejected = False
         if found is None:
             self._track = None
             return None
         landmarks, outline = found
+        if implausible_alignment(landmarks, outline) is not None:
+            self.implausible += 1
+            self.rejected = True
+            self._track = None  # look again from scratch on the next frame
+            return None
+        centre = landmarks.mean(axis=0)
+        height = float(np.hypot(*(landmarks[3] - (landmarks[0] + landmarks[1]) / 2)))
+        if detected and self._last is not None:
+            if float(np.hypot(*(centre - self._last[0]))) > IDENTITY_JUMP * max(self._last[1], 1.0):
+                self.identity_switches += 1
+        self._last = (centre, height)
         self._track = self._next_roi(landmarks, outline)
         transform = alignment_transform(landmarks, self.size)
         crop = warp_crop(frame, transform, self.size)

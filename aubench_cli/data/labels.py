@@ -343,15 +343,15 @@ def _ranges(frames: np.ndarray, n: int = 4) -> str:
     return ", ".join(parts) + (f", ... ({len(starts)} runs)" if len(starts) > n else "")
 
 
-def describe_keys(table: LabelTable, keys: np.ndarray) -> str:
+def describe_keys(table: LabelTable, keys: np.ndarray, name_file: bool = True) -> str:
     """Frame keys as the label file writes them, naming the file: ``frames 8-10 of s1.csv``, ``frames 9-11
-    (1-based) of SN001_au*.txt``, ``rows 3 of vid.txt (line = row + 2)``, ``frame numbers 4 of F001_T1.csv``."""
+    (1-based) of SN001_au*.txt``, ``rows 3 (lines 5) of vid.txt``, ``frame numbers 4 of F001_T1.csv``."""
     keys = np.sort(np.asarray(keys, dtype=np.int64))
-    of = f" of {table.source}" if table.source else ""
+    of = f" of {table.source}" if table.source and name_file else ""
     if table.key == "number":
         return f"frame numbers {_ranges(keys)}{of}"
     if table.positional:
-        return f"rows {_ranges(keys)}{of} (0-based after the header: line = row + 2)"
+        return f"rows {_ranges(keys)} (lines {_ranges(keys + 2)}){of}"
     if table.base:
         return f"frames {_ranges(keys + table.base)} ({table.base}-based, as in the files){of}"
     return f"frames {_ranges(keys)}{of}"
