@@ -322,6 +322,8 @@ def scale_evidence(layout: str, raws: Iterable[RawLabels], requested: str = "aut
                     f"{100 * INTENSITY_EVIDENCE:g} % that intensities need: those cells are outside the scale")
     else:
         evidence = f"{ones} of {known} known cells hold 0 or 1, none a value above 1 and at most 5"
+    if known - ones - middle:
+        evidence += f"; {known - ones - middle} other values are outside both scales"
     return {"scale": "binary", "decided_by": "data", "known_cells": known, "cells_above_1": middle,
             "evidence": evidence}
 
