@@ -110,7 +110,7 @@ def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
 def transform_scale(transform: np.ndarray) -> float:
     """Crop pixels per frame pixel of a 2x3 similarity (below 1: the face is larger in the frame than in the crop)."""
     t = np.asarray(transform, dtype=np.float64)
-    return math.sqrt(abs(float(np.linalg.det(t[:, :2]))))
+    return math.sqrt(abs(float(t[0, 0] * t[1, 1] - t[0, 1] * t[1, 0])))
 
 
 def antialias_sigma(scale: float) -> float:
@@ -137,7 +137,8 @@ def warp_crop(frame: np.ndarray, transform: np.ndarray, size: int = CROP_SIZE) -
     inverse = cv2.invertAffineTransform(t)
     corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
     seen = apply_transform(inverse, corners)
-    margin = int(math.ceil(3 * sigma * 2**levels)) + 2 + 4 * 2**levels
+    reach = int(math.ceil(2 * sigma))  # the kernel's half-width: +-2 sigma holds 95 % of it, and costs half of +-3
+    margin = (reach + 2) * 2**levels + (4 * 2**levels if levels else 0)
     h, w = frame.shape[:2]
     x0, y0 = np.maximum(np.floor(seen.min(axis=0)).astype(int) - margin, 0)
     x1, y1 = np.minimum(np.ceil(seen.max(axis=0)).astype(int) + margin + 1, (w, h))
@@ -152,7 +153,7 @@ def warp_crop(frame: np.ndarray, transform: np.ndarray, size: int = CROP_SIZE) -
         region = cv2.pyrDown(region, borderType=cv2.BORDER_REPLICATE)  # region pixel q <- 2q before
         t[:, :2] *= 2.0
     if sigma > 0.05:
-        region = cv2.GaussianBlur(region, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+        region = cv2.GaussianBlur(region, (2 * reach + 1, 2 * reach + 1), sigma, borderType=cv2.BORDER_REPLICATE)
     return cv2.warpAffine(region, t, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
