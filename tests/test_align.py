@@ -123,3 +123,103 @@ def test_side_picks_the_left_or_right_face(photo):
             assert face is not None
             found[side] = face.landmarks[:, 0].mean()
     assert found["left"] < 480 < found["right"]
+
+
+# -- filtered downscaling, colour order -------------------------------------------------------------------------
+
+
+def unfiltered_crop(frame: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The old pipeline: one bilinear warp straight from the frame, gray after."""
+    crop = cv2.warpAffine(frame, t, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+
+
+def big_face(photo: np.ndarray, k: int, angle: float = 12.0, noise: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """The photo enlarged k times with sensor-like noise (fine detail a crop must not alias), and the transform of
+    its face turned by ``angle`` degrees to the 96x96 crop."""
+    big = cv2.resize(photo, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+    big = np.clip(big + np.random.default_rng(0).normal(0, noise, big.shape), 0, 255).astype(np.uint8)
+    lm = np.array([[194.6, 100.9], [256.7, 104.1], [224.1, 131.2], [221.3, 175.5]]) * k
+    a = np.deg2rad(angle)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    lm = (lm - lm.mean(axis=0)) @ rot.T + lm.mean(axis=0)
+    return big, alignment_transform(lm).astype(np.float64)
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_large_face_crop_is_filtered_then_warped(photo, k):
+    from aubench_cli.data.align import antialias_sigma, transform_scale
+
+    frame, t = big_face(photo, k)
+    assert transform_scale(t) < 0.25  # the face is 4+ times larger in the frame than in the crop
+    # the reference: the whole frame low-passed for the crop's scale, then one bilinear warp
+    sigma = antialias_sigma(transform_scale(t))
+    reference = unfiltered_crop(cv2.GaussianBlur(frame, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE), t)
+    crop = warp_crop(frame, t)
+    assert np.abs(crop.astype(float) - reference).mean() <= 1.0
+    # and the test can tell: the unfiltered warp is several grey levels off
+    assert np.abs(unfiltered_crop(frame, t).astype(float) - reference).mean() > 2.5
+
+
+def test_crop_gray_uses_bgr_weights(photo):
+    # frames are BGR (OpenCV's order): pure blue is dark (0.114), pure red brighter (0.299); an RGB reading swaps them
+    for k in (1, 5):  # unfiltered and filtered paths
+        _, t = big_face(photo, k)
+        for bgr, grey in (((255, 0, 0), 29), ((0, 0, 255), 76), ((0, 255, 0), 150)):
+            frame = np.zeros((512 * k, 512 * k, 3), np.uint8)
+            frame[:] = bgr
+            crop = warp_crop(frame, t)
+            assert np.abs(crop.astype(int) - grey).max() <= 1, (k, bgr, crop.mean())
+
+
+# -- plausibility, identity ----------------------------------------------------------------------------------------
+
+
+def test_implausible_landmarks_are_named():
+    from aubench_cli.data.align import implausible_alignment
+
+    upright = TEMPLATE * 3 + 100
+    outline = np.vstack([upright, [[213, 120], [150, 250], [276, 250]]])  # forehead top, cheeks
+    assert implausible_alignment(upright, outline) is None
+    flipped = upright.copy()
+    flipped[2:, 1] = 2 * upright[0, 1] - upright[2:, 1]  # nose and chin mirrored above the eye line
+    assert "above the eye line" in implausible_alignment(flipped)
+    tilted = outline.copy()
+    tilted[4] = [520, 150]  # forehead top far to the side: the face axis is 50 degrees off the eyes' normal
+    assert "forehead-to-chin" in implausible_alignment(upright, tilted)
+    # BlazeFace's keypoints (right eye, left eye, nose, mouth): agreeing, then with the mouth on the eye line
+    keys = np.array([upright[0] + 8, upright[1] - 8, upright[2], upright[2] + [0, 40]])
+    assert implausible_alignment(upright, outline, keys) is None
+    keys[3] = upright[:2].mean(axis=0)
+    assert "mouth" in implausible_alignment(upright, outline, keys)
+
+
+@pytest.mark.parametrize("angle,scale", [(180, 1.0), (-120, 0.6)])
+def test_upside_down_face_is_counted_not_returned(aligner, photo, angle, scale):
+    # both models read these as upright faces over the wrong features (FaceMesh's eyes on the mouth); the first is
+    # caught by BlazeFace's keypoints disagreeing with the mesh, the second only by the turned-ROI detector check
+    aligner.reset()
+    assert aligner.process(transformed(photo, angle, scale)) is None
+    assert aligner.rejected and aligner.implausible == 1
+    assert aligner.process(transformed(photo, 0)) is not None and not aligner.rejected
+    aligner.reset()
+    assert aligner.implausible == 0  # per video
+
+
+def test_after_a_lost_track_the_nearest_face_is_taken(photo):
+    # two people; the one on the right scores higher with BlazeFace, the one followed is on the left
+    left = transformed(photo, 0, 1.0, size=(480, 480))
+    right = transformed(photo, 10, 0.8, size=(480, 480))
+    blank = np.full((480, 480, 3), 128, np.uint8)
+    both, only_left, nobody = np.hstack([left, right]), np.hstack([left, blank]), np.hstack([blank, blank])
+    with FaceAligner() as aligner:
+        aligner.reset()
+        faces = [aligner.process(f) for f in (only_left, nobody, both)]
+        assert faces[1] is None and faces[2] is not None and faces[2].detected
+        assert faces[2].landmarks[:, 0].mean() < 480  # still the left person
+        assert aligner.identity_switches == 0
+        # the followed person leaves and the other one is found: one identity switch
+        aligner.reset()
+        faces = [aligner.process(f) for f in (only_left, nobody, np.hstack([blank, right]))]
+        assert faces[2] is not None and faces[2].landmarks[:, 0].mean() > 480
+        assert aligner.identity_switches == 1

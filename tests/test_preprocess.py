@@ -119,7 +119,7 @@ def test_mismatched_labels_are_reported_never_shifted(tmp_path):
     cache = open_cache(tmp_path / "cache")
     issues = {m["video"]: " | ".join(m["issues"]) for m in summary["mismatches"]}
     assert "3 label rows have no frame (frames 8-10" in issues["videos__s1_v1"]
-    assert "2 frames have no label row (frames 2-3)" in issues["videos__s2_v1"]
+    assert "2 frames have no label row (frames 2-3 in s2_v1.csv)" in issues["videos__s2_v1"]
     assert summary["skipped"] == [{"video": "videos__s3_v1", "reason": "no label file labels/s3_v1.csv"}]
     s1 = cache.video == "videos__s1_v1"
     np.testing.assert_array_equal(cache.labels[s1], rows_long[:N_FRAMES])
@@ -159,8 +159,8 @@ def test_bp4d_frame_folder_matched_by_frame_number(tmp_path):
     assert summary["layout"] == "bp4d" and len(cache) == 6
     want = {n: [n % 2, -1 if n == 6 else (n + 1) % 2] for n in numbers}
     np.testing.assert_array_equal(cache.labels, [want[n] for n in numbers])  # no shift after the gap
-    np.testing.assert_array_equal(cache.frame, np.arange(6))
-    assert "frame numbers 4" in " ".join(summary["mismatches"][0]["issues"])
+    np.testing.assert_array_equal(cache.frame, numbers)  # the image's own frame number, not its position
+    assert "frame numbers 4 of F001_T1.csv" in " ".join(summary["mismatches"][0]["issues"])
 
 
 KILL_MID_VIDEO = """
@@ -312,7 +312,8 @@ def test_affwild2_frame_folder_with_gap_keeps_rows_in_place(tmp_path):
     cache = open_cache(tmp_path / "cache")
     assert summary["layout"] == "affwild2"
     np.testing.assert_array_equal(cache.labels, [rows[n - 1] for n in numbers])  # row i <-> image i+1
-    assert "1 label rows have no frame (frames 2" in " ".join(summary["mismatches"][0]["issues"])
+    np.testing.assert_array_equal(cache.frame, [n - 1 for n in numbers])  # the frame's own index, not its position
+    assert "1 label rows have no frame (rows 2 (lines 4) of vid1.txt" in " ".join(summary["mismatches"][0]["issues"])
 
 
 def test_generic_frame_folder_with_gap_fails_instead_of_shifting(tmp_path):
@@ -398,7 +399,7 @@ def test_labels_shrink_refresh_and_grow_realign(tmp_path):
     cache = open_cache(out)
     np.testing.assert_array_equal(cache.frame[cache.video == vid], [0, 1, 3, 4])
     np.testing.assert_array_equal(cache.labels[cache.video == vid], rows[[0, 1, 3, 4]])
-    assert "frames have no label row (frames 2, 5-7)" in " ".join(cache.video_meta[vid]["mismatches"])
+    assert "frames have no label row (frames 2, 5-7 in s1_v1.csv)" in " ".join(cache.video_meta[vid]["mismatches"])
     write_labels(path, [0, 1, 2, 3, 4], rows[:5])  # frame 2 back: it was aligned once but its crop is gone
     summary = run_preprocess(root, out, PreprocessOptions(workers=1))
     assert summary["reruns"]["realigned"] == [vid] and summary["videos"]["processed_now"] == 1
@@ -453,3 +454,119 @@ def test_adding_subjects_keeps_every_split_in_the_cache(tmp_path):
     assert realised == {s: sum(v == s for v in grown.values()) for s in ("train", "val", "test")}
     assert summary["split_warnings"] and all("--split-seed" in w for w in summary["split_warnings"])
     assert first["splits"]["train"]["wanted"] == 0.74
+# -- labels read exactly, reports ---------------------------------------------------------------------------------
+
+
+def test_a_stray_value_is_unknown_reported_and_fails_only_with_strict(tmp_path):
+    root = tmp_path / "data"
+    expected = make_dataset(root, subjects=("s1", "s2", "s3"))
+    path = root / "labels" / "s2_v1.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[3].split(",")  # line 4: frame 2
+    cells[2] = "9"  # AU12: BP4D's unknown code, a stray in a generic binary file
+    lines[3] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "cache"
+    result = runner.invoke(app, ["preprocess", str(root), "--out", str(out), "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["label_scale"]["scale"] == "binary" and summary["label_scale"]["decided_by"] == "data"
+    assert summary["label_values_outside_scale"] == {
+        "count": 1, "first": [{"file": "labels/s2_v1.csv", "line": 4, "column": "AU12", "value": "9"}]}
+    cache = open_cache(out)
+    for vid, rows in expected.items():
+        want = rows.copy()
+        if vid == "videos__s2_v1":
+            want[2, 1] = -1
+        np.testing.assert_array_equal(cache.labels[cache.video == vid], want)  # every other label as written
+    header = json.loads((out / "cache.json").read_text())
+    assert header["settings"]["label_scale"] == "binary" and header["settings"]["crop_pipeline"] == 2
+    # --strict: the same run (resumed, nothing redone) exits 1, and the text summary names the cell
+    result = runner.invoke(app, ["preprocess", str(root), "--out", str(out), "--workers", "1", "--strict"])
+    assert result.exit_code == 1, result.output
+    assert "labels/s2_v1.csv line 4 column AU12: '9'" in result.output and "label scale" in result.output
+    result = runner.invoke(app, ["preprocess", str(root), "--out", str(out), "--label-scale", "binari"])
+    assert result.exit_code == 2 and "binary" in result.output
+
+
+def test_faceless_videos_listed_worst_first(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    for name, blank in (("s1_v1", (5,)), ("s3_v1", (2, 3, 4))):
+        frames = face_frames(N_FRAMES, 0)
+        for i in blank:
+            frames[i] = np.full_like(frames[i], 90)
+        write_video(root / "videos" / f"{name}.avi", frames)
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    assert summary["videos_with_faceless_frames"] == [
+        {"video": "videos__s3_v1", "no_face": 3, "frames_labelled": N_FRAMES, "pct": 37.5},
+        {"video": "videos__s1_v1", "no_face": 1, "frames_labelled": N_FRAMES, "pct": 12.5},
+    ]
+    assert summary["no_face_frames"] == 4 and summary["implausible_alignments"] == 0
+
+
+def test_truncated_video_is_reported_with_its_frame_counts(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    video = root / "videos" / "s1_v1.avi"
+    write_video(video, face_frames(16, 0))
+    write_labels(root / "labels" / "s1_v1.csv", list(range(16)), label_rows(16, 0))
+    data_bytes = video.read_bytes()
+    video.write_bytes(data_bytes[: int(len(data_bytes) * 0.6)])  # cut: the container still says 16 frames
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    meta = open_cache(tmp_path / "cache").video_meta["videos__s1_v1"]
+    decoded = meta["frames_read"]
+    assert 0 < decoded < 16
+    issues = " | ".join(next(m["issues"] for m in summary["mismatches"] if m["video"] == "videos__s1_v1"))
+    assert f"the container says 16 frames but {decoded} were decoded" in issues
+    assert f"{16 - decoded} label rows have no frame (frames {decoded}-15 of s1_v1.csv" in issues
+
+
+def barcode_frames(n: int, bits: int = 4) -> list[np.ndarray]:
+    """The photo, moving a little, each frame carrying its own index as ``bits`` black/white squares on the
+    forehead (placed through the face's own alignment, so they land in the crop's top rows)."""
+    from aubench_cli.data.align import alignment_transform, apply_transform
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    marks = np.array([[194.6, 100.9], [256.7, 104.1], [224.1, 131.2], [221.3, 175.5]])
+    frames = []
+    for i in range(n):
+        m = cv2.getRotationMatrix2D((224.0, 130.0), 2.0 * (i % 3), 1.0)
+        m[:, 2] += np.array([320 - 224 + 3 * (i % 4), 240 - 130])
+        frame = cv2.warpAffine(photo, m, (640, 480), borderMode=cv2.BORDER_REPLICATE)
+        to_frame = cv2.invertAffineTransform(alignment_transform(marks @ m[:, :2].T + m[:, 2]))
+        for b in range(bits):
+            x0, y0 = BAR_X[b], BAR_Y
+            square = np.array([[x0, y0], [x0 + BAR, y0], [x0 + BAR, y0 + BAR], [x0, y0 + BAR]], np.float64)
+            pts = np.round(apply_transform(to_frame, square)).astype(np.int32)
+            cv2.fillConvexPoly(frame, pts, (255, 255, 255) if (i >> b) & 1 else (0, 0, 0))
+        frames.append(frame)
+    return frames
+
+
+BAR, BAR_Y, BAR_X = 12, 2, (18, 32, 50, 64)  # crop pixels: squares of the forehead barcode
+
+
+def read_barcode(crop: np.ndarray, bits: int = 4) -> int:
+    value = 0
+    for b in range(bits):
+        x0 = BAR_X[b]
+        value |= int(crop[BAR_Y + 3 : BAR_Y + BAR - 3, x0 + 3 : x0 + BAR - 3].mean() > 128) << b
+    return value
+
+
+def test_crop_i_is_the_crop_of_frame_i(tmp_path):
+    root = tmp_path / "data"
+    n = 14
+    write_video(root / "videos" / "a.avi", barcode_frames(n))
+    labelled = list(range(3, n))  # frames 0-2 have no label row
+    rows = np.array([[f % 2, (f // 2) % 2] for f in labelled])
+    write_labels(root / "labels" / "a.csv", labelled, rows)
+    (root / "manifest.csv").write_text("video,subject\nvideos/a.avi,p1\n")
+    summary = run_preprocess(root, tmp_path / "cache", PreprocessOptions(workers=1))
+    cache = open_cache(tmp_path / "cache")
+    assert summary["faces_found"] == len(labelled) == len(cache)
+    np.testing.assert_array_equal(cache.frame, labelled)
+    shown = [read_barcode(cache.images[j]) for j in range(len(cache))]
+    np.testing.assert_array_equal(shown, cache.frame)  # the crop shows the frame it claims to be
+    np.testing.assert_array_equal(cache.labels, rows)  # with that frame's labels

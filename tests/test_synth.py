@@ -319,3 +319,57 @@ def test_cli_json_summary(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["frames"] == 8 and summary["layout"] == "generic" and summary["seed"] == 5
     assert set(summary["positive_rate"]) == set(PAPER_AUS)
+
+
+# -- the fixture as the preprocessor sees it: each AU in its own crop region, on exactly its present frames -------
+
+UPPER_CROP = {"AU01", "AU02", "AU04", "AU05", "AU07"}  # act above the nose tip (crop row 53.5)
+LOWER_CROP = {"AU10", "AU12", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28"}  # below the eyes (34)
+
+
+@pytest.fixture(scope="module")
+def au_video():
+    """One synthetic video with every paper AU frequent, its labels, renderer, conditions and frames."""
+    config = SynthConfig(subjects=1, videos_per_subject=1, frames=48, width=320, height=240, seed=3,
+                         rates={a: 0.3 for a in PAPER_AUS}, unknown_share=0.0)
+    labels = synth.subject_labels(config, 0)[0]
+    renderer = FaceRenderer(labels.aus, (config.width, config.height), synth.subject_identity(config.seed, 0))
+    frames = list(synth.render_video(config, 0, 0, labels, renderer))
+    cond = synth.video_conditions(config, 0, 0, config.frames)
+    return config, labels, renderer, cond, frames
+
+
+def _crop(renderer, pose, frame):
+    from aubench_cli.data.align import LANDMARK_IDS, alignment_transform, warp_crop
+
+    t = alignment_transform(renderer.landmarks(pose)[list(LANDMARK_IDS)])  # the face's true landmarks
+    return warp_crop(frame, t).astype(np.float32)
+
+
+def test_each_au_changes_its_own_crop_region_on_exactly_its_present_frames(au_video):
+    """Frame t of a rendered video differs from the same frame rendered without AU k only where AU k acts in the
+    aligned crop, and by at least as much as AU k at intensity 1.5 (the weakest that rounds to present) exactly on
+    the frames whose label says present: a frame rendered with another frame's labels fails it."""
+    config, labels, renderer, cond, frames = au_video
+    ys = np.arange(96)[:, None]
+    for k, au in enumerate(labels.aus):
+        present = labels.binary[:, k] == 1
+        assert 3 <= present.sum() <= config.frames - 3, au  # both kinds of frames to look at
+        for t in range(config.frames):
+            pose, light, noise = cond.poses[t], cond.lights[t], cond.noise(t)
+
+            def crop_with(value):
+                vec = labels.intensity[t].copy()
+                vec[k] = value
+                return _crop(renderer, pose, renderer.render(vec, pose, light, cond.background, noise))
+
+            without = crop_with(0.0)
+            change = np.abs(_crop(renderer, pose, frames[t]) - without)
+            weakest = np.abs(crop_with(1.5) - without).sum()
+            assert (change.sum() >= weakest) == present[t], (au, t, labels.intensity[t, k], change.sum(), weakest)
+            if present[t]:
+                total = change.sum()
+                if au in UPPER_CROP:
+                    assert change[(ys < 53).repeat(96, 1)].sum() > 0.9 * total, (au, t)
+                if au in LOWER_CROP:
+                    assert change[(ys > 40).repeat(96, 1)].sum() > 0.8 * total, (au, t)

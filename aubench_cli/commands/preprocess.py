@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aubench_cli.errors import UsageError, suggest
-from aubench_cli.data.labels import LAYOUTS
+from aubench_cli.data.labels import LAYOUTS, SCALES
 from aubench_cli.data.preprocess import PreprocessOptions, parse_splits, run_preprocess
 
 from aubench_cli.commands.choices import InputFormat, value
@@ -61,6 +61,12 @@ def command(
         "--workers", "-j", help="Processes working on videos in parallel (0: one per CPU core).")] = 0,
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Intensity labels count as present at >= this (DISFA 0-5 scale).")] = 2.0,
+    label_scale: Annotated[str, typer.Option(
+        "--label-scale", help="How label values are read: auto (the layout's coding; generic: decided from the "
+        "data), binary (1/0) or intensity (0-5, present at >= --threshold).")] = "auto",
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 when a label value is outside the scale or an AU is named twice (they are read "
+        "as unknown / the first column, and reported, either way).")] = False,
     split_seed: Annotated[int, typer.Option(
         "--split-seed", help="Seed of the subject split (when the manifest gives none).")] = 0,
     splits: Annotated[str, typer.Option(
@@ -75,9 +81,11 @@ def command(
         raise UsageError(f"unknown --format {format!r}", suggest(format, ("auto", *LAYOUTS)))
     if workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {workers}", "0 uses every CPU core")
+    if label_scale not in ("auto", *SCALES):
+        raise UsageError(f"unknown --label-scale {label_scale!r}", suggest(label_scale, ("auto", *SCALES)))
     options = PreprocessOptions(
         layout=format, threshold=threshold, workers=workers, split_seed=split_seed, splits=parse_splits(splits),
-        overwrite=overwrite,
+        overwrite=overwrite, label_scale=label_scale, strict=strict,
     )
     stderr = _stderr_console()
     bar = Progress(
@@ -120,14 +128,53 @@ def command(
         typer.echo(json.dumps(summary, indent=1))
     else:
         render_summary(summary, stderr)
+    if summary.get("strict_failed"):
+        stderr.print(_line("--strict", "red", f"{summary['label_problems']} label problems (listed above): exit 1"))
     stderr.file.flush()
-    if summary["failures"]:
+    if summary["failures"] or summary.get("strict_failed"):
         raise typer.Exit(1)
 
 
 def _line(tag: str, style: str, text: str) -> Text:
     """A tagged report line; the text (paths, video names, reasons) is never read as Rich markup."""
     return Text.assemble((tag, style), " ", text)
+
+
+def render_label_report(summary: dict, console: Console) -> None:
+    """The label scale with its evidence, the values outside it (the first few, then the count), AUs named twice."""
+    scale = summary.get("label_scale")
+    if scale:
+        text = scale["scale"] + (f" (0-5, present at >= {scale['threshold']:g})" if scale.get("threshold") else "")
+        console.print(_line("label scale", "cyan", f"{text}: {scale['evidence']}"))
+    outside = summary.get("label_values_outside_scale") or {"count": 0, "first": []}
+    if outside["count"]:
+        console.print(_line("labels", "yellow", f"{outside['count']} values outside the scale, read as unknown:"))
+        for s in outside["first"][:10]:
+            console.print(Text(f"  {s['file']} line {s['line']} column {s['column']}: {s['value']!r}"))
+        if outside["count"] > 10:
+            console.print(Text(f"  ... and {outside['count'] - 10} more (see --json for the first {len(outside['first'])})"))
+    for d in summary.get("duplicate_au_columns", []):
+        console.print(_line("labels", "yellow", f"{d['file']}: columns {' and '.join(d['columns'])} both name {d['au']}; "
+                                                f"{d['used']} used, {d['disagreeing_rows']} rows disagree"))
+
+
+def render_face_report(summary: dict, console: Console) -> None:
+    """Videos with many frames without a face (worst first), identity switches, implausible alignments."""
+    faceless = summary.get("videos_with_faceless_frames", [])
+    if faceless:
+        console.print(_line("faceless frames", "yellow", f"{len(faceless)} videos with 5% or more labelled frames "
+                                                         "without a face (worst first):"))
+        for f in faceless[:10]:
+            console.print(Text(f"  {f['video']}: {f['no_face']} of {f['frames_labelled']} frames ({f['pct']:.1f}%)"))
+        if len(faceless) > 10:
+            console.print(Text(f"  ... and {len(faceless) - 10} more (see --json)"))
+    if summary.get("identity_switches"):
+        videos = summary.get("videos_with_identity_switches", [])
+        console.print(_line("identity", "yellow", f"{summary['identity_switches']} possible identity switches (a face "
+                                                  f"found again far from the one followed) in {', '.join(videos[:10])}"))
+    if summary.get("implausible_alignments"):
+        console.print(_line("alignment", "yellow", f"{summary['implausible_alignments']} implausible alignments "
+                                                   "(upside-down or inconsistent landmarks): not written"))
 
 
 def render_summary(summary: dict, console: Console) -> None:
@@ -156,6 +203,8 @@ def render_summary(summary: dict, console: Console) -> None:
         console.print(_line("no face found", "yellow", "in " + ", ".join(summary["videos_without_face"][:10])))
     for note in summary.get("notes", []):
         console.print(_line("note", "yellow", note))
+    render_label_report(summary, console)
+    render_face_report(summary, console)
     # one row per AU, one column per split: fits a terminal whatever the number of AUs
     splits = summary["splits"]
     table = Table(title="positive rate per AU (share of known labels)", title_justify="left")

@@ -27,8 +27,9 @@ CROP_SIZE = 96
 # The version of the code that turns a frame into a crop (detection, tracking, landmarks, template, warp). Any
 # change that alters crops bumps it: the cache records it (settings.crop_pipeline) and ``aubench predict`` refuses
 # a run trained on crops of another version, which would be fed crops unlike its training ones. A cache header
-# without the key was made by version 1.
-CROP_PIPELINE_VERSION = 1
+# without the key was made by version 1. 1: one bilinear warp from the frame. 2: filtered downscaling before the
+# warp, nearest face after a lost track, implausible alignments dropped.
+CROP_PIPELINE_VERSION = 2
 
 # FaceMesh indices of the paper's 4 landmarks, in the order the cache stores them: the outer eye corner on the
 # image's left (the subject's right eye), the one on the image's right, the nose tip and the chin. Checked on
@@ -49,6 +50,21 @@ TEMPLATE = np.array([[26.25, 34.0], [68.75, 34.0], [47.5, 53.5], [47.5, 84.0]], 
 _OUTLINE_IDS = (10, 234, 454)
 _ROI_SIZE = 256  # FaceMesh's own crop of a face that fills half of this is close to its 192 px input
 _ROI_MARGIN = 2.0  # ROI side / face extent: room for the face to move between frames
+# A re-detection that lands farther than this many eyes-to-chin heights from where the followed face was last seen
+# counts as an identity switch (another person, or the same one after a long loss: either way worth a look).
+IDENTITY_JUMP = 1.0
+# Plausible faces: the chin at least this many eye distances below the eye line (a frontal face: about 1.2), and
+# the face's own axes (forehead to chin, cheek to cheek) within this many degrees of the eye line's.
+MIN_CHIN_DROP = 0.5
+MAX_AXIS_DEGREES = 35.0
+# On a frame where BlazeFace found the face, its own keypoints must agree with FaceMesh's: its nose and mouth at
+# least this many eyes-to-chin heights below FaceMesh's eye line (upright faces: about 0.35 and 0.6; a face
+# upside-down, which both models misread as an upright one over the wrong features: 0.1 or less).
+MIN_NOSE_DROP = 0.2
+MAX_DETECTOR_DEGREES = 45.0  # BlazeFace's eye keypoints are coarser than FaceMesh's corners
+# ... and BlazeFace must not find the face clearly better (by this score) in the upright ROI turned upside down.
+UPSIDE_DOWN_MARGIN = 0.1
+MIN_MOUTH_DROP = 0.35
 
 
 @dataclass
@@ -95,13 +111,97 @@ def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ t[:, :2].T + t[:, 2]
 
 
+def transform_scale(transform: np.ndarray) -> float:
+    """Crop pixels per frame pixel of a 2x3 similarity (below 1: the face is larger in the frame than in the crop)."""
+    t = np.asarray(transform, dtype=np.float64)
+    return math.sqrt(abs(float(t[0, 0] * t[1, 1] - t[0, 1] * t[1, 0])))
+
+
+def antialias_sigma(scale: float) -> float:
+    """The Gaussian blur (frame pixels) that band-limits a frame before shrinking it by ``scale`` (crop pixels per
+    frame pixel): ``(1 / scale - 1) / 2``, the rule scikit-image's ``rescale(anti_aliasing=True)`` uses; 0 when the
+    crop is not smaller than the face in the frame."""
+    return max(0.0, (1.0 / max(scale, 1e-6) - 1.0) / 2.0)
+
+
 def warp_crop(frame: np.ndarray, transform: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """One warp from the original frame straight to the grayscale crop (colour is dropped after the warp, on 96x96
-    pixels instead of the whole frame)."""
-    crop = cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    if crop.ndim == 3:
-        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    return crop
+    """The grayscale crop of a BGR (or gray) frame under ``transform`` (frame pixels -> crop pixels).
+
+    Downscaling is filtered: only the region the crop sees is cut out and turned to gray (BGR weights), blurred
+    with ``antialias_sigma`` of the crop's scale, and then warped bilinearly. A bilinear warp alone, from a face
+    several times larger than its crop, samples a few frame pixels per crop pixel and aliases (stripes, hair and
+    noise fold into false patterns). When the face is 4 or more times larger than the crop, the region is first
+    halved with ``cv2.pyrDown`` (itself a Gaussian filter) as often as that holds, so the blur stays cheap."""
+    t = np.asarray(transform, dtype=np.float64)
+    scale = transform_scale(t)
+    levels = 0
+    while scale * 2 ** (levels + 2) <= 1.0:
+        levels += 1
+    sigma = antialias_sigma(scale * 2**levels)
+    inverse = cv2.invertAffineTransform(t)
+    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+    seen = apply_transform(inverse, corners)
+    reach = int(math.ceil(2 * sigma))  # the kernel's half-width: +-2 sigma holds 95 % of it, and costs half of +-3
+    margin = (reach + 2) * 2**levels + (4 * 2**levels if levels else 0)
+    h, w = frame.shape[:2]
+    x0, y0 = np.maximum(np.floor(seen.min(axis=0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(seen.max(axis=0)).astype(int) + margin + 1, (w, h))
+    if x1 - x0 < 2 or y1 - y0 < 2:  # the crop sees nothing of the frame: edges replicated, as cv2 would
+        x0, y0, x1, y1 = 0, 0, w, h
+    region = frame[y0:y1, x0:x1]
+    if region.ndim == 3:
+        region = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+    t = t.copy()
+    t[:, 2] += t[:, :2] @ np.array([x0, y0], np.float64)  # region pixels -> crop pixels
+    for _ in range(levels):
+        region = cv2.pyrDown(region, borderType=cv2.BORDER_REPLICATE)  # region pixel q <- 2q before
+        t[:, :2] *= 2.0
+    if sigma > 0.05:
+        region = cv2.GaussianBlur(region, (2 * reach + 1, 2 * reach + 1), sigma, borderType=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(region, t, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def implausible_alignment(landmarks: np.ndarray, outline: np.ndarray | None = None,
+                          detection: np.ndarray | None = None) -> str | None:
+    """Why 4 landmarks (eye corners image-left and -right, nose tip, chin; frame pixels) cannot be an upright-able
+    face, or None when they can: the chin and nose must lie below the eye line (else the crop would be upside
+    down); the face's own axes (``outline``: the 4 landmarks then forehead top, left and right cheek) must agree
+    with the eye line's direction; and where the face was just detected, BlazeFace's keypoints (``detection``:
+    the subject's right eye, left eye, nose tip, mouth) must agree with FaceMesh's eye line: same direction within
+    ``MAX_DETECTOR_DEGREES``, nose and mouth below it. An upside-down face is read by both models as an upright face
+    over the wrong features (eyes where the mouth is), a consistent mesh that only that last check catches."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(4, 2)
+    eye_vec = pts[1] - pts[0]
+    d = float(np.hypot(*eye_vec))
+    if d < 1e-6:
+        return "the two eye corners fall on one point"
+    ex = eye_vec / d
+    down = np.array([-ex[1], ex[0]])  # the eye line turned by +90 degrees: "down" in a face upright in the crop
+    mid = (pts[0] + pts[1]) / 2
+    if float((pts[3] - mid) @ down) < MIN_CHIN_DROP * d or float((pts[2] - mid) @ down) <= 0:
+        return "chin or nose above the eye line (an upside-down or mirrored face)"
+    if outline is not None and len(outline) >= 7:
+        out = np.asarray(outline, dtype=np.float64)
+        for a, b, axis, what in ((4, 3, down, "forehead-to-chin"), (5, 6, ex, "cheek-to-cheek")):
+            v = out[b] - out[a]
+            n = float(np.hypot(*v))
+            if n < 1e-6:
+                return f"the {what} line has no length"
+            angle = math.degrees(math.acos(float(np.clip(v @ axis / n, -1, 1))))
+            if angle > MAX_AXIS_DEGREES:
+                return f"the {what} line is {angle:.0f} degrees off the eye line's direction"
+    if detection is not None:
+        keys = np.asarray(detection, dtype=np.float64).reshape(4, 2)
+        height = float((pts[3] - mid) @ down)
+        v = keys[1] - keys[0]
+        n = float(np.hypot(*v))
+        angle = math.degrees(math.acos(float(np.clip(v @ ex / n, -1, 1)))) if n > 1e-6 else 180.0
+        if angle > MAX_DETECTOR_DEGREES:
+            return f"the detector's eye line is {angle:.0f} degrees off the landmarks' eye line"
+        for key, least, what in ((keys[2], MIN_NOSE_DROP, "nose"), (keys[3], MIN_MOUTH_DROP, "mouth")):
+            if float((key - mid) @ down) < least * height:
+                return f"the detector's {what} is not below the landmarks' eye line (an upside-down face?)"
+    return None
 
 
 def _roi_transform(center: np.ndarray, angle: float, side: float) -> np.ndarray:
@@ -157,6 +257,11 @@ class FaceAligner:
         self._fresh = True  # a graph was (re)started: its first frame prints warnings worth hiding
         self._score = 1.0  # BlazeFace's score of the detection that started the followed face
         self.detections = 0  # full-frame BlazeFace runs, for profiling
+        self._last: tuple[np.ndarray, float] | None = None  # centre and eyes-to-chin height of the last face
+        self.identity_switches = 0  # re-detections far from the last face, this video
+        self.implausible = 0  # faces found but not plausible (upside-down, axes off), not returned, this video
+        self.rejected = False  # the last process() found a face and rejected it as implausible
+        self._keypoints: np.ndarray | None = None  # BlazeFace's eyes, nose, mouth of the last detection
         # Which face to take when a frame holds several: None, the most confident; "left" / "right", the one
         # nearest that side of the image (Aff-Wild2 labels the two people of a video as video_left / _right).
         self.side: str | None = None
@@ -193,6 +298,10 @@ class FaceAligner:
     def reset(self, side: str | None = None) -> None:
         """Forget the followed face (a new video starts); ``side`` picks the face to follow (see ``side``)."""
         self._track = None
+        self._last = None
+        self.identity_switches = 0
+        self.implausible = 0
+        self.rejected = False
         self.side = side
         if self._mesh is not None:
             # the graph keeps the last video's face otherwise (13 ms to restart; once per video)
@@ -219,7 +328,16 @@ class FaceAligner:
             result = detector.process(rgb)
             if not result.detections:
                 continue
-            if self.side is None or len(result.detections) == 1:
+            if self._last is not None and len(result.detections) > 1:
+                # the face was lost mid-video: take the one nearest where it was last seen, not the most confident
+                last = self._last[0]
+
+                def distance(d) -> float:
+                    box = d.location_data.relative_bounding_box
+                    return float(np.hypot((box.xmin + box.width / 2) * w - last[0], (box.ymin + box.height / 2) * h - last[1]))
+
+                best = min(result.detections, key=distance)
+            elif self.side is None or len(result.detections) == 1:
                 best = max(result.detections, key=lambda d: d.score[0])
             else:
                 def centre_x(d) -> float:
@@ -237,6 +355,7 @@ class FaceAligner:
             dx, dy = left_eye - right_eye
             angle = math.atan2(dy, dx)
             center = np.array([(box.xmin + box.width / 2) * w, (box.ymin + box.height / 2) * h])
+            self._keypoints = np.array([[keys[i].x * w, keys[i].y * h] for i in range(4)])
             # BlazeFace's box spans brows to mouth; the whole face is about 1.3 times that
             side = 1.3 * _ROI_MARGIN * max(box.width * w, box.height * h)
             return center, angle, side
@@ -256,6 +375,23 @@ class FaceAligner:
         pts = np.array([(marks[i].x * _ROI_SIZE, marks[i].y * _ROI_SIZE) for i in ids])
         pts = apply_transform(_invert(to_roi), pts)
         return pts[: len(LANDMARK_IDS)], pts
+
+    def _upside_down(self, frame: np.ndarray, landmarks: np.ndarray, outline: np.ndarray) -> bool:
+        """On a new detection: is the face the landmarks call upright really upside down? BlazeFace looks at the
+        upright ROI and at the same ROI turned by 180 degrees; a clearly better score for the turned one means
+        both models read an upside-down face as an upright one over the wrong features. Two small detector runs
+        per detection, none per followed frame."""
+        center, angle, side = self._next_roi(landmarks, outline)
+        patch = cv2.warpAffine(frame, _roi_transform(center, angle, side), (_ROI_SIZE, _ROI_SIZE),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        patch = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB) if patch.ndim == 3 else cv2.cvtColor(patch, cv2.COLOR_GRAY2RGB)
+        detector = self._detector(0)
+
+        def score(image: np.ndarray) -> float:
+            result = detector.process(np.ascontiguousarray(image))
+            return max((d.score[0] for d in result.detections), default=0.0) if result.detections else 0.0
+
+        return score(patch[::-1, ::-1]) > score(patch) + UPSIDE_DOWN_MARGIN
 
     @staticmethod
     def _next_roi(landmarks: np.ndarray, outline: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -288,10 +424,25 @@ class FaceAligner:
                 # no FaceMesh reset here: it has just lost the face itself, so it re-detects inside the new ROI
                 found = self._landmarks_in_roi(frame, roi)
                 detected = True
+        self.rejected = False
         if found is None:
             self._track = None
             return None
         landmarks, outline = found
+        if implausible_alignment(landmarks, outline, self._keypoints if detected else None) is not None or (
+                detected and self._upside_down(frame, landmarks, outline)):
+            self.implausible += 1
+            self.rejected = True
+            self._track = None  # look again from scratch on the next frame, with a FaceMesh that forgot this face
+            with quiet_native_stderr():
+                self._face_mesh().reset()
+            return None
+        centre = landmarks.mean(axis=0)
+        height = float(np.hypot(*(landmarks[3] - (landmarks[0] + landmarks[1]) / 2)))
+        if detected and self._last is not None:
+            if float(np.hypot(*(centre - self._last[0]))) > IDENTITY_JUMP * max(self._last[1], 1.0):
+                self.identity_switches += 1
+        self._last = (centre, height)
         self._track = self._next_roi(landmarks, outline)
         transform = alignment_transform(landmarks, self.size)
         crop = warp_crop(frame, transform, self.size)

@@ -70,8 +70,13 @@ class LabelTable:
     frames: np.ndarray  # (M,) int64, sorted, unique
     values: np.ndarray  # (M, K) int8
     key: str = "index"
-    intensity: bool = False  # the file held intensities, binarised at the threshold
+    intensity: bool = False  # read on the intensity scale, binarised at the threshold
     issues: list[str] = field(default_factory=list)
+    base: int = 0  # the frame number written in the file is key + base (DISFA numbers from 1)
+    source: str = ""  # the label file's name, for reports
+    strays: list[dict] = field(default_factory=list)  # the first values outside the scale: file, line, column, value
+    stray_count: int = 0  # how many there were in all (each read as unknown)
+    positional: bool = False  # row i of the file is frame i (Aff-Wild2): reports speak of rows
 
     def reorder(self, au_names: list[str]) -> LabelTable:
         """The same labels in the dataset's AU order; an AU this file lacks is unknown (-1) on every frame."""
@@ -83,7 +88,8 @@ class LabelTable:
         missing = [a for a in au_names if a not in self.au_names]
         if missing and len(self.frames):
             issues.append(f"no column for {', '.join(missing)}: unknown on every frame")
-        return LabelTable(list(au_names), self.frames, out, self.key, self.intensity, issues)
+        return LabelTable(list(au_names), self.frames, out, self.key, self.intensity, issues, self.base, self.source,
+                          self.strays, self.stray_count, self.positional)
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows for frame keys: (values (len(keys), K) int8, found mask)."""
@@ -143,48 +149,183 @@ def _parse_number(text: str) -> float:
         return math.nan
 
 
-def binarise(values: np.ndarray, threshold: float, intensity: bool, unknown: Iterable[float] = ()) -> np.ndarray:
-    """Float labels -> int8 1/0/-1. Intensities count as present at ``>= threshold``; binary labels are 1 or 0.
-    NaN (empty cell), negative values and the layout's ``unknown`` codes are -1."""
+def _cell(text: str) -> tuple[float, bool]:
+    """One label cell: (value, holds text). Empty is (NaN, False), unknown; a word, or "nan" / "inf", is
+    (NaN, True): a value outside every scale, reported."""
+    text = text.strip()
+    if text == "":
+        return math.nan, False
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan, True
+    return (value, False) if math.isfinite(value) else (math.nan, True)
+
+
+# -- label scales ------------------------------------------------------------------------------------------------
+
+SCALES = ("binary", "intensity")
+INTENSITY_MAX = 5.0  # FACS intensities A-E are coded 1-5, 0 absent (DISFA's 0-5)
+# A generic dataset is read as intensities only when at least this share of its known cells holds a value above 1
+# (one stray cell, or a handful, must not flip a whole dataset; real intensity codings hold several percent).
+INTENSITY_EVIDENCE = 0.01
+# Codes that mean "unknown" besides an empty cell: -1 everywhere, 9 in BP4D (its own code).
+UNKNOWN_CODES = {"generic": (-1.0,), "disfa": (-1.0,), "bp4d": (-1.0, 9.0), "affwild2": (-1.0,)}
+LAYOUT_SCALE = {
+    "disfa": "the DISFA layout codes intensities 0-5",
+    "bp4d": "BP4D occurrence files code 1 / 0 (9 unknown)",
+    "affwild2": "Aff-Wild2 files code 1 / 0 (-1 invalid)",
+}
+MAX_LISTED = 20  # values outside the scale kept with their place, per file; the rest only counted
+
+
+def outside_scale(values: np.ndarray, intensity: bool, unknown: Iterable[float] = (-1.0,)) -> np.ndarray:
+    """Cells whose number is neither an unknown code nor on the scale (0/1, or 0-5 intensities)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    coded = np.isin(values, list(unknown)) if unknown else np.zeros(values.shape, bool)
+    ok = (values >= 0) & (values <= INTENSITY_MAX) if intensity else np.isin(values, [0.0, 1.0])
+    return finite & ~coded & ~ok
+
+
+def binarise(values: np.ndarray, threshold: float, intensity: bool, unknown: Iterable[float] = (-1.0,)) -> np.ndarray:
+    """Float labels -> int8 1/0/-1. Intensities (0-5) count as present at ``>= threshold``; binary labels are 1 or
+    0. NaN (empty cell), the layout's ``unknown`` codes and any value outside the scale are -1 (unknown)."""
     values = np.asarray(values, dtype=np.float64)
     out = np.full(values.shape, -1, dtype=np.int8)
-    known = np.isfinite(values) & (values >= 0)
-    for code in unknown:
-        known &= values != code
+    known = np.isfinite(values) & ~outside_scale(values, intensity, unknown)
+    if unknown:
+        known &= ~np.isin(values, list(unknown))
     if intensity:
         out[known] = (values[known] >= threshold).astype(np.int8)
     else:
-        out[known & (values == 1)] = 1
-        out[known & (values == 0)] = 0
+        out[known] = values[known].astype(np.int8)
     return out
 
 
-def _table(
-    frames: list[int], rows: list[list[float]], au_names: list[str], threshold: float, intensity: bool,
-    key: str, unknown: Iterable[float], issues: list[str], base: int = 0,
-) -> LabelTable:
-    """Build a LabelTable from parsed rows: drop bad and duplicate frame keys (reporting them), binarise."""
+@dataclass
+class RawLabels:
+    """One video's label cells as written, before a scale is applied: what the dataset-wide scale decision looks
+    at, and what lets a value outside the scale be reported by file, line and column."""
+
+    au_names: list[str]
+    frames: np.ndarray  # (M,) int64 frame keys, sorted, unique
+    values: np.ndarray  # (M, K) float64; NaN for an empty cell or text
+    text: np.ndarray  # (M, K) bool: the cell holds text, not a number
+    lines: np.ndarray  # (M, K) int64: line of the cell in its file (1-based)
+    files: list[str]  # (K,) the file each column comes from
+    columns: list[str]  # (K,) the column's header text
+    key: str
+    unknown: tuple[float, ...]
+    issues: list[str]
+    duplicates: list[dict]  # header columns naming an AU another column already names
+    base: int = 0  # the number written in the file is key + base (DISFA numbers frames from 1)
+    source: str = ""  # the label file (DISFA: the subject's AU files), for reports
+    words: dict = field(default_factory=dict)  # (row, column) -> the text of a text cell
+    positional: bool = False  # row i is frame i (Aff-Wild2)
+
+
+def _raw(
+    frames: list[float], lines: list[int], cells: list[list[str]], au_names: list[str], files: list[str],
+    columns: list[str], key: str, unknown: tuple[float, ...], issues: list[str], duplicates: list[dict],
+    base: int = 0, source: str = "", cell_lines: list[list[int]] | None = None,
+) -> RawLabels:
+    """Parse cells, drop rows with a bad frame number and later duplicates of a frame (both reported, with lines),
+    sort by frame key."""
+    k = len(au_names)
     frames_arr = np.asarray(frames, dtype=np.float64) - base
-    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(au_names))
     bad = ~np.isfinite(frames_arr) | (frames_arr < 0) | (frames_arr != np.round(frames_arr))
     if bad.any():
-        issues.append(f"{int(bad.sum())} rows with an invalid frame number dropped")
-    frames_arr, values = frames_arr[~bad].astype(np.int64), values[~bad]
-    order = np.argsort(frames_arr, kind="stable")
-    frames_arr, values = frames_arr[order], values[order]
-    keep = np.ones(len(frames_arr), bool)
-    keep[1:] = frames_arr[1:] != frames_arr[:-1]
-    if not keep.all():
-        dups = np.unique(frames_arr[~keep])
-        issues.append(f"{int((~keep).sum())} duplicate rows for frames {_ranges(dups + base)}: first row kept")
-    frames_arr, values = frames_arr[keep], values[keep]
-    if not intensity:
-        allowed = ~np.isfinite(values) | np.isin(values, [0, 1, -1, *unknown])
-        if not allowed.all():
-            odd = np.unique(values[~allowed])
-            issues.append(f"{int((~allowed).sum())} values not 0/1 ({_short(odd)}): read as unknown")
-    binary = binarise(values, threshold, intensity, unknown)
-    return LabelTable(au_names, frames_arr, binary, key, intensity, issues)
+        bad_lines = [lines[i] for i in np.flatnonzero(bad)]
+        issues.append(f"{int(bad.sum())} rows with an invalid frame number dropped (lines {_ranges(np.asarray(bad_lines))})")
+    keep_idx = np.flatnonzero(~bad)
+    keys = frames_arr[keep_idx].astype(np.int64)
+    order = keep_idx[np.argsort(keys, kind="stable")]
+    keys = np.sort(keys, kind="stable")
+    first = np.ones(len(keys), bool)
+    first[1:] = keys[1:] != keys[:-1]
+    if not first.all():
+        dup_lines = np.asarray([lines[i] for i in order[~first]])
+        issues.append(
+            f"{int((~first).sum())} duplicate rows for frames {_ranges(np.unique(keys[~first]) + base)} "
+            f"(lines {_ranges(np.sort(dup_lines))}): the first row of each frame kept"
+        )
+    order, keys = order[first], keys[first]
+    values = np.full((len(order), k), np.nan)
+    text = np.zeros((len(order), k), bool)
+    line_arr = np.zeros((len(order), k), np.int64)
+    words: dict = {}
+    for r, i in enumerate(order):
+        row = cells[i]
+        for c in range(k):
+            value, is_text = _cell(row[c])
+            values[r, c] = value
+            if is_text:
+                text[r, c] = True
+                words[(r, c)] = row[c].strip()
+            line_arr[r, c] = cell_lines[i][c] if cell_lines is not None else lines[i]
+    return RawLabels(au_names, keys, values, text, line_arr, files, columns, key, unknown, issues, duplicates,
+                     base, source, words)
+
+
+def apply_scale(raw: RawLabels, scale: str, threshold: float) -> LabelTable:
+    """The binarised LabelTable of ``raw`` read on ``scale``; every cell outside it becomes unknown (-1) and is
+    listed (file, line, column, value: the first ``MAX_LISTED``) and counted."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown label scale {scale!r}")
+    intensity = scale == "intensity"
+    outside = raw.text | outside_scale(raw.values, intensity, raw.unknown)
+    values = binarise(raw.values, threshold, intensity, raw.unknown)
+    issues = list(raw.issues)
+    strays = []
+    count = int(outside.sum())
+    if count:
+        for r, c in np.argwhere(outside)[:MAX_LISTED]:
+            shown = raw.words.get((int(r), int(c)), f"{raw.values[r, c]:g}")
+            strays.append({"file": raw.files[c], "line": int(raw.lines[r, c]), "column": raw.columns[c],
+                           "value": shown})
+        odd = sorted({s["value"] for s in strays})
+        where = "; ".join(f"{Path(s['file']).name} line {s['line']} column {s['column']}" for s in strays[:3])
+        issues.append(
+            f"{count} values outside the {scale} scale ({', '.join(odd[:5])}{', ...' if len(odd) > 5 else ''}) "
+            f"read as unknown: {where}{', ...' if count > 3 else ''}"
+        )
+    return LabelTable(raw.au_names, raw.frames, values, raw.key, intensity, issues, raw.base, raw.source,
+                      strays, count, raw.positional)
+
+
+def scale_evidence(layout: str, raws: Iterable[RawLabels], requested: str = "auto") -> dict:
+    """The dataset's label scale and why: ``--label-scale`` when given, else the layout's own coding (DISFA
+    intensities, BP4D and Aff-Wild2 occurrence), else (generic) the data: intensities when at least
+    ``INTENSITY_EVIDENCE`` of the known cells hold a value above 1 and at most 5, binary otherwise."""
+    if requested not in ("auto", *SCALES):
+        raise UsageError(f"unknown --label-scale {requested!r}", suggest(requested, ("auto", *SCALES)))
+    if requested != "auto":
+        return {"scale": requested, "decided_by": "option", "evidence": f"set with --label-scale {requested}"}
+    if layout in LAYOUT_SCALE:
+        return {"scale": "intensity" if layout == "disfa" else "binary", "decided_by": "layout",
+                "evidence": LAYOUT_SCALE[layout]}
+    known = middle = ones = 0
+    for raw in raws:
+        v = raw.values
+        k = np.isfinite(v) & ~np.isin(v, list(raw.unknown))
+        known += int(k.sum())
+        middle += int((k & (v > 1) & (v <= INTENSITY_MAX)).sum())
+        ones += int((k & np.isin(v, [0.0, 1.0])).sum())
+    share = middle / known if known else 0.0
+    pct = f"{100 * share:.2g} %"
+    if middle and share >= INTENSITY_EVIDENCE:
+        return {"scale": "intensity", "decided_by": "data", "known_cells": known, "cells_above_1": middle,
+                "evidence": f"{middle} of {known} known cells ({pct}) hold values above 1 and at most 5"}
+    if middle:
+        evidence = (f"only {middle} of {known} known cells ({pct}) hold values above 1 and at most 5, under the "
+                    f"{100 * INTENSITY_EVIDENCE:g} % that intensities need: those cells are outside the scale")
+    else:
+        evidence = f"{ones} of {known} known cells hold 0 or 1, none a value above 1 and at most 5"
+    if known - ones - middle:
+        evidence += f"; {known - ones - middle} other values are outside both scales"
+    return {"scale": "binary", "decided_by": "data", "known_cells": known, "cells_above_1": middle,
+            "evidence": evidence}
 
 
 def _short(values: np.ndarray, n: int = 5) -> str:
@@ -204,54 +345,111 @@ def _ranges(frames: np.ndarray, n: int = 4) -> str:
     return ", ".join(parts) + (f", ... ({len(starts)} runs)" if len(starts) > n else "")
 
 
-def _read_rows(path: Path) -> list[list[str]]:
+def describe_keys(table: LabelTable, keys: np.ndarray, name_file: bool = True) -> str:
+    """Frame keys as the label file writes them, naming the file: ``frames 8-10 of s1.csv``, ``frames 9-11
+    (1-based) of SN001_au*.txt``, ``rows 3 (lines 5) of vid.txt``, ``frame numbers 4 of F001_T1.csv``."""
+    keys = np.sort(np.asarray(keys, dtype=np.int64))
+    of = f" of {table.source}" if table.source and name_file else ""
+    if table.key == "number":
+        return f"frame numbers {_ranges(keys)}{of}"
+    if table.positional:
+        return f"rows {_ranges(keys)} (lines {_ranges(keys + 2)}){of}"
+    if table.base:
+        return f"frames {_ranges(keys + table.base)} ({table.base}-based, as in the files){of}"
+    return f"frames {_ranges(keys)}{of}"
+
+
+def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """Every row of a CSV file with its line number (1-based), blank rows included."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            return [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+            reader = csv.reader(fh)
+            return [(reader.line_num, row) for row in reader]
     except FileNotFoundError:
         raise LabelError(f"label file {path} not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise LabelError(f"label file {path} cannot be read: {exc}") from None
 
 
+def _blank(row: list[str]) -> bool:
+    return not any(cell.strip() for cell in row)
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    return [row for _, row in _read_lines(path) if not _blank(row)]
+
+
+def _au_columns(path: Path, header: list[str], candidates: list[int]) -> tuple[list[tuple[int, str]], list[dict], list[int]]:
+    """AU columns of a header: (first column of each AU, AUs named twice, later columns naming an AU again)."""
+    seen: dict[str, int] = {}
+    first, again = [], []
+    duplicates: dict[str, dict] = {}
+    for i in candidates:
+        name = au_name(header[i])
+        if name is None:
+            continue
+        if name in seen:
+            again.append(i)
+            entry = duplicates.setdefault(name, {"file": str(path), "au": name, "columns": [header[seen[name]]],
+                                                 "used": header[seen[name]], "disagreeing_rows": 0})
+            entry["columns"].append(header[i])
+            entry.setdefault("_cols", [seen[name]]).append(i)
+        else:
+            seen[name] = i
+            first.append((i, name))
+    return first, list(duplicates.values()), again
+
+
+def _check_duplicates(duplicates: list[dict], rows: list[list[str]], issues: list[str]) -> None:
+    """Count the rows on which the columns naming one AU disagree, and report each such AU."""
+    for entry in duplicates:
+        cols = entry.pop("_cols", [])
+        differ = 0
+        for row in rows:
+            vals = {_cell(row[c])[0] if c < len(row) else math.nan for c in cols}
+            vals = {v for v in vals if not math.isnan(v)}
+            differ += len(vals) > 1
+        entry["disagreeing_rows"] = differ
+        issues.append(
+            f"columns {' and '.join(entry['columns'])} both name {entry['au']}: the first ({entry['used']}) is used, "
+            f"the other ignored ({differ} rows where they disagree); keep one column per AU"
+        )
+
+
 # -- the four layouts: readers ---------------------------------------------------------------------------------
 
 
-def read_generic_labels(path: Path, threshold: float, intensity: bool | None = None) -> LabelTable:
-    """``labels/<stem>.csv``: a ``frame`` column (0-based) and one column per AU; 1/0, empty or -1 unknown.
-    Intensities are binarised at ``threshold``; ``intensity=None`` decides from the file (any value above 1)."""
-    rows = _read_rows(path)
-    if not rows:
+def _raw_generic(path: Path) -> RawLabels:
+    """``labels/<stem>.csv``: a ``frame`` column (0-based) and one column per AU."""
+    numbered = [(n, row) for n, row in _read_lines(path) if not _blank(row)]
+    if not numbered:
         raise LabelError(f"label file {path} is empty")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in numbered[0][1]]
     lower = [h.lower() for h in header]
     if "frame" not in lower:
         raise LabelError(f"label file {path} has no 'frame' column (header: {', '.join(header)})")
     frame_col = lower.index("frame")
-    au_cols = [(i, au_name(h)) for i, h in enumerate(header) if i != frame_col and au_name(h) and h.upper().startswith("AU")]
-    issues = []
-    ignored = [h for i, h in enumerate(header) if i != frame_col and i not in dict(au_cols)]
+    candidates = [i for i, h in enumerate(header) if i != frame_col and h.upper().startswith("AU")]
+    au_cols, duplicates, again = _au_columns(path, header, candidates)
+    issues: list[str] = []
+    ignored = [h for i, h in enumerate(header) if i != frame_col and i not in dict(au_cols) and i not in again]
     if ignored:
         issues.append(f"columns ignored (not AUs): {', '.join(ignored)}")
     if not au_cols:
         raise LabelError(f"label file {path} has no AU columns (expected names like AU01)")
-    frames, values = [], []
-    for row in rows[1:]:
-        row = row + [""] * (len(header) - len(row))
-        frames.append(_parse_number(row[frame_col]))
-        values.append([_parse_number(row[i]) for i, _ in au_cols])
-    arr = np.asarray(values, dtype=np.float64).reshape(len(values), len(au_cols))
-    if intensity is None:
-        intensity = bool(np.nanmax(arr, initial=0) > 1)
-    return _table(frames, values, [n for _, n in au_cols], threshold, intensity, "index", (), issues)
+    rows = [row + [""] * (len(header) - len(row)) for _, row in numbered[1:]]
+    _check_duplicates(duplicates, rows, issues)
+    return _raw([_parse_number(r[frame_col]) for r in rows], [n for n, _ in numbered[1:]],
+                [[r[i] for i, _ in au_cols] for r in rows], [n for _, n in au_cols], [str(path)] * len(au_cols),
+                [header[i] for i, _ in au_cols], "index", UNKNOWN_CODES["generic"], issues, duplicates,
+                source=path.name)
 
 
-def read_disfa_labels(folder: Path, threshold: float) -> LabelTable:
-    """``ActionUnit_Labels/SN001/SN001_au<N>.txt``: ``frame,intensity`` lines, frames 1-based, intensity 0-5.
-    A frame missing from one AU's file is unknown for that AU only."""
+def _raw_disfa(folder: Path) -> RawLabels:
+    """``ActionUnit_Labels/SN001/SN001_au<N>.txt``: ``frame,intensity`` lines, frames 1-based."""
     if not folder.is_dir():
         raise LabelError(f"label folder {folder} not found")
-    files = {}
+    files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         m = re.search(r"_au(\d+)$", p.stem, re.IGNORECASE)
         if m and p.is_file():
@@ -259,84 +457,137 @@ def read_disfa_labels(folder: Path, threshold: float) -> LabelTable:
     if not files:
         raise LabelError(f"label folder {folder} holds no <subject>_au<N>.txt files")
     au_names = sorted(files, key=au_sort_key)
-    per_au: dict[str, dict[int, float]] = {}
+    per_au: dict[str, dict[int, tuple[str, int]]] = {}
     issues: list[str] = []
     for name in au_names:
-        entries: dict[int, float] = {}
-        bad = 0
-        for row in _read_rows(files[name]):
-            if len(row) < 2:
-                bad += 1
+        entries: dict[int, tuple[str, int]] = {}
+        bad, dups = [], []
+        for line, row in _read_lines(files[name]):
+            if _blank(row):
                 continue
-            frame, value = _parse_number(row[0]), _parse_number(row[1])
-            if not math.isfinite(frame) or frame < 1 or frame != int(frame):
-                bad += 1
+            frame = _parse_number(row[0]) if row else math.nan
+            if len(row) < 2 or not math.isfinite(frame) or frame < 1 or frame != int(frame):
+                bad.append(line)
                 continue
             if int(frame) in entries:
-                issues.append(f"{files[name].name}: duplicate row for frame {int(frame)}, first kept")
+                dups.append((line, int(frame)))
                 continue
-            entries[int(frame)] = value
+            entries[int(frame)] = (row[1], line)
         if bad:
-            issues.append(f"{files[name].name}: {bad} unreadable lines skipped")
+            issues.append(f"{files[name].name}: {len(bad)} unreadable lines skipped (lines {_ranges(np.asarray(bad))})")
+        for line, frame in dups[:3]:
+            issues.append(f"{files[name].name} line {line}: a second line for frame {frame} "
+                          f"(first on line {entries[frame][1]}): the first kept")
+        if len(dups) > 3:
+            issues.append(f"{files[name].name}: {len(dups) - 3} more duplicate lines, the first of each frame kept")
         per_au[name] = entries
     all_frames = sorted(set().union(*[set(e) for e in per_au.values()]))
     for name in au_names:
-        missing = len(all_frames) - len(per_au[name])
-        if missing:
-            issues.append(f"{files[name].name}: no line for {missing} frames other AU files have: unknown there")
-    values = [[per_au[name].get(f, math.nan) for name in au_names] for f in all_frames]
-    # DISFA files number frames from 1; the key is the 0-based frame index in the video
-    return _table(all_frames, values, au_names, threshold, True, "index", (), issues, base=1)
+        missing = np.asarray([f for f in all_frames if f not in per_au[name]], dtype=np.int64)
+        if len(missing):
+            other = next(n for n in au_names if int(missing[0]) in per_au[n])
+            issues.append(
+                f"{files[name].name}: no line for frames {_ranges(missing)} (1-based, as in the files), which "
+                f"{files[other].name} has (line {per_au[other][int(missing[0])][1]} for frame {int(missing[0])}): "
+                f"{name} unknown there"
+            )
+    cells = [[per_au[name].get(f, ("", 0))[0] for name in au_names] for f in all_frames]
+    cell_lines = [[per_au[name].get(f, ("", 0))[1] for name in au_names] for f in all_frames]
+    return _raw([float(f) for f in all_frames], [0] * len(all_frames), cells, au_names,
+                [str(files[n]) for n in au_names], [files[n].name for n in au_names], "index",
+                UNKNOWN_CODES["disfa"], issues, [], base=1, source=f"{folder.name}_au*.txt", cell_lines=cell_lines)
 
 
-def read_bp4d_labels(path: Path, threshold: float) -> LabelTable:
-    """``AUCoding/AU_OCC/F001_T1.csv``: header (frame column, then AU numbers), one row per frame, 1/0, 9 unknown.
-    Keyed by frame number, matched to the number in each image's file name."""
-    rows = _read_rows(path)
-    if not rows:
+def _raw_bp4d(path: Path) -> RawLabels:
+    """``AUCoding/AU_OCC/F001_T1.csv``: header (frame column, then AU numbers), one row per frame."""
+    numbered = [(n, row) for n, row in _read_lines(path) if not _blank(row)]
+    if not numbered:
         raise LabelError(f"label file {path} is empty")
-    header = [h.strip() for h in rows[0]]
-    au_cols = [(i, au_name(h)) for i, h in enumerate(header) if i > 0 and au_name(h)]
+    header = [h.strip() for h in numbered[0][1]]
+    au_cols, duplicates, _ = _au_columns(path, header, list(range(1, len(header))))
     if not au_cols:
         raise LabelError(f"label file {path} has no AU columns in its header (expected AU numbers: 1,2,4,...)")
-    frames, values = [], []
-    for row in rows[1:]:
-        row = row + [""] * (len(header) - len(row))
-        frames.append(_parse_number(row[0]))
-        values.append([_parse_number(row[i]) for i, _ in au_cols])
-    return _table(frames, values, [n for _, n in au_cols], threshold, False, "number", (9,), [])
+    issues: list[str] = []
+    rows = [row + [""] * (len(header) - len(row)) for _, row in numbered[1:]]
+    _check_duplicates(duplicates, rows, issues)
+    return _raw([_parse_number(r[0]) for r in rows], [n for n, _ in numbered[1:]],
+                [[r[i] for i, _ in au_cols] for r in rows], [n for _, n in au_cols], [str(path)] * len(au_cols),
+                [header[i] for i, _ in au_cols], "number", UNKNOWN_CODES["bp4d"], issues, duplicates,
+                source=path.name)
 
 
-def read_affwild2_labels(path: Path, threshold: float) -> LabelTable:
-    """Aff-Wild2 / ABAW: header ``AU1,AU2,...``, then row i holds frame i (0-based), 1/0, -1 invalid."""
-    rows = _read_rows(path)
-    if not rows:
+def _raw_affwild2(path: Path) -> RawLabels:
+    """Aff-Wild2 / ABAW: header ``AU1,AU2,...``, then row i holds frame i (0-based). Positional: an empty row is
+    its frame's unknown labels (never dropped, which would shift every later frame); blank lines after the last
+    row are not frames."""
+    numbered = _read_lines(path)
+    while numbered and _blank(numbered[0][1]):
+        numbered = numbered[1:]
+    while numbered and _blank(numbered[-1][1]):
+        numbered = numbered[:-1]
+    if not numbered:
         raise LabelError(f"label file {path} is empty")
-    names = [au_name(h) for h in rows[0]]
-    if not all(names):
-        raise LabelError(f"label file {path} has a header that is not all AUs: {','.join(rows[0])}")
-    issues = []
-    values = []
-    short = 0
-    for row in rows[1:]:
-        if len(row) != len(names):
-            short += 1
-        row = row + [""] * (len(names) - len(row))
-        values.append([_parse_number(c) for c in row[: len(names)]])
+    header = [h.strip() for h in numbered[0][1]]
+    if not all(au_name(h) for h in header):
+        raise LabelError(f"label file {path} has a header that is not all AUs: {','.join(header)}")
+    au_cols, duplicates, _ = _au_columns(path, header, list(range(len(header))))
+    issues: list[str] = []
+    body = numbered[1:]
+    short = sum(len(row) != len(header) and not _blank(row) for _, row in body)
     if short:
         issues.append(f"{short} rows whose cell count differs from the header's: missing cells read as unknown")
-    return _table(list(range(len(values))), values, names, threshold, False, "index", (), issues)
+    empty = np.asarray([i for i, (_, row) in enumerate(body) if _blank(row)], dtype=np.int64)
+    if len(empty):
+        issues.append(f"{len(empty)} empty rows (rows {_ranges(empty)}, line = row + 2): those frames' labels unknown")
+    rows = [row + [""] * (len(header) - len(row)) for _, row in body]
+    _check_duplicates(duplicates, rows, issues)
+    raw = _raw([float(i) for i in range(len(rows))], [n for n, _ in body], [[r[i] for i, _ in au_cols] for r in rows],
+               [n for _, n in au_cols], [str(path)] * len(au_cols), [header[i] for i, _ in au_cols], "index",
+               UNKNOWN_CODES["affwild2"], issues, duplicates, source=path.name)
+    raw.positional = True
+    return raw
+
+
+_RAW_READERS: dict[str, Any] = {"generic": _raw_generic, "disfa": _raw_disfa, "bp4d": _raw_bp4d, "affwild2": _raw_affwild2}
+
+
+def read_raw_labels(layout: str, video: VideoSource) -> RawLabels:
+    """One video's label cells, in its layout, before a scale is applied. Raises ``LabelError``."""
+    return _RAW_READERS[layout](video.label_path)
+
+
+def read_generic_labels(path: Path, threshold: float, intensity: bool | None = None, scale: str | None = None) -> LabelTable:
+    """``labels/<stem>.csv``: a ``frame`` column (0-based) and one column per AU; 1/0, empty or -1 unknown.
+    ``scale`` (or ``intensity``) fixes the scale; by default it is decided from this file alone (as
+    ``scale_evidence`` does for a dataset)."""
+    raw = _raw_generic(path)
+    if scale is None:
+        scale = scale_evidence("generic", [raw])["scale"] if intensity is None else SCALES[int(bool(intensity))]
+    return apply_scale(raw, scale, threshold)
+
+
+def read_disfa_labels(folder: Path, threshold: float, scale: str = "intensity") -> LabelTable:
+    """``ActionUnit_Labels/SN001/SN001_au<N>.txt``: ``frame,intensity`` lines, frames 1-based, intensity 0-5.
+    A frame missing from one AU's file is unknown for that AU only."""
+    return apply_scale(_raw_disfa(folder), scale, threshold)
+
+
+def read_bp4d_labels(path: Path, threshold: float, scale: str = "binary") -> LabelTable:
+    """``AUCoding/AU_OCC/F001_T1.csv``: header (frame column, then AU numbers), one row per frame, 1/0, 9 unknown.
+    Keyed by frame number, matched to the number in each image's file name."""
+    return apply_scale(_raw_bp4d(path), scale, threshold)
+
+
+def read_affwild2_labels(path: Path, threshold: float, scale: str = "binary") -> LabelTable:
+    """Aff-Wild2 / ABAW: header ``AU1,AU2,...``, then row i holds frame i (0-based), 1/0, -1 invalid."""
+    return apply_scale(_raw_affwild2(path), scale, threshold)
 
 
 def read_labels(layout: str, video: VideoSource, threshold: float) -> LabelTable:
-    """One video's labels, in its layout. Raises ``LabelError`` when they cannot be used."""
-    reader: Any = {
-        "generic": read_generic_labels,
-        "disfa": read_disfa_labels,
-        "bp4d": read_bp4d_labels,
-        "affwild2": read_affwild2_labels,
-    }[layout]
-    return reader(video.label_path, threshold)
+    """One video's labels, in its layout and the layout's own scale (generic: decided from the file). Raises
+    ``LabelError`` when they cannot be used; ``read_dataset_labels`` decides the scale for a whole dataset."""
+    raw = read_raw_labels(layout, video)
+    return apply_scale(raw, scale_evidence(layout, [raw])["scale"], threshold)
 
 
 # -- the four layouts: listing ---------------------------------------------------------------------------------
@@ -559,31 +810,69 @@ def _list_affwild2(root: Path) -> DatasetListing:
     return DatasetListing("affwild2", root, videos, skipped)
 
 
-def read_all_labels(layout: str, videos: list[VideoSource], threshold: float
-                    ) -> tuple[dict[str, LabelTable], list[dict]]:
-    """Every video's labels: (tables by video id, skipped videos with the reason).
+@dataclass
+class DatasetLabels:
+    """Every video's labels on the dataset's one scale, with what was found in the files."""
 
-    Generic label files may hold binary labels or intensities, and a value of 1 means "present" in the first but
-    "below threshold" in the second, so the reading must be the same for the whole dataset: when any file holds
-    a value above 1, every file is read as intensities (a file whose own values never exceed 1 says so in its
-    issues)."""
-    tables: dict[str, LabelTable] = {}
+    tables: dict[str, LabelTable]  # by video id
+    skipped: list[dict]  # videos whose labels cannot be used, with the reason
+    scale: dict  # scale_evidence(...), plus the threshold for intensities
+    outside_scale: dict  # {"count": N, "first": [{"file", "line", "column", "value"}, ...]}
+    duplicate_columns: list[dict]  # {"file", "au", "columns", "used", "disagreeing_rows"}
+
+    @property
+    def problems(self) -> int:
+        """Cells outside the scale plus AUs named twice: what ``--strict`` refuses."""
+        return int(self.outside_scale["count"]) + len(self.duplicate_columns)
+
+
+def read_dataset_labels(layout: str, videos: list[VideoSource], threshold: float, scale: str = "auto",
+                        root: Path | None = None) -> DatasetLabels:
+    """Read every video's label cells, decide the dataset's one scale (``scale_evidence``: a value of 1 means
+    "present" on the binary scale but "below threshold" on the intensity one, so every file must be read the same
+    way), then binarise each file on it. Files are named relative to ``root`` in the reports."""
+    raws: dict[str, RawLabels] = {}
     skipped: list[dict] = []
     for v in videos:
         try:
-            tables[v.id] = read_labels(layout, v, threshold)
+            raws[v.id] = read_raw_labels(layout, v)
         except LabelError as exc:
             skipped.append({"video": v.id, "reason": exc.message})
-    if layout == "generic" and any(t.intensity for t in tables.values()):
-        by_id = {v.id: v for v in videos}
-        for vid, table in tables.items():
-            if not table.intensity:
-                again = read_generic_labels(by_id[vid].label_path, threshold, intensity=True)
-                again.issues.append(
-                    f"values 0/1 only, read as intensities (present at >= {threshold:g}) like the rest of the dataset"
-                )
-                tables[vid] = again
-    return tables, skipped
+    decided = scale_evidence(layout, raws.values(), scale)
+    if decided["scale"] == "intensity":
+        if not 0 < threshold <= INTENSITY_MAX:
+            raise UsageError(f"--threshold must be above 0 and at most {INTENSITY_MAX:g} on the intensity scale, "
+                             f"got {threshold:g}", "DISFA's convention is 2")
+        decided = {**decided, "threshold": float(threshold)}
+
+    def rel(path: str) -> str:
+        if root is None:
+            return path
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            return path
+
+    tables: dict[str, LabelTable] = {}
+    first: list[dict] = []
+    count = 0
+    duplicates: list[dict] = []
+    for vid, raw in raws.items():
+        table = apply_scale(raw, decided["scale"], threshold)
+        table.strays = [{**s, "file": rel(s["file"])} for s in table.strays]
+        tables[vid] = table
+        count += table.stray_count
+        first.extend(table.strays[: max(0, MAX_LISTED - len(first))])
+        duplicates.extend({**d, "file": rel(d["file"])} for d in raw.duplicates)
+    return DatasetLabels(tables, skipped, decided, {"count": count, "first": first}, duplicates)
+
+
+def read_all_labels(layout: str, videos: list[VideoSource], threshold: float, scale: str = "auto"
+                    ) -> tuple[dict[str, LabelTable], list[dict]]:
+    """Every video's labels on the dataset's one scale: (tables by video id, skipped videos with the reason).
+    ``read_dataset_labels`` also returns the scale's evidence and the values outside it."""
+    result = read_dataset_labels(layout, videos, threshold, scale)
+    return result.tables, result.skipped
 
 
 def dataset_au_names(tables: Iterable[LabelTable]) -> list[str]:

@@ -49,11 +49,11 @@ from aubench_cli.data.labels import (
     DatasetListing,
     LabelTable,
     VideoSource,
-    _ranges,
     dataset_au_names,
+    describe_keys,
     frame_number,
     list_dataset,
-    read_all_labels,
+    read_dataset_labels,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class PreprocessOptions:
     splits: tuple[float, float, float] = PAPER_SPLITS
     overwrite: bool = False
     min_confidence: float = 0.5  # mediapipe's default for both detection and tracking
+    label_scale: str = "auto"  # binary / intensity; auto: the layout's coding, or (generic) decided from the data
+    strict: bool = False  # label values outside the scale, or an AU named twice, make the run exit non-zero
 
 
 class VideoError(Exception):
@@ -238,6 +240,7 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         "video": video.id, "subject": video.subject, "path": str(video.path), "status": "ok", "error": None,
         "frames_read": 0, "frames_labelled": 0, "faces": 0, "no_face": 0, "detected": 0, "unlabelled_frames": 0,
         "label_rows": int(len(table.frames)), "labels_without_frame": 0, "mismatches": list(table.issues),
+        "identity_switches": 0, "implausible": 0,
     }
     emit = progress if progress is not None else _queue_progress
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -255,6 +258,7 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         def wanted(index: int, number: int) -> bool:
             return frame_key(index, number) in row_of
 
+        aligner = _get_aligner(task["min_confidence"])  # the one align_video uses: its counters are read below
         for index, number, frame, face in align_video(video.path, wanted, stats, min_confidence=task["min_confidence"],
                                                       side=task.get("face_side")):
             report["frames_read"] += 1
@@ -265,9 +269,10 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
             seen_keys.append(key)
             report["frames_labelled"] += 1
             if face is None:
-                report["no_face"] += 1
+                report["no_face"] += 0 if getattr(aligner, "rejected", False) else 1  # else counted as implausible
             else:
-                writer.add(face.crop, table.values[row_of[key]], index, face.landmarks, face.transform, face.detected,
+                # the frame's own key: its index, or (BP4D) the number in the image's name
+                writer.add(face.crop, table.values[row_of[key]], key, face.landmarks, face.transform, face.detected,
                            key=key)
                 report["faces"] += 1
                 report["detected"] += int(face.detected)
@@ -279,6 +284,8 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
             emit({"event": "frames", "n": pending})
         if report["frames_read"] == 0:
             raise VideoError(f"no frame could be decoded from {video.path} (corrupt file or unsupported codec)")
+        report["identity_switches"] = int(getattr(aligner, "identity_switches", 0))
+        report["implausible"] = int(getattr(aligner, "implausible", 0))
         all_keys = np.asarray(seen_keys + unlabelled, dtype=np.int64)
         _report_mismatches(report, table, all_keys, np.asarray(unlabelled, dtype=np.int64), stats, key_is_number)
         report["seconds"] = round(time.perf_counter() - start, 3)
@@ -327,22 +334,25 @@ def _frame_key(layout: str, path: Path, table: LabelTable) -> Callable[[int, int
 def _report_mismatches(report: dict, table: LabelTable, frame_keys: np.ndarray, unlabelled: np.ndarray, stats: dict,
                        by_number: bool) -> None:
     """Write down every way frames and labels disagree (the frames that match are kept either way)."""
-    what = "frame numbers" if by_number else "frames"
     label_keys = table.frames
     orphans = np.setdiff1d(label_keys, frame_keys)
     report["labels_without_frame"] = int(len(orphans))
     report["unlabelled_frames"] = int(len(unlabelled))
     if len(orphans):
         report["mismatches"].append(
-            f"{len(orphans)} label rows have no frame ({what} {_ranges(orphans)}; the video has {report['frames_read']} frames)"
+            f"{len(orphans)} label rows have no frame ({describe_keys(table, orphans)}; the video has "
+            f"{report['frames_read']} frames)"
         )
     if len(unlabelled):
         report["mismatches"].append(
-            f"{len(unlabelled)} frames have no label row ({what} {_ranges(np.sort(unlabelled))}): not used"
+            f"{len(unlabelled)} frames have no label row ({describe_keys(table, unlabelled, name_file=False)}"
+            f"{' in ' + table.source if table.source else ''}): not used"
         )
     container = stats.get("container_frames")
     if container and container != report["frames_read"]:
-        report["mismatches"].append(f"the container says {container} frames but {report['frames_read']} were decoded")
+        report["mismatches"].append(
+            f"the container says {container} frames but {report['frames_read']} were decoded (truncated or damaged "
+            "file?): the missing frames are not used")
     if stats.get("unreadable"):
         report["mismatches"].append(f"{stats['unreadable']} frames could not be decoded: not used")
 
@@ -390,7 +400,8 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
     started = time.perf_counter()
     input_dir, out = Path(input_dir), Path(out)
     listing = list_dataset(input_dir, options.layout)
-    tables, unreadable = read_all_labels(listing.layout, listing.videos, options.threshold)
+    labels = read_dataset_labels(listing.layout, listing.videos, options.threshold, options.label_scale, input_dir)
+    tables, unreadable = labels.tables, labels.skipped
     skipped = list(listing.skipped) + unreadable
     videos = [v for v in listing.videos if v.id in tables]
     if not videos:
@@ -412,7 +423,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         "status": "incomplete",
         "source": {"path": str(input_dir.resolve()), "layout": listing.layout},
         "au_names": au_names,
-        "settings": _settings(options),
+        "settings": {**_settings(options), "label_scale": labels.scale["scale"]},
         "splits": {"source": split_source, "seed": options.split_seed, "proportions": list(options.splits)},
         "subjects": subjects,
     }
@@ -459,6 +470,8 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         summary["reruns"] = {k: rerun[k] for k in ("refreshed", "redone", "realigned", "touched", "removed")}
         summary["split_warnings"] = split_warnings
         summary["notes"] = rerun["notes"] + split_warnings
+        summary.update(label_report(labels, options.strict))
+        summary.update(face_report(cache))
         summary["seconds"] = round(time.perf_counter() - started, 2)
         header = {**header, **{k: cache.header[k] for k in ("created",)}, "updated": now(),
                   "status": "complete" if not failures else f"incomplete: {len(failures)} videos failed",
@@ -594,6 +607,42 @@ def _refresh_labels(out: Path, cache, video: VideoSource, table: LabelTable, fp:
         writer.abort()
         raise
     return True
+
+
+# Videos where at least this share of the labelled frames had no face are listed in the summary, worst first.
+FACELESS_SHARE = 0.05
+
+
+def label_report(labels, strict: bool = False) -> dict:
+    """The summary's label part: the scale and its evidence, values outside it (the first few with file, line and
+    column, then the count), AUs named twice, and whether ``--strict`` fails the run for them."""
+    return {
+        "label_scale": labels.scale,
+        "label_values_outside_scale": labels.outside_scale,
+        "duplicate_au_columns": labels.duplicate_columns,
+        "label_problems": labels.problems,
+        "strict_failed": bool(strict and labels.problems),
+    }
+
+
+def face_report(cache) -> dict:
+    """The summary's face part: videos with many frames without a face (count and share of their labelled
+    frames, worst first), identity switches and implausible alignments, from every video in the cache."""
+    metas = list(cache.video_meta.values())
+    faceless = []
+    for m in metas:
+        labelled, missing = int(m.get("frames_labelled", 0)), int(m.get("no_face", 0))
+        if labelled and missing / labelled >= FACELESS_SHARE:
+            faceless.append({"video": m["video"], "no_face": missing, "frames_labelled": labelled,
+                             "pct": round(100.0 * missing / labelled, 1)})
+    faceless.sort(key=lambda f: (-f["pct"], -f["no_face"], f["video"]))
+    return {
+        "videos_with_faceless_frames": faceless,
+        "no_face_frames": sum(int(m.get("no_face", 0)) for m in metas),
+        "identity_switches": sum(int(m.get("identity_switches", 0)) for m in metas),
+        "videos_with_identity_switches": sorted(m["video"] for m in metas if int(m.get("identity_switches", 0))),
+        "implausible_alignments": sum(int(m.get("implausible", 0)) for m in metas),
+    }
 
 
 def _face_side(layout: str, video: VideoSource) -> str | None:
