@@ -39,6 +39,7 @@ def command(
     weights: Annotated[Optional[str], typer.Option("--weights", help="Start from this state dict or checkpoint (classifier replaced).")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from the library registry's weights (online).")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model.")] = None,
+    scale_batch: Annotated[Optional[bool], typer.Option("--scale-batch", help="Under torchrun: a full batch per process, lr x N, 1/N of the steps (not the one-process experiment).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Run directory [default: runs/<arch>-<settings>-<time>].")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory exactly.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
@@ -56,12 +57,10 @@ def command(
         "train.optimizer": optimizer, "train.lr": lr, "train.seed": seed, "train.device": device,
         "data.frames_frac": frames_frac, "data.subjects_frac": subjects_frac,
         "data.drop_unbalanceable": drop_unbalanceable, "model.weights": weights, "model.pretrained": pretrained,
-        "train.compile": compile_,
+        "train.compile": compile_, "train.scale_batch": scale_batch,
     }
     if resume:
-        given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device")]
-        if given or preset or sets:
-            raise UsageError("a resumed run keeps its own settings", "pass only --resume RUN, and --epochs N to extend it")
+        _check_resume_settings(resume, preset, sets, options)
     cfg = cfgmod.resolve(preset, sets, options)
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
@@ -100,3 +99,25 @@ def command(
         return
     stdout.print(f"best mean validation accuracy {summary['best_val_mean_accuracy']:.4f} at epoch "
                  f"{summary['best_epoch']}; run written to {summary['run']}")
+
+
+def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None, options: dict) -> None:
+    """A resumed run keeps its own settings: the same ones passed again are fine, different ones are refused."""
+    from pathlib import Path
+
+    from aubench_cli.training.trainer import saved_config
+
+    given = {k: v for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device")}
+    if not (given or preset or sets):
+        return
+    saved = saved_config(run)
+    wanted = cfgmod.resolve(preset, sets, given, base=saved)
+    wanted.train.aug = wanted.train.aug.upper()
+    a, b = cfgmod.to_dict(saved), cfgmod.to_dict(wanted)
+    a["data"]["cache"], b["data"]["cache"] = (str(Path(c["data"]["cache"]).resolve()) for c in (a, b))
+    changed = [f"{section}.{key}: {value!r} in the run, {b[section][key]!r} given"
+               for section, values in a.items() for key, value in values.items()
+               if f"{section}.{key}" not in ("train.epochs", "train.device") and b[section][key] != value]
+    if changed:
+        raise UsageError(f"a resumed run keeps its own settings; these differ: {'; '.join(changed)}",
+                         "pass only --resume RUN (and --epochs N to extend it), or start a new run with --out")
