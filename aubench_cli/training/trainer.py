@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 
 from aubench_cli import __version__
@@ -792,8 +793,6 @@ def saved_config(run_dir: str | Path) -> cfgmod.Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise UsageError(f"no run at {run_dir} (no config.yaml)", "is this a run directory written by aubench train?")
-    import yaml
-
     return cfgmod.from_dict(yaml.safe_load(path.read_text()) or {})
 
 
