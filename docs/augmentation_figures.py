@@ -2,7 +2,7 @@
 
 The same 16 aligned 96x96 grayscale faces (the astronaut portrait that `aubench synth` builds its heads from, under
 slightly different crops) go through each group with the default magnitudes (`AugmentConfig`) and parameters drawn
-exactly as the trainer draws those of training step 0 with seed 0. Top-left of each figure: the group's name.
+exactly as the trainer draws those of training step 0 with seed 0. Top-left of each figure: the group's name. Grayscale PNG.
 Usage: python docs/augmentation_figures.py [--out docs/img]
 """
 
@@ -54,9 +54,9 @@ def main() -> None:
             params = pipeline.sample(np.random.default_rng([0, 6, 0]), len(x))  # the trainer's stream for step 0
             y = pipeline(x, torch.from_numpy(params))
         img = grid((y[:, 0].numpy() * 255).round().astype(np.uint8))
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        cv2.putText(img, group, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
-        cv2.imwrite(str(out / f"augmentation-{group}.png"), img)
+        cv2.putText(img, group, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 0, 4)
+        cv2.putText(img, group, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
+        cv2.imwrite(str(out / f"augmentation-{group}.png"), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
         print(out / f"augmentation-{group}.png")
 
 
