@@ -47,6 +47,7 @@ class ModelConfig:
 class DataConfig:
     cache: str = "aubench-cache"
     # Section V subsets: fraction of each training subject's frames, and fraction of training subjects.
+    # frames_frac 1: all frames of the chosen subjects; F < 1: exactly round(F x training frames) in all.
     frames_frac: float = 1.0
     subjects_frac: float = 1.0
     # An AU with no positives or negatives in a split stops the run unless this drops it (with a warning).
@@ -72,6 +73,9 @@ class TrainConfig:
     channels_last: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (slow start, faster steps)
+    # Several processes (torchrun): false runs the one-process experiment (each rank trains on 1/W of every batch);
+    # true gives each rank a full batch, the learning rate times W and 1/W of the steps (throughput, another run).
+    scale_batch: bool = False
 
 
 @dataclass
@@ -258,9 +262,11 @@ def resolve(
     preset: str | Path | None = None,
     sets: list[str] | None = None,
     options: dict[str, Any] | None = None,
+    base: Config | None = None,
 ) -> Config:
-    """Defaults, then preset, then ``--set`` overrides, then explicit options (``None`` values are skipped)."""
-    cfg = Config()
+    """Defaults (or a copy of ``base``), then preset, then ``--set`` overrides, then explicit options (``None``
+    values are skipped)."""
+    cfg = from_dict(to_dict(base)) if base is not None else Config()
     if preset is not None:
         data = load_preset(preset)
         data = {k: v for k, v in data.items() if k not in PRESET_META_KEYS}

@@ -14,9 +14,11 @@ from aubench_cli.training.sampling import (
     check_balanceable,
     correct_counts,
     cost_weights,
+    loss_weights,
     make_sampler,
     per_au_bce,
     undersampled,
+    weighted_bce,
 )
 
 
@@ -126,6 +128,38 @@ def test_cost_weights():
     weighted = per_au_bce(logits, targets, weighted=True).item()
     plain = per_au_bce(logits, targets).item()
     assert weighted == pytest.approx(plain * ((3 + 3) / 4 + 1) / 2)  # AU0's mean weight is 6/4, AU1's is 1
+
+
+def test_cost_weights_when_a_batch_lacks_negatives_of_an_au():
+    targets = torch.tensor([[1, 1], [1, 0], [1, 0]], dtype=torch.int8)  # AU0: positives only
+    w = cost_weights(targets)
+    assert (w[:, 0] == 1).all()  # not 0: the ratio is undefined, the AU keeps its plain loss
+    assert w[0, 1] == 2.0
+    logits = torch.zeros(3, 2)
+    assert per_au_bce(logits, targets, weighted=True).item() == pytest.approx(
+        (math.log(2) + math.log(2) * (2 + 2) / 3) / 2)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rows_split_between_ranks_give_the_one_process_gradient(weighted):
+    # What DDP does: rank r sums W x w * bce over its rows (weights from the whole batch), gradients are averaged.
+    labels = _labels()
+    sampler = make_sampler("random", labels, np.arange(len(labels)), np.random.default_rng(0))
+    idx, targets = sampler.draw(np.random.default_rng(2), labels)
+    targets = torch.from_numpy(targets)
+    torch.manual_seed(0)
+    logits = torch.randn(len(idx), 4, requires_grad=True)
+    per_au_bce(logits, targets, weighted).backward()
+    whole = logits.grad.clone()
+    world = 3
+    weights = loss_weights(targets, weighted)
+    averaged = torch.zeros_like(whole)
+    for rank in range(world):
+        logits.grad = None
+        rows = slice(rank, None, world)
+        (world * weighted_bce(logits[rows], targets[rows], weights[rows])).backward()
+        averaged += logits.grad / world
+    assert torch.allclose(averaged, whole, rtol=1e-6, atol=1e-9)
 
 
 def test_unknown_labels_never_count():

@@ -41,6 +41,7 @@ def command(
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from the library registry's weights (online).")] = None,
     allow_partial_weights: Annotated[Optional[bool], typer.Option("--allow-partial-weights", help="Accept weights that leave tensors outside the classifier at init.")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model.")] = None,
+    scale_batch: Annotated[Optional[bool], typer.Option("--scale-batch", help="Under torchrun: a full batch per process, lr x N, 1/N of the steps (not the one-process experiment).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Run directory.", show_default="runs/<arch>-<settings>-<time>")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory exactly.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
@@ -59,12 +60,10 @@ def command(
         "data.frames_frac": frames_frac, "data.subjects_frac": subjects_frac,
         "data.drop_unbalanceable": drop_unbalanceable, "model.weights": weights, "model.pretrained": pretrained,
         "model.allow_partial_weights": allow_partial_weights, "train.compile": compile_,
+        "train.scale_batch": scale_batch,
     }
     if resume:
-        given = [k for k, v in options.items() if v is not None and k not in ("train.epochs", "train.device", "data.cache")]
-        if given or preset or sets:
-            raise UsageError("a resumed run keeps its own settings",
-                             "pass only --resume RUN, --epochs N to extend it, and --cache P if its cache moved")
+        _check_resume_settings(resume, preset, sets, options)
     cfg = cfgmod.resolve(preset, sets, options)
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
@@ -103,3 +102,26 @@ def command(
         return
     stdout.print(f"best mean validation accuracy {summary['best_val_mean_accuracy']:.4f} at epoch "
                  f"{summary['best_epoch']}; run written to {summary['run']}")
+
+
+def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None, options: dict) -> None:
+    """A resumed run keeps its own settings: the same ones passed again are fine, different ones are refused."""
+    from pathlib import Path
+
+    from aubench_cli.training.trainer import saved_config
+
+    # --cache may point at the run's cache where it lies now: the trainer checks its content identity
+    given = {k: v for k, v in options.items()
+             if v is not None and k not in ("train.epochs", "train.device", "data.cache")}
+    if not (given or preset or sets):
+        return
+    saved = saved_config(run)
+    wanted = cfgmod.resolve(preset, sets, given, base=saved)
+    wanted.train.aug = wanted.train.aug.upper()
+    a, b = cfgmod.to_dict(saved), cfgmod.to_dict(wanted)
+    changed = [f"{section}.{key}: {value!r} in the run, {b[section][key]!r} given"
+               for section, values in a.items() for key, value in values.items()
+               if f"{section}.{key}" not in ("train.epochs", "train.device", "data.cache") and b[section][key] != value]
+    if changed:
+        raise UsageError(f"a resumed run keeps its own settings; these differ: {'; '.join(changed)}",
+                         "pass only --resume RUN (and --epochs N to extend it), or start a new run with --out")

@@ -130,11 +130,38 @@ def make_sampler(method: str, labels: np.ndarray, index: np.ndarray, rng: np.ran
 
 
 def cost_weights(targets: torch.Tensor) -> torch.Tensor:
-    """Bishay & Patras (2017): positives of AU k weighted by its negative/positive ratio in the batch (1 if none)."""
+    """Bishay & Patras (2017): positives of AU k weighted by its negative/positive ratio in the batch.
+
+    The ratio is defined only when the batch has both classes of AU k; otherwise (no positive, or positives but
+    no negative) every frame of that AU keeps weight 1, so an AU is never silenced by its own batch.
+    """
     pos = (targets == 1).sum(0).float()
     neg = (targets == 0).sum(0).float()
-    ratio = torch.where(pos > 0, neg / pos.clamp(min=1), torch.ones_like(pos))
+    ratio = torch.where((pos > 0) & (neg > 0), neg / pos.clamp(min=1), torch.ones_like(pos))
     return torch.where(targets == 1, ratio.expand_as(targets), torch.ones_like(targets, dtype=torch.float32))
+
+
+def loss_weights(targets: torch.Tensor, weighted: bool = False) -> torch.Tensor:
+    """Per (frame, AU) weights that turn a plain sum of BCE terms into the batch loss.
+
+    The batch loss is the mean over the AUs present in the batch of each AU's (cost-weighted) BCE averaged over
+    its own frames, i.e. ``sum(w * bce)`` with ``w[i, k] = mask[i, k] * cost[i, k] / (count[k] * n_present)``.
+    Computed from the *whole* batch's targets, so a DDP rank holding some rows of the batch, summing ``w * bce``
+    over its rows and multiplied by the world size, gets a gradient whose DDP average is the one-process gradient.
+    """
+    mask = (targets >= 0).float()
+    counts = mask.sum(0)
+    present = counts > 0
+    n_present = present.sum().clamp(min=1)
+    w = mask / (counts.clamp(min=1) * n_present)
+    return w * cost_weights(targets) if weighted else w
+
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum(weights * BCE(logits, targets))`` over every (frame, AU); weights are 0 where a label does not count."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16 logits (autocast) summed in float32
+    loss = F.binary_cross_entropy_with_logits(logits.to(dtype), targets.clamp(min=0).to(dtype), reduction="none")
+    return (loss * weights).sum()
 
 
 def per_au_bce(logits: torch.Tensor, targets: torch.Tensor, weighted: bool = False) -> torch.Tensor:
@@ -143,18 +170,9 @@ def per_au_bce(logits: torch.Tensor, targets: torch.Tensor, weighted: bool = Fal
     With ``weighted`` (the cost method) each term is multiplied by ``cost_weights`` and the AU's loss is still
     divided by its number of frames, as Keras' class weights do.
     """
-    mask = targets >= 0
-    y = targets.clamp(min=0).to(logits.dtype)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), y.float(), reduction="none")
-    if weighted:
-        loss = loss * cost_weights(targets)
-    counts = mask.sum(0)
-    per_au = (loss * mask).sum(0) / counts.clamp(min=1)
-    present = counts > 0
-    if not present.any():
+    if not (targets >= 0).any():
         warnings.warn("a batch with no known label for any AU", stacklevel=2)
-        return logits.sum() * 0.0
-    return per_au[present].mean()
+    return weighted_bce(logits, targets, loss_weights(targets, weighted))
 
 
 def correct_counts(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,12 +2,17 @@
 
 ``train(cfg, out)`` runs one configuration into a run directory: ``config.yaml`` (the resolved settings),
 ``data.json`` (AUs, splits, the Section V subset), ``metrics.csv`` (one row per epoch), ``best.pt`` (best mean
-validation accuracy) and ``last.pt`` (where to resume). A checkpoint holds the model, optimizer, epoch and step,
-the best score so far and every random state, so ``resume`` continues exactly where the run stopped, an
-interrupted epoch included. The data path stays on the training device: uint8 frames are gathered (from RAM when
-the frames fit, else from the memory-mapped cache), converted, augmented with kornia and normalized there.
-Launched by torchrun, each process draws its own batches (the epoch's batches are split between them), gradients
-are averaged by DistributedDataParallel, and rank 0 alone writes.
+validation accuracy) and ``last.pt`` (where to resume). Read it top to bottom: ``train`` calls ``open_run`` (the
+directory and settings), ``set_up`` (data, model, optimizer, samplers), then per epoch ``train_epoch``,
+``validate`` and ``end_epoch`` (metrics, best, checkpoints), and ``finish``.
+
+Every random choice of training step s (its batch, its augmentation, the torch stream for dropout) is drawn from
+streams keyed by (seed, s) (``BatchPlan``), so a checkpoint needs only the epoch and step to resume exactly. Under
+torchrun every rank draws the same global batch, takes rows ``rank::W`` and weights its loss by the whole batch's
+counts, so DDP's gradient average is the one-process gradient: a run on W processes is the same experiment as on
+one (``--scale-batch`` trades that for throughput). The data path stays on the training device: uint8 frames are
+gathered (resident when they fit, else from the memory-mapped cache), converted, augmented and normalized there.
+Rank 0 alone writes. Branches for CUDA only are marked ``# CUDA only``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 
 from aubench_cli import __version__
@@ -38,7 +44,7 @@ from aubench_cli import config as cfgmod
 from aubench_cli.errors import AubenchError, UsageError, suggest
 from aubench_cli.fileio import atomic_write_bytes, atomic_write_text
 from aubench_cli.models import create_model, get_model_info
-from aubench_cli.models.weights import LoadReport, choose_layout, load_pretrained, load_weights_file
+from aubench_cli.models.weights import choose_layout, load_pretrained, load_weights_file
 from aubench_cli.device import resolve_device
 from aubench_cli.training.inference import store_val_thresholds
 from aubench_cli.training.sampling import (
@@ -47,13 +53,14 @@ from aubench_cli.training.sampling import (
     check_balance,
     check_balanceable,
     correct_counts,
+    loss_weights,
     make_sampler,
-    per_au_bce,
+    weighted_bce,
 )
 from aubench_cli.training.transforms import (
     NEEDS_FEATURE_STATS,
+    Augmentation,
     FeatureStats,
-    augment,
     build_augmentation,
     check_norm,
     feature_stats,
@@ -63,7 +70,6 @@ from aubench_cli.training.transforms import (
 
 CHECKPOINT_VERSION = 1
 OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-PRELOAD_LIMIT_BYTES = 4 * 1024**3  # frames used by a run are copied to RAM below this size; above, read from disk
 
 LogFn = Callable[[str], None]
 ProgressFn = Callable[[dict], None]
@@ -91,16 +97,19 @@ class RunData:
 
 def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_frac: float,
                   rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
-    """Section V: a fraction of the training subjects, each keeping ``frames_frac / subjects_frac`` of its frames.
+    """Section V: a fraction of the training subjects, and of the training frames.
 
-    With ``subjects_frac = 1`` this is the "frames" experiment (every subject, a fraction f of its frames); with
-    ``frames_frac = 0.2`` and ``subjects_frac = s`` it is the "subjects" experiment (20 % of the frames in all,
-    from a fraction s of the subjects).
+    A fraction ``subjects_frac`` of the training subjects is drawn. With ``frames_frac = 1`` each keeps all its
+    frames ("60 % of the subjects"). With ``frames_frac = F < 1`` the run trains on exactly ``round(F x training
+    frames)`` frames whatever subjects were drawn: each chosen subject gives its share in proportion to its size,
+    and the frames left by rounding go to the subjects with the largest remainders. ``subjects_frac = 1`` is the
+    "frames" experiment (every subject, F of the frames); ``F = 0.2`` with ``subjects_frac = s`` is the "subjects"
+    experiment (20 % of the frames in all, from s of the subjects).
     """
     for name, value in (("frames_frac", frames_frac), ("subjects_frac", subjects_frac)):
         if not 0 < value <= 1:
             raise UsageError(f"data.{name} must be in (0, 1], got {value}", "e.g. --frames-frac 0.2")
-    if frames_frac > subjects_frac + 1e-9:
+    if frames_frac < 1 and frames_frac > subjects_frac + 1e-9:
         raise UsageError(
             f"--frames-frac {frames_frac} is more than --subjects-frac {subjects_frac} can provide",
             "the total frame fraction cannot exceed the subject fraction (each subject gives at most all its frames)",
@@ -112,17 +121,28 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
                        "per_subject_frac": 1.0}
     n_subjects = max(1, round(subjects_frac * len(subjects)))
     chosen = np.sort(rng.choice(subjects, n_subjects, replace=False))
-    per_subject = min(1.0, frames_frac / subjects_frac)
-    keep = []
-    for s in chosen:  # one iteration per subject, not per frame
-        frames = index[subject_of == s]
-        n = max(1, round(per_subject * len(frames)))
-        keep.append(np.sort(rng.choice(frames, n, replace=False)))
+    frames_of = [index[subject_of == s] for s in chosen]  # one pass per subject, not per frame
+    sizes = np.array([len(f) for f in frames_of], dtype=np.int64)
+    if frames_frac == 1:
+        take = sizes
+    else:
+        total = int(round(frames_frac * len(index)))
+        if total > sizes.sum():
+            raise UsageError(
+                f"--frames-frac {frames_frac} needs {total} frames but the {n_subjects} subjects drawn have "
+                f"{int(sizes.sum())}", "use a larger --subjects-frac or a smaller --frames-frac")
+        share = total * sizes / sizes.sum()
+        take = np.floor(share).astype(np.int64)
+        leftover = total - int(take.sum())
+        take[np.argsort(-(share - take), kind="stable")[:leftover]] += 1  # largest remainders first
+    keep = [np.sort(rng.choice(f, n, replace=False)) for f, n in zip(frames_of, take)]
     subset = np.sort(np.concatenate(keep))
     return subset, {
-        "frames_frac": frames_frac, "subjects_frac": subjects_frac, "per_subject_frac": per_subject,
+        "frames_frac": frames_frac, "subjects_frac": subjects_frac,
+        "per_subject_frac": float(take.sum() / sizes.sum()),
         "subjects": int(n_subjects), "subjects_available": int(len(subjects)), "frames": int(len(subset)),
         "frames_available": int(len(index)), "subject_names": [cache.subjects[i] for i in chosen],
+        "frames_per_subject": [int(n) for n in take],
     }
 
 
@@ -170,34 +190,61 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     return RunData(cache, record["au_names"], columns, labels, train_index, val_index, record)
 
 
-class FrameSource:
-    """Gathers uint8 frames onto the device: from RAM (or device memory) when they fit, else from the cache."""
+def available_memory() -> int:
+    """Bytes of memory the OS can give without swapping (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
-    def __init__(self, images: Any, needed: np.ndarray, device: torch.device, limit: int = PRELOAD_LIMIT_BYTES):
+
+def preload_limit() -> int:
+    """Bytes of frames one rank may copy to RAM: half of the available memory, shared by the ranks of this machine
+    (each holds its own copy)."""
+    return available_memory() // 2 // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+class FrameSource:
+    """Gathers uint8 frames onto the device: resident in device memory (CUDA, when they fit in a quarter of it),
+    else copied once to RAM (when they fit in ``limit``, by default ``preload_limit()``), else read per batch from
+    the memory-mapped cache. One copy of the frames per rank, never two."""
+
+    CHUNK = 8192  # frames copied at a time while preloading
+
+    def __init__(self, images: Any, needed: np.ndarray, device: torch.device, limit: int | None = None):
         self.device = device
-        frame_bytes = int(np.prod(images.shape[1:]))
-        self.preloaded = len(needed) * frame_bytes <= limit
         self.images = images
         self.lookup: np.ndarray | None = None
         self.store: torch.Tensor | None = None
-        if self.preloaded:
+        nbytes = len(needed) * int(np.prod(images.shape[1:]))
+        on_device = device.type == "cuda" and nbytes < 0.25 * torch.cuda.mem_get_info(device)[0]  # CUDA only
+        self.where = "device" if on_device else ("ram" if nbytes <= (preload_limit() if limit is None else limit)
+                                                 else "disk")
+        if self.where != "disk":
             lookup = np.full(len(images), -1, dtype=np.int64)
             lookup[needed] = np.arange(len(needed))
             self.lookup = lookup
-            store = torch.from_numpy(np.ascontiguousarray(images[needed]))
-            if device.type == "cuda":
-                free, _ = torch.cuda.mem_get_info(device)
-                store = store.to(device) if store.numel() < 0.25 * free else store.pin_memory()
+            store = torch.empty((len(needed), *images.shape[1:]), dtype=torch.uint8,
+                                device=device if on_device else "cpu")
+            for start in range(0, len(needed), self.CHUNK):  # chunk by chunk: no second full copy on the host
+                part = np.ascontiguousarray(images[needed[start:start + self.CHUNK]])
+                store[start:start + len(part)].copy_(torch.from_numpy(part))
             self.store = store
+
+    @property
+    def preloaded(self) -> bool:
+        return self.store is not None
 
     def __call__(self, idx: np.ndarray) -> torch.Tensor:
         if self.store is not None:
             local = torch.from_numpy(self.lookup[idx])
-            batch = self.store[local.to(self.store.device)]
+            batch = self.store[local.to(self.store.device, non_blocking=True)]
         else:
             batch = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
-            if self.device.type == "cuda":
-                batch = batch.pin_memory()
         return batch.to(self.device, non_blocking=True)
 
 
@@ -205,11 +252,18 @@ class FrameSource:
 # distributed
 
 
+STOP_CHECK_EVERY = 8  # under DDP, ranks agree on a Ctrl-C every this many steps (one small host sync each time)
+
+
 @dataclass
 class Dist:
+    """This process's place among the DDP ranks. Every collective goes through here, on the training device
+    (NCCL reduces CUDA tensors only)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def main(self) -> bool:
@@ -220,19 +274,31 @@ class Dist:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (a host sync under DDP: call it every few steps)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def stop_check_due(self, step: int) -> bool:
+        return self.world == 1 or step % STOP_CHECK_EVERY == 0
+
 
 def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist(), resolve_device(device_name)
+        device = resolve_device(device_name)
+        return Dist(device=device), device
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
-    if use_cuda:
+    if use_cuda:  # CUDA only: one GPU per rank, NCCL
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    return Dist(rank, world, local_rank), device
+    return Dist(rank, world, local_rank, device), device
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -313,31 +379,57 @@ def default_run_name(cfg: cfgmod.Config) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the loop
+# one step: the batch plan (what each rank trains on) and the step itself
 
 
-def _rng_state(rng: np.random.Generator) -> str:
-    return json.dumps(rng.bit_generator.state)
+@dataclass
+class LocalBatch:
+    """This rank's part of one training batch, ready for ``Step.train_step``."""
+
+    idx: np.ndarray  # frame indices of this rank's rows
+    targets: torch.Tensor  # (b, K) int8: 1 / 0 where the frame counts for the AU, -1 where it does not
+    weights: torch.Tensor  # (b, K) loss weights: normalised by the whole batch's counts, times the world size
+    aug: torch.Tensor | None  # (b, len(PARAMS)) augmentation parameters, or None (group A)
 
 
-def _set_rng_state(rng: np.random.Generator, state: str) -> None:
-    rng.bit_generator.state = json.loads(state)
+class BatchPlan:
+    """Every random choice of training step ``s`` is a function of (seed, s) alone: the batch, its augmentation
+    parameters, the torch stream (dropout). By default every rank draws the same global batch and takes rows
+    ``rank::W``, so W ranks run exactly the one-process experiment and a run resumes exactly with another world
+    size. With ``scale_batch`` each rank draws its own full batch (streams keyed by rank too)."""
 
+    def __init__(self, sampler: Any, labels: np.ndarray, augmentation: Augmentation | None, seed: int, ddp: Dist,
+                 device: torch.device, weighted: bool, scale_batch: bool):
+        self.sampler, self.labels, self.augmentation = sampler, labels, augmentation
+        self.seed, self.ddp, self.device, self.weighted = seed, ddp, device, weighted
+        self.scale_batch = scale_batch
+        self.rows = slice(None) if scale_batch else slice(ddp.rank, None, ddp.world)
+        self._fixed: tuple[np.ndarray, torch.Tensor, torch.Tensor] | None = None  # balanced samplers
 
-def _optimizer(cfg: cfgmod.Config, model: nn.Module) -> torch.optim.Optimizer:
-    info = get_model_info(cfg.model.arch)
-    name = cfg.train.optimizer or info.optimizer
-    if name not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {name!r}", suggest(name, OPTIMIZERS))
-    lr = cfg.train.lr if cfg.train.lr is not None else info.lr
-    return OPTIMIZERS[name](model.parameters(), lr=lr)
+    def _key(self, *stream: int) -> list[int]:
+        return [self.seed, *stream, self.ddp.rank] if self.scale_batch else [self.seed, *stream]
 
+    def __call__(self, step: int) -> LocalBatch:
+        idx, targets = self.sampler.draw(np.random.default_rng(self._key(3, step)), self.labels)
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, 8, step, self.ddp.rank]).generate_state(1)[0]))
+        aug = None
+        if self.augmentation is not None:
+            params = self.augmentation.sample(np.random.default_rng(self._key(6, step)), len(idx))
+            aug = torch.from_numpy(params[self.rows]).to(self.device, non_blocking=True)
+        t, w = self._targets_and_weights(targets)
+        return LocalBatch(idx[self.rows], t, w, aug)
 
-def _use_channels_last(cfg: cfgmod.Config) -> bool:
-    # "auto" is channels_last: on CUDA it is the layout tensor cores want, and on the project's 2-core CPU every
-    # one of the 11 networks trained as fast or faster in it (1.0x VGG-16 to 2x ResNet50/InceptionV3,
-    # docs/performance.md).
-    return cfg.train.channels_last in ("auto", "true", "yes", "on", "1")
+    def _targets_and_weights(self, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._fixed is not None and self._fixed[0] is targets:  # balanced batches: the same every step
+            return self._fixed[1], self._fixed[2]
+        full = torch.from_numpy(np.ascontiguousarray(targets))
+        scale = 1 if self.scale_batch else self.ddp.world
+        weights = loss_weights(full, self.weighted)[self.rows] * scale  # from the whole batch's counts
+        t = full[self.rows].to(self.device, non_blocking=True)
+        w = weights.to(self.device, non_blocking=True)
+        if targets is getattr(self.sampler, "targets", None):
+            self._fixed = (targets, t, w)
+        return t, w
 
 
 @dataclass
@@ -345,31 +437,64 @@ class Step:
     """What one training step needs, built once per run."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None
     source: FrameSource
-    augmentation: nn.Module | None
+    augmentation: Augmentation | None
     norm: str
     stats: FeatureStats
-    weighted: bool
     channels_last: bool
     autocast: Any
 
-    def inputs(self, idx: np.ndarray, train: bool) -> torch.Tensor:
+    def inputs(self, idx: np.ndarray, aug: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames ``idx`` as the network sees them; augmented only when training parameters ``aug`` are given."""
         x = to_float(self.source(idx))
-        if train:
-            x = augment(self.augmentation, x)
+        if aug is not None and self.augmentation is not None:
+            x = self.augmentation(x, aug)
         x = normalize(x, self.norm, self.stats)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def train_step(self, idx: np.ndarray, targets: torch.Tensor) -> torch.Tensor:
-        x = self.inputs(idx, train=True)
+    def train_step(self, batch: LocalBatch) -> torch.Tensor:
+        x = self.inputs(batch.idx, batch.aug)
         with self.autocast:
             logits = self.model(x)
-        loss = per_au_bce(logits, targets, weighted=self.weighted)
+        loss = weighted_bce(logits, batch.targets, batch.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a run: set-up, one training epoch, validation, the end of an epoch (metrics, best, checkpoints)
+
+
+@dataclass
+class Run:
+    """A run in progress: what ``set_up`` builds and the loop advances."""
+
+    cfg: cfgmod.Config
+    run_dir: Path
+    ddp: Dist
+    device: torch.device
+    data: RunData
+    model: nn.Module  # the bare network (what checkpoints hold)
+    train_model: nn.Module  # the same, wrapped in DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    step: Step
+    plan: BatchPlan
+    batch_size: int  # of the global batch (all ranks together)
+    steps_per_epoch: int
+    val_batches: list[np.ndarray]  # this rank's share of the validation batches
+    val_targets: torch.Tensor
+    norm_stats: FeatureStats
+    load_report: Any
+    lr: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "mean": -1.0})
+    start_epoch: int = 1
+    first_step: int = 0  # of start_epoch (a run interrupted mid-epoch continues there)
+    loss_sum: torch.Tensor | None = None  # this epoch's global loss so far / W, on the device
+    epoch_seconds: float = 0.0
 
 
 def train(
@@ -390,10 +515,33 @@ def train(
     run's cache is now (accepted when its content identity is the run's: see ``resume_cache``).
     """
     ddp, device = init_distributed(cfg.train.device)
+    cfg, run_dir, state = open_run(cfg, out, resume, epochs, overwrite, ddp, cache, log)
+    run = set_up(cfg, run_dir, state, ddp, device, log)
+    if ddp.main:
+        write_run_record(run)
+    if progress:
+        total = (cfg.train.epochs - run.start_epoch + 1) * run.steps_per_epoch - run.first_step
+        progress({"event": "start", "total": total, "batch_size": run.batch_size, "epochs": cfg.train.epochs,
+                  "run": str(run_dir)})
+    with _deferred_interrupt() as interrupted, _cuda_oom_hint(run):
+        for epoch in range(run.start_epoch, cfg.train.epochs + 1):
+            train_loss = train_epoch(run, epoch, interrupted, progress)
+            per_au = validate(run)
+            end_epoch(run, epoch, train_loss, per_au, progress)
+    return finish(run)
+
+
+def open_run(cfg: cfgmod.Config, out: str | Path | None, resume: bool, epochs: int | None, overwrite: bool,
+             ddp: Dist, cache: str | Path | None = None, log: LogFn = lambda msg: None,
+             ) -> tuple[cfgmod.Config, Path, dict[str, Any] | None]:
+    """The run directory, the settings (a resumed run's own) and, when resuming, its last checkpoint."""
     run_dir = Path(out) if out else Path("runs") / default_run_name(cfg)
     state: dict[str, Any] | None = None
     if resume:
         state = load_checkpoint(run_dir / "last.pt")
+        if "rng" in state:
+            raise UsageError(f"{run_dir} was written by an older aubench (checkpoint version 1), which drew batches "
+                             "another way", "evaluate it as it is, or retrain it with this version")
         saved = cfgmod.from_dict(state["config"])
         if epochs is not None:  # a larger --epochs extends the schedule to that total
             if epochs < state["epoch"]:
@@ -403,6 +551,10 @@ def train(
         saved.train.device = cfg.train.device
         saved.data.cache = resume_cache(run_dir, saved.data.cache, cache if cache is not None else saved.data.cache)
         cfg = saved
+        if cfg.train.scale_batch and state.get("world_size", 1) != ddp.world:
+            raise UsageError(f"{run_dir} trained with --scale-batch on {state.get('world_size', 1)} processes; its "
+                             f"batches and learning rate depend on that number, and this launch has {ddp.world}",
+                             f"resume it with {state.get('world_size', 1)} processes")
     else:
         _prepare_run_dir(run_dir, overwrite, ddp)
     _validate(cfg)
@@ -412,171 +564,275 @@ def train(
     if layout_note:
         log(layout_note)
     cfg.data.cache = str(Path(cfg.data.cache).resolve())  # the run finds its cache from any directory
-    if device.type == "cpu":
+    return cfg, run_dir, state
+
+
+def set_up(cfg: cfgmod.Config, run_dir: Path, state: dict[str, Any] | None, ddp: Dist, device: torch.device,
+           log: LogFn) -> Run:
+    """Data, model, optimizer, samplers and frame source; restored from ``state`` when resuming."""
+    if device.type == "cpu":  # the ranks of one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world)))))
-
     data = prepare_data(cfg, log)
-    k = len(data.au_names)
-    norm_stats = FeatureStats()
-    if cfg.train.norm in NEEDS_FEATURE_STATS:
-        if state is not None:
-            norm_stats = FeatureStats(**state["norm_stats"])
-        else:
-            norm_stats, n_stats = feature_stats(data.cache.images, data.train_index, _seed_rng(cfg.train.seed, 5))
-            data.record["feature_stats_frames"] = n_stats
-    data.record["norm_stats"] = {"mean": norm_stats.mean, "std": norm_stats.std}
-
-    torch.manual_seed(cfg.train.seed)  # the paper: every network initialized from the same seed
-    model = create_model(cfg.model.arch, k, layout=cfg.model.layout)
-    load_report = None
-    if state is None and (cfg.model.weights or cfg.model.pretrained):
-        allow = cfg.model.allow_partial_weights
-        load_report = (load_weights_file(model, cfg.model.arch, cfg.model.weights, allow) if cfg.model.weights
-                       else load_pretrained(model, cfg.model.arch, allow))
-        _record_weights(load_report, run_dir, ddp.main, log)
-    elif state is None and not get_model_info(cfg.model.arch).from_scratch:
-        log(f"note: {cfg.model.arch} starts from random init; the paper fine-tuned it from pretrained weights "
-            "(pass --weights FILE or --pretrained)")
-    channels_last = _use_channels_last(cfg)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(cfg, model)
+    norm_stats = _norm_stats(cfg, data, state)
+    model, load_report = _build_model(cfg, len(data.au_names), device, state, log)
+    lr = _learning_rate(cfg, ddp)
+    optimizer = _optimizer(cfg, model, lr)
     if state is not None:
-        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-    train_model: nn.Module = model
-    if ddp.world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        train_model = torch.compile(train_model)
+    train_model = _parallel(model, cfg, ddp, device, log)
 
     sampler = make_sampler(cfg.train.balance, data.labels, data.train_index, _seed_rng(cfg.train.seed, 1),
                            cfg.train.pos_per_au, cfg.train.neg_per_au)
     val_sampler = BalancedSampler(build_pools(data.labels, data.val_index), cfg.train.pos_per_au, cfg.train.neg_per_au)
     val_rng = _seed_rng(cfg.train.seed, 2)
     val_batches = [val_sampler.draw(val_rng)[0] for _ in range(cfg.train.val_batches)]
-    val_targets = torch.from_numpy(val_sampler.targets).to(device)
-    batch_rng = _seed_rng(cfg.train.seed, 3, ddp.rank)
-
-    needed = np.unique(np.concatenate([data.train_index, *val_batches])) if val_batches else data.train_index
+    needed = np.unique(np.concatenate([data.train_index, *val_batches]))
     source = FrameSource(data.cache.images, needed, device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.train.amp
+    augmentation = build_augmentation(cfg.train.aug, cfg.augment)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.train.amp  # CUDA only
                 else contextlib.nullcontext())
-    step = Step(train_model, optimizer, source, build_augmentation(cfg.train.aug, cfg.augment), cfg.train.norm,
-                norm_stats, cfg.train.balance == "cost", channels_last, autocast)
+    step = Step(train_model, optimizer, source, augmentation, cfg.train.norm, norm_stats, _use_channels_last(cfg),
+                autocast)
+    plan = BatchPlan(sampler, data.labels, augmentation, cfg.train.seed, ddp, device, cfg.train.balance == "cost",
+                     cfg.train.scale_batch)
+    steps = math.ceil(cfg.train.batches_per_epoch / ddp.world) if cfg.train.scale_batch else cfg.train.batches_per_epoch
+    run = Run(cfg, run_dir, ddp, device, data, model, train_model, optimizer, step, plan,
+              sampler.batch_size * (ddp.world if cfg.train.scale_batch else 1), steps,
+              val_batches[ddp.rank::ddp.world], torch.from_numpy(val_sampler.targets).to(device), norm_stats,
+              load_report, lr, loss_sum=torch.zeros((), device=device))
+    _restore_position(run, state)
+    return run
 
-    steps_per_epoch = math.ceil(cfg.train.batches_per_epoch / ddp.world)
-    my_val = val_batches[ddp.rank::ddp.world]
-    metrics_path = run_dir / "metrics.csv"
-    rows = [r for r in read_metrics(metrics_path) if int(r["epoch"]) <= (state["epoch"] if state else 0)]
-    start_epoch, start_step = 1, 0
-    best = {"epoch": 0, "mean": -1.0}
-    loss_sum = torch.zeros((), device=device)
-    epoch_seconds = 0.0
-    if state is not None:
-        start_epoch, start_step, best = state["epoch"] + 1, state["step"], state["best"]
-        if start_step:  # an interrupted epoch continues at its next batch
-            start_epoch -= 1
-            loss_sum += state["loss_sum"]
-            epoch_seconds = state["epoch_seconds"]
-        _set_rng_state(batch_rng, state["rng"]["numpy"][ddp.rank])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
 
-    if ddp.main:
-        atomic_write_text(run_dir / "config.yaml", cfgmod.dump_yaml(cfg))
-        record = dict(data.record, weights=load_report.as_dict() if load_report else None, world_size=ddp.world,
-                      device=str(device), channels_last=channels_last, frames_preloaded=source.preloaded)
-        atomic_write_text(run_dir / "data.json", json.dumps(record, indent=2))
-        np.save(run_dir / "train_frames.npy", data.train_index.astype(np.int64))
+def train_epoch(run: Run, epoch: int, interrupted: dict, progress: ProgressFn | None) -> float:
+    """The epoch's training steps (from ``run.first_step`` when resuming mid-epoch); returns its mean loss.
 
-    def checkpoint(epoch: int, step_in_epoch: int) -> dict[str, Any]:
-        numpy_states = [_rng_state(batch_rng)]
-        if ddp.world > 1:
-            gathered: list[Any] = [None] * ddp.world
-            dist.all_gather_object(gathered, numpy_states[0])
-            numpy_states = gathered
-        return {
-            "checkpoint_version": CHECKPOINT_VERSION, "aubench_version": __version__,
-            "arch": cfg.model.arch, "au_names": data.au_names, "config": cfgmod.to_dict(cfg),
-            "norm": cfg.train.norm, "norm_stats": {"mean": norm_stats.mean, "std": norm_stats.std},
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "epoch": epoch, "step": step_in_epoch, "best": best,
-            "loss_sum": float(loss_sum), "epoch_seconds": epoch_seconds,
-            "rng": {"numpy": numpy_states, "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-        }
+    No host sync per step: the loss accumulates on the device, and under DDP the ranks agree on a Ctrl-C at the
+    epoch's first step and every ``STOP_CHECK_EVERY`` steps. A Ctrl-C saves ``last.pt`` at the step reached and raises KeyboardInterrupt.
+    """
+    run.train_model.train()
+    first = run.first_step if epoch == run.start_epoch else 0
+    if first == 0:
+        run.loss_sum.zero_()
+        run.epoch_seconds = 0.0
+    tick = time.perf_counter()
+    for i in range(first, run.steps_per_epoch):
+        global_step = (epoch - 1) * run.steps_per_epoch + i
+        if (i == first or run.ddp.stop_check_due(global_step)) and run.ddp.any(interrupted["set"]):
+            run.epoch_seconds += time.perf_counter() - tick
+            save_checkpoints(run, *((epoch, i) if i else (epoch - 1, 0)), ["last"])  # steps 0..i-1 are done
+            raise KeyboardInterrupt
+        run.loss_sum += run.step.train_step(run.plan(global_step)) / run.ddp.world
+        if progress:
+            progress({"event": "step", "epoch": epoch, "images": run.batch_size})
+    run.epoch_seconds += time.perf_counter() - tick
+    return float(run.ddp.all_sum(run.loss_sum.clone())) / run.steps_per_epoch
 
-    total_steps = (cfg.train.epochs - start_epoch + 1) * steps_per_epoch - start_step
+
+def validate(run: Run) -> np.ndarray:
+    """Per-AU accuracy over the run's fixed validation batches (never augmented); ranks share the batches."""
+    run.train_model.eval()
+    k = len(run.data.au_names)
+    correct = torch.zeros(k, dtype=torch.float64, device=run.device)
+    total = torch.zeros(k, dtype=torch.float64, device=run.device)
+    with torch.inference_mode(), run.step.autocast:
+        for idx in run.val_batches:
+            c, n = correct_counts(run.train_model(run.step.inputs(idx)).float(), run.val_targets)
+            correct += c
+            total += n
+    correct, total = run.ddp.all_sum(correct.clone()), run.ddp.all_sum(total.clone())
+    return (correct / total.clamp(min=1)).cpu().numpy()
+
+
+def end_epoch(run: Run, epoch: int, train_loss: float, per_au: np.ndarray, progress: ProgressFn | None) -> None:
+    """The epoch's row of metrics.csv, the best score, best.pt when it improved, last.pt."""
+    mean = float(np.mean(per_au))
+    improved = mean > run.best["mean"]
+    if improved:
+        run.best = {"epoch": epoch, "mean": mean, "per_au": dict(zip(run.data.au_names, map(float, per_au)))}
+    images = run.steps_per_epoch * run.batch_size
+    row = {"epoch": epoch, "train_loss": round(train_loss, 6),
+           **{f"val_{au}": round(float(a), 6) for au, a in zip(run.data.au_names, per_au)},
+           "val_mean": round(mean, 6), "lr": run.optimizer.param_groups[0]["lr"],
+           "seconds": round(run.epoch_seconds, 3), "images_per_s": round(images / max(run.epoch_seconds, 1e-9), 1)}
+    run.rows.append(row)
+    save_checkpoints(run, epoch, 0, ["best", "last"] if improved else ["last"])
     if progress:
-        progress({"event": "start", "total": total_steps, "batch_size": sampler.batch_size * ddp.world,
-                  "epochs": cfg.train.epochs, "run": str(run_dir)})
-    epoch = start_epoch
-    with _deferred_interrupt() as interrupted:
-        try:
-            for epoch in range(start_epoch, cfg.train.epochs + 1):
-                train_model.train()
-                first = start_step if epoch == start_epoch else 0
-                if first == 0:
-                    loss_sum.zero_()
-                    epoch_seconds = 0.0
-                tick = time.perf_counter()
-                for step_i in range(first, steps_per_epoch):
-                    if _stop_requested(interrupted, ddp):
-                        # Ctrl-C: steps 0..step_i-1 of this epoch are done; save exactly that, then stop.
-                        epoch_seconds += time.perf_counter() - tick
-                        ckpt = checkpoint(epoch, step_i) if step_i else checkpoint(epoch - 1, 0)
-                        if ddp.main:
-                            save_checkpoint(run_dir / "last.pt", ckpt)
-                            write_metrics(metrics_path, rows)
-                        raise KeyboardInterrupt
-                    idx, targets = sampler.draw(batch_rng, data.labels)
-                    t = torch.from_numpy(np.ascontiguousarray(targets)).to(device, non_blocking=True)
-                    loss_sum += step.train_step(idx, t)
-                    if progress:
-                        progress({"event": "step", "epoch": epoch, "images": sampler.batch_size * ddp.world})
-                epoch_seconds += time.perf_counter() - tick
-                train_loss = float(ddp.all_sum(loss_sum.clone())) / (steps_per_epoch * ddp.world)
-                per_au = _validate_epoch(step, my_val, val_targets, ddp, k)
-                mean = float(np.mean(per_au))
-                improved = mean > best["mean"]
-                if improved:
-                    best = {"epoch": epoch, "mean": mean, "per_au": dict(zip(data.au_names, map(float, per_au)))}
-                images = steps_per_epoch * sampler.batch_size * ddp.world
-                row = {"epoch": epoch, "train_loss": round(train_loss, 6),
-                       **{f"val_{au}": round(float(a), 6) for au, a in zip(data.au_names, per_au)},
-                       "val_mean": round(mean, 6), "lr": optimizer.param_groups[0]["lr"],
-                       "seconds": round(epoch_seconds, 3), "images_per_s": round(images / max(epoch_seconds, 1e-9), 1)}
-                rows.append(row)
-                ckpt = checkpoint(epoch, 0)
-                if ddp.main:
-                    if improved:
-                        save_checkpoint(run_dir / "best.pt", ckpt)
-                    save_checkpoint(run_dir / "last.pt", ckpt)
-                    write_metrics(metrics_path, rows)
-                if progress:
-                    progress({"event": "epoch", **row, "best_epoch": best["epoch"]})
-        except torch.cuda.OutOfMemoryError as exc:
-            raise AubenchError(
-                f"CUDA out of memory training {cfg.model.arch} with batches of {sampler.batch_size}",
-                "use fewer frames per AU (--set train.pos_per_au=2 --set train.neg_per_au=2), a smaller network, "
-                "or a GPU with more memory",
-            ) from exc
-    summary = {
-        "run": str(run_dir), "arch": cfg.model.arch, "au_names": data.au_names, "epochs": cfg.train.epochs,
-        "best_epoch": best["epoch"], "best_val_mean_accuracy": best["mean"], "best_val_per_au": best.get("per_au", {}),
-        "last": rows[-1] if rows else None, "world_size": ddp.world, "device": str(device),
-        "train_frames": int(len(data.train_index)), "dropped_aus": data.record["dropped_aus"],
-        # sum of every weight: equal on every DDP rank, and a quick check that two runs ended identical
-        "weights_checksum": float(sum(p.detach().double().sum() for p in model.parameters())),
+        progress({"event": "epoch", **row, "best_epoch": run.best["epoch"]})
+
+
+def save_checkpoints(run: Run, epoch: int, step: int, names: list[str]) -> None:
+    """``<name>.pt`` for each name, and metrics.csv; rank 0 writes, every rank takes part (the loss sum)."""
+    loss_sum = float(run.ddp.all_sum(run.loss_sum.clone()))
+    if not run.ddp.main:
+        return
+    cfg = run.cfg
+    state = {
+        "checkpoint_version": CHECKPOINT_VERSION, "aubench_version": __version__,
+        "arch": cfg.model.arch, "au_names": run.data.au_names, "config": cfgmod.to_dict(cfg),
+        "norm": cfg.train.norm, "norm_stats": {"mean": run.norm_stats.mean, "std": run.norm_stats.std},
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "epoch": epoch, "step": step, "best": run.best, "loss_sum": loss_sum, "epoch_seconds": run.epoch_seconds,
+        "world_size": run.ddp.world,
     }
-    if ddp.main:
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    for name in names:
+        save_checkpoint(run.run_dir / f"{name}.pt", state)
+    write_metrics(run.run_dir / "metrics.csv", run.rows)
+
+
+def write_run_record(run: Run) -> None:
+    """config.yaml, data.json (data, subset, device, world size, how batches are split) and train_frames.npy."""
+    cfg = run.cfg
+    atomic_write_text(run.run_dir / "config.yaml", cfgmod.dump_yaml(cfg))
+    record = dict(run.data.record, weights=run.load_report.as_dict() if run.load_report else None,
+                  world_size=run.ddp.world, device=str(run.device), channels_last=run.step.channels_last,
+                  frames_preloaded=run.step.source.preloaded, frames_held_in=run.step.source.where,
+                  distributed={"mode": "scale-batch" if cfg.train.scale_batch else "same-experiment",
+                               "global_batch": run.batch_size, "steps_per_epoch": run.steps_per_epoch,
+                               "lr": run.lr})
+    atomic_write_text(run.run_dir / "data.json", json.dumps(record, indent=2))
+    if run.load_report is not None:  # what loading the weights did, tensor by tensor
+        run.load_report.write_json(run.run_dir / "weights.json")
+    atomic_write_bytes(run.run_dir / "train_frames.npy", _npy_bytes(run.data.train_index.astype(np.int64)))
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The run's summary (summary.json)."""
+    summary = {
+        "run": str(run.run_dir), "arch": run.cfg.model.arch, "au_names": run.data.au_names,
+        "epochs": run.cfg.train.epochs, "best_epoch": run.best["epoch"],
+        "best_val_mean_accuracy": run.best["mean"], "best_val_per_au": run.best.get("per_au", {}),
+        "last": run.rows[-1] if run.rows else None, "world_size": run.ddp.world, "device": str(run.device),
+        "train_frames": int(len(run.data.train_index)), "dropped_aus": run.data.record["dropped_aus"],
+        # sum of every weight: a quick check that two runs ended identical
+        "weights_checksum": float(sum(p.detach().double().sum() for p in run.model.parameters())),
+    }
+    if run.ddp.main:
+        atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2))
         # per-AU F1-maximising thresholds on the validation split, for `aubench predict --threshold val`
-        store_val_thresholds(run_dir, data.cache, data.labels, data.val_index, device)
+        store_val_thresholds(run.run_dir, run.data.cache, run.data.labels, run.data.val_index, run.device)
     return summary
+
+
+# ---- set-up helpers ----------------------------------------------------------------------------------------------
+
+
+def _norm_stats(cfg: cfgmod.Config, data: RunData, state: dict[str, Any] | None) -> FeatureStats:
+    """Featurewise statistics over the training frames only (saved with the run; restored when resuming)."""
+    stats = FeatureStats()
+    if cfg.train.norm in NEEDS_FEATURE_STATS:
+        if state is not None:
+            stats = FeatureStats(**state["norm_stats"])
+        else:
+            stats, n_stats = feature_stats(data.cache.images, data.train_index, _seed_rng(cfg.train.seed, 5))
+            data.record["feature_stats_frames"] = n_stats
+    data.record["norm_stats"] = {"mean": stats.mean, "std": stats.std}
+    return stats
+
+
+def _build_model(cfg: cfgmod.Config, k: int, device: torch.device, state: dict[str, Any] | None,
+                 log: LogFn) -> tuple[nn.Module, Any]:
+    """The network on the device, from the seed (the paper: every network from the same one), pretrained weights
+    or the checkpoint being resumed."""
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model.arch, k, layout=cfg.model.layout)
+    load_report = None
+    if state is None and (cfg.model.weights or cfg.model.pretrained):
+        allow = cfg.model.allow_partial_weights
+        load_report = (load_weights_file(model, cfg.model.arch, cfg.model.weights, allow) if cfg.model.weights
+                       else load_pretrained(model, cfg.model.arch, allow))
+        for line in load_report.log_lines():
+            log(line)
+    elif state is None and not get_model_info(cfg.model.arch).from_scratch:
+        log(f"note: {cfg.model.arch} starts from random init; the paper fine-tuned it from pretrained weights "
+            "(pass --weights FILE or --pretrained)")
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = model.to(device)
+    if _use_channels_last(cfg):
+        model = model.to(memory_format=torch.channels_last)
+    return model, load_report
+
+
+def _parallel(model: nn.Module, cfg: cfgmod.Config, ddp: Dist, device: torch.device, log: LogFn) -> nn.Module:
+    """DDP (BatchNorm synchronised across ranks where the backend can) and torch.compile, as asked."""
+    if ddp.world > 1:
+        model = batchnorm_across_ranks(model, device, log)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    return model
+
+
+def batchnorm_across_ranks(model: nn.Module, device: torch.device, log: LogFn) -> nn.Module:
+    """SyncBatchNorm on CUDA (statistics over the whole batch, as one process has them); under gloo on CPU, where
+    SyncBatchNorm cannot run, plain BatchNorm with a warning that statistics are per rank."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if device.type == "cuda":  # CUDA only
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    log("warning: this network has BatchNorm, which the gloo backend cannot synchronise: each process normalises "
+        "with its own rows' statistics, so this run is not exactly the one-process experiment")
+    return model
+
+
+def _learning_rate(cfg: cfgmod.Config, ddp: Dist) -> float:
+    """The configured (or the paper's) rate; times the world size with --scale-batch (W batches per step)."""
+    lr = cfg.train.lr if cfg.train.lr is not None else get_model_info(cfg.model.arch).lr
+    return lr * ddp.world if cfg.train.scale_batch else lr
+
+
+def _optimizer(cfg: cfgmod.Config, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    name = cfg.train.optimizer or get_model_info(cfg.model.arch).optimizer
+    if name not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {name!r}", suggest(name, OPTIMIZERS))
+    return OPTIMIZERS[name](model.parameters(), lr=lr)
+
+
+def _use_channels_last(cfg: cfgmod.Config) -> bool:
+    # "auto" is channels_last: on CUDA it is the layout tensor cores want, and on the project's 2-core CPU every
+    # one of the 11 networks trained as fast or faster in it (1.0x VGG-16 to 2x ResNet50/InceptionV3,
+    # docs/performance.md).
+    return cfg.train.channels_last in ("auto", "true", "yes", "on", "1")
+
+
+def _restore_position(run: Run, state: dict[str, Any] | None) -> None:
+    """Where a resumed run continues: its metrics rows, best score, epoch and step, and the epoch's loss so far."""
+    if state is None:
+        return
+    run.rows = [r for r in read_metrics(run.run_dir / "metrics.csv") if int(r["epoch"]) <= state["epoch"]]
+    run.start_epoch, run.first_step, run.best = state["epoch"] + 1, state["step"], state["best"]
+    if run.first_step:  # an interrupted epoch continues at its next batch
+        run.start_epoch -= 1
+        if run.ddp.main:  # the global sum so far, held once
+            run.loss_sum += state["loss_sum"]
+        run.epoch_seconds = state["epoch_seconds"]
+
+
+@contextlib.contextmanager
+def _cuda_oom_hint(run: Run):
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise AubenchError(
+            f"CUDA out of memory training {run.cfg.model.arch} with batches of {run.batch_size}",
+            "use fewer frames per AU (--set train.pos_per_au=2 --set train.neg_per_au=2), a smaller network, "
+            "or a GPU with more memory",
+        ) from exc
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def saved_config(run_dir: str | Path) -> cfgmod.Config:
+    """The settings a run directory was trained with (its config.yaml)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"no run at {run_dir} (no config.yaml)", "is this a run directory written by aubench train?")
+    return cfgmod.from_dict(yaml.safe_load(path.read_text()) or {})
 
 
 @contextlib.contextmanager
@@ -597,35 +853,6 @@ def _deferred_interrupt():
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _stop_requested(flag: dict, ddp: Dist) -> bool:
-    if ddp.world == 1:
-        return flag["set"]
-    t = torch.tensor([1.0 if flag["set"] else 0.0])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)  # every rank stops at the same step
-    return bool(t.item())
-
-
-def _validate_epoch(step: Step, batches: list[np.ndarray], targets: torch.Tensor, ddp: Dist, k: int) -> np.ndarray:
-    step.model.eval()
-    correct = torch.zeros(k, dtype=torch.float64, device=targets.device)
-    total = torch.zeros(k, dtype=torch.float64, device=targets.device)
-    with torch.inference_mode(), step.autocast:
-        for idx in batches:
-            c, n = correct_counts(step.model(step.inputs(idx, train=False)).float(), targets)
-            correct += c
-            total += n
-    correct, total = ddp.all_sum(correct.clone()), ddp.all_sum(total.clone())
-    return (correct / total.clamp(min=1)).cpu().numpy()
-
-
-def _record_weights(report: LoadReport, run_dir: Path, main: bool, log: LogFn) -> None:
-    """The weights report in the log and in the run directory (weights.json)."""
-    for line in report.log_lines():
-        log(line)
-    if main:
-        report.write_json(run_dir / "weights.json")
 
 
 def _validate(cfg: cfgmod.Config) -> None:
