@@ -16,11 +16,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from aubench_cli.commands.preprocess import _FramesPerSecond, _line, _stderr_console
+from aubench_cli.commands.preprocess import _line, _stderr_console, frames_bar
 
 NAME = "predict"
 
@@ -48,17 +47,7 @@ def command(
     options = PredictOptions(checkpoint=checkpoint, out=out, workers=workers, batch=batch, threshold=threshold,
                              plot=plot, overlay=overlay)
     stderr = _stderr_console()
-    bar = Progress(
-        TextColumn("[bold]predict"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _FramesPerSecond(),
-        TextColumn("{task.fields[videos]}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=False,
-        disable=as_json and not stderr.is_terminal,
-    )
+    bar = frames_bar("predict", stderr, as_json)
     state = {"task": None, "done": 0, "videos": 0}
 
     def on_progress(event: dict) -> None:

@@ -50,6 +50,22 @@ class _FramesPerSecond(ProgressColumn):
         return Text(f"{rate:6.1f} frames/s", style="cyan")
 
 
+def frames_bar(label: str, console: Console, as_json: bool) -> Progress:
+    """The progress bar of the commands that go through videos frame by frame (preprocess, predict): frames done,
+    frames/s, videos done, on stderr."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _FramesPerSecond(),
+        TextColumn("{task.fields[videos]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=as_json and not console.is_terminal,
+    )
+
+
 def command(
     input: Annotated[Path, typer.Argument(
         metavar="INPUT", help="Dataset folder (generic manifest.csv, DISFA, BP4D or Aff-Wild2 layout).")],
@@ -88,17 +104,7 @@ def command(
         overwrite=overwrite, label_scale=label_scale, strict=strict,
     )
     stderr = _stderr_console()
-    bar = Progress(
-        TextColumn("[bold]preprocess"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _FramesPerSecond(),
-        TextColumn("{task.fields[videos]}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=False,
-        disable=as_json and not stderr.is_terminal,
-    )
+    bar = frames_bar("preprocess", stderr, as_json)
     state = {"task": None, "videos_done": 0, "videos": 0}
 
     def on_progress(event: dict) -> None:

@@ -106,8 +106,6 @@ def command(
 
 def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None, options: dict) -> None:
     """A resumed run keeps its own settings: the same ones passed again are fine, different ones are refused."""
-    from pathlib import Path
-
     from aubench_cli.training.trainer import saved_config
 
     # --cache may point at the run's cache where it lies now: the trainer checks its content identity

@@ -171,7 +171,8 @@ def _flock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine with that pid exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -224,7 +225,7 @@ class CacheLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             pid = self._read_pid()
-            if pid and _pid_alive(pid):
+            if pid and pid_alive(pid):
                 raise self._busy(pid) from None
             raise UsageError(f"a stale lock {self.path} is left by a process that is gone",
                              f"remove {self.path} if no aubench is running") from None

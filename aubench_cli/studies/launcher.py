@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aubench_cli.data.cache import pid_alive
 from aubench_cli.errors import UsageError
 from aubench_cli.fileio import atomic_write_text
 from aubench_cli.studies import study as studymod
@@ -161,23 +162,13 @@ def read_lease(out: Path, key: str) -> dict[str, Any] | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def lease_alive(lease: dict[str, Any]) -> bool:
     """May the lease's job still be pending or running? False only when we know it is gone."""
     if lease.get("launcher") == "local" or lease.get("pid"):
         if lease.get("host") != socket.gethostname():
             return True  # another machine's process: cannot tell, so assume it lives
         pid = lease.get("pid") or (int(lease["job"]) if str(lease.get("job", "")).isdigit() else None)
-        return pid is None or _pid_alive(int(pid))
+        return pid is None or pid_alive(int(pid))
     if lease.get("launcher") == "slurm" and lease.get("job") and shutil.which("squeue"):
         try:
             out = subprocess.run(["squeue", "-h", "-j", str(lease["job"]).split("_")[0]], capture_output=True,
