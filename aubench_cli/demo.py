@@ -63,10 +63,11 @@ def run_demo(options: DemoOptions, on_stage: StageFn = lambda stage, info: None,
         synthesize(data, synth_cfg, progress=frames_progress, overwrite=True)
     on_stage("preprocess", {"path": str(cache)})
     from aubench_cli.data.labels import list_dataset
-    from aubench_cli.data.splits import seed_with_every_split
+    from aubench_cli.data.splits import seed_closest_to_shares
 
-    # subjects split by hash: on a demo-sized set some seeds leave val or test empty, so take the next that does not
-    split_seed = seed_with_every_split([v.subject for v in list_dataset(data).videos], start=options.seed)
+    # subjects split by hash: on a demo-sized set a seed may leave a split empty or far from its share (a test split
+    # of one subject), so take the seed whose split is closest to the shares
+    split_seed = seed_closest_to_shares(sorted({v.subject for v in list_dataset(data).videos}), start=options.seed)
     prep = run_preprocess(data, cache, PreprocessOptions(workers=options.workers, split_seed=split_seed),
                           progress=None)
     on_stage("train", {"path": str(run)})

@@ -13,6 +13,7 @@ from aubench_cli import config as cfgmod
 from aubench_cli.data.cache import open_cache, record_input
 from aubench_cli.data.splits import (
     check_held_out,
+    seed_closest_to_shares,
     seed_with_every_split,
     split_report,
     split_subjects,
@@ -82,6 +83,21 @@ def test_seed_with_every_split():
     seed = seed_with_every_split(names, SHARES, start=0)
     assert set(split_subjects(names, SHARES, seed).values()) == {"train", "val", "test"}
     assert all(set(split_subjects(names, SHARES, s).values()) != {"train", "val", "test"} for s in range(seed))
+
+
+def test_seed_closest_to_shares_gives_the_demo_two_test_subjects():
+    names = [f"s{i:02d}" for i in range(1, 11)]
+    seed = seed_closest_to_shares(names, SHARES, start=0, tries=50)
+    counts = list(split_subjects(names, SHARES, seed).values())
+    assert (counts.count("train"), counts.count("val"), counts.count("test")) == (7, 1, 2)
+
+    def distance(s: int) -> float:
+        got = list(split_subjects(names, SHARES, s).values())
+        return sum(abs(got.count(x) - p * len(names)) for x, p in zip(("train", "val", "test"), SHARES))
+
+    complete = [s for s in range(50) if set(split_subjects(names, SHARES, s).values()) == {"train", "val", "test"}]
+    assert distance(seed) == min(distance(s) for s in complete)  # no seed tried is closer
+    assert seed == min(s for s in complete if distance(s) == distance(seed))  # the first of the closest
 
 
 def _fingerprint_videos(path, prefix: str) -> None:

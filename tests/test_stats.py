@@ -240,3 +240,33 @@ def test_per_au_significance_is_decided_after_holm():
     assert [pair["per_au"][au]["p_holm"] for au in aus] == pytest.approx(stats.holm(raw))
     assert not any(t["significant"] for t in pair["per_au"].values())
     assert pair["can_be_significant"] and "no difference can be significant" not in pair["note"]
+
+
+def test_seeds_are_resampled_as_well_as_subjects():
+    # Two settings tested on the same 12 subjects, 3 seeds each. Setting A's mean lead comes from one lucky seed:
+    # resampling the seeds (the two-level bootstrap) must widen the interval over what the subjects alone give
+    # and keep that lead from being called significant.
+    rng = np.random.default_rng(0)
+    subjects, k = 12, 2
+    labels = np.tile(np.r_[np.ones(10), np.zeros(10)], (subjects, 1))  # 20 frames a subject, half positive
+
+    def counts(acc: float, seed: int) -> np.ndarray:
+        r = np.random.default_rng(seed)
+        out = np.zeros((subjects, k, 4), dtype=np.int64)
+        for s in range(subjects):
+            for j in range(k):
+                correct = r.random(20) < acc
+                pos = labels[s] == 1
+                out[s, j] = [np.sum(correct & pos), pos.sum(), np.sum(correct & ~pos), (~pos).sum()]
+        return out
+
+    a = np.stack([counts(0.70, 1), counts(0.70, 2), counts(0.95, 3)])  # one lucky seed
+    b = np.stack([counts(0.75, 4), counts(0.75, 5), counts(0.75, 6)])
+    two = stats.paired_seeds(a, b, rng)
+    fixed = stats.paired_seeds(a.sum(axis=0, keepdims=True), b.sum(axis=0, keepdims=True), rng)  # seeds pooled
+    assert two["mean"]["value"] == pytest.approx(np.mean([stats.balanced_accuracy(x.sum(0)).mean() for x in a])
+                                                 - np.mean([stats.balanced_accuracy(x.sum(0)).mean() for x in b]))
+    assert two["mean"]["half_width"] > 1.5 * fixed["mean"]["half_width"]
+    assert fixed["mean"]["p_value"] < 0.05 <= two["mean"]["p_value"]  # seed luck is not significant
+    same = stats.paired_seeds(a, a, rng)
+    assert same["mean"]["value"] == 0.0
