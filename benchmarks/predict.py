@@ -48,7 +48,12 @@ def make_run(root: Path) -> Path:
     from aubench_cli import config as cfgmod
     from aubench_cli.training.trainer import train
 
+    from aubench_cli.data.align import CROP_PIPELINE_VERSION
+
     cache = make_cache(root / "cache", frames=20)
+    header = json.loads((cache / "cache.json").read_text())
+    header["settings"]["crop_pipeline"] = CROP_PIPELINE_VERSION  # as preprocess writes it: predict checks it
+    (cache / "cache.json").write_text(json.dumps(header))
     cfg = cfgmod.resolve(sets=["train.epochs=1", "train.batches_per_epoch=2", "train.val_batches=1", "train.aug=A"],
                          options={"data.cache": str(cache), "model.arch": "baseline"})
     train(cfg, root / "run")
