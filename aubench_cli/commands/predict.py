@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aubench_cli.commands.preprocess import _line, _stderr_console, frames_bar
+from aubench_cli.commands.preprocess import _line, _stderr_console, frames_bar, frames_events
 
 NAME = "predict"
 
@@ -48,24 +48,11 @@ def command(
                              plot=plot, overlay=overlay)
     stderr = _stderr_console()
     bar = frames_bar("predict", stderr, as_json)
-    state = {"task": None, "done": 0, "videos": 0}
+    def on_start(event: dict) -> None:
+        if event.get("kept"):
+            stderr.print(f"resuming: {event['kept']} videos already predicted with this run")
 
-    def on_progress(event: dict) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            state["videos"] = event["videos"]
-            state["task"] = bar.add_task("frames", total=max(event["frames"], 1), videos=f"0/{event['videos']} videos")
-            if event.get("kept"):
-                stderr.print(f"resuming: {event['kept']} videos already predicted with this run")
-        elif state["task"] is None:
-            return
-        elif kind == "frames":
-            bar.advance(state["task"], event["n"])
-        elif kind == "video":
-            state["done"] += 1
-            bar.update(state["task"], videos=f"{state['done']}/{state['videos']} videos")
-            if event["status"] == "failed":
-                bar.console.print(_line("failed", "red", f"{event['video']}: {event['error']}"))
+    on_progress = frames_events(bar, on_start)
 
     started = time.perf_counter()
     with bar:

@@ -9,6 +9,7 @@ Prints a summary (videos, frames, faces found, failures, per-AU positive rates p
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import os
 import sys
 import time
@@ -48,6 +49,31 @@ class _FramesPerSecond(ProgressColumn):
         elapsed = task.elapsed or 0.0
         rate = task.completed / elapsed if elapsed > 0 else 0.0
         return Text(f"{rate:6.1f} frames/s", style="cyan")
+
+
+def frames_events(bar: Progress, on_start: Callable[[dict], None]) -> Callable[[dict], None]:
+    """The handler of a ``frames_bar``'s events (preprocess and predict send the same ones): ``start`` (frames and
+    videos to do; ``on_start`` prints what else it says), ``frames`` done, and one ``video`` per finished video,
+    a failed one printed above the bar."""
+    state = {"task": None, "done": 0, "videos": 0}
+
+    def on_progress(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            state["videos"] = event["videos"]
+            state["task"] = bar.add_task("frames", total=max(event["frames"], 1), videos=f"0/{event['videos']} videos")
+            on_start(event)
+        elif state["task"] is None:
+            return
+        elif kind == "frames":
+            bar.advance(state["task"], event["n"])
+        elif kind == "video":
+            state["done"] += 1
+            bar.update(state["task"], videos=f"{state['done']}/{state['videos']} videos")
+            if event["status"] == "failed":
+                bar.console.print(_line("failed", "red", f"{event['video']}: {event['error']}"))
+
+    return on_progress
 
 
 def frames_bar(label: str, console: Console, as_json: bool) -> Progress:
@@ -105,26 +131,13 @@ def command(
     )
     stderr = _stderr_console()
     bar = frames_bar("preprocess", stderr, as_json)
-    state = {"task": None, "videos_done": 0, "videos": 0}
+    def on_start(event: dict) -> None:
+        if event.get("already_done"):
+            stderr.print(f"resuming: {event['already_done']} videos already in the cache")
+        for note in event.get("notes", []):
+            stderr.print(_line("rerun", "cyan", note))
 
-    def on_progress(event: dict) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            state["videos"] = event["videos"]
-            state["task"] = bar.add_task("frames", total=max(event["frames"], 1), videos=f"0/{event['videos']} videos")
-            if event.get("already_done"):
-                stderr.print(f"resuming: {event['already_done']} videos already in the cache")
-            for note in event.get("notes", []):
-                stderr.print(_line("rerun", "cyan", note))
-        elif state["task"] is None:
-            return
-        elif kind == "frames":
-            bar.advance(state["task"], event["n"])
-        elif kind == "video":
-            state["videos_done"] += 1
-            bar.update(state["task"], videos=f"{state['videos_done']}/{state['videos']} videos")
-            if event["status"] != "ok":
-                bar.console.print(_line("failed", "red", f"{event['video']}: {event['error']}"))
+    on_progress = frames_events(bar, on_start)
 
     started = time.perf_counter()
     with bar:

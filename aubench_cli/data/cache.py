@@ -993,8 +993,28 @@ def cache_identity(cache_or_path: Cache | str | Path) -> str:
     """A hex digest of what a cache holds: its AU names and each finished video's (id, frame count, checksum).
 
     Independent of where the cache lies and of file times: a copy has the same identity, a video redone or
-    relabelled changes it."""
-    cache = cache_or_path if isinstance(cache_or_path, Cache) else open_cache(cache_or_path)
+    relabelled changes it. For a path, remembered in this process while the header and the journal are unchanged
+    (a study asks it once per run and seed; opening parses the whole video listing)."""
+    if isinstance(cache_or_path, Cache):
+        return _identity(cache_or_path)
+    path = Path(cache_or_path)
+    try:
+        key = (str(path.resolve()), *((f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None
+                                      for f in (path / HEADER_FILE, path / JOURNAL_FILE)))
+    except OSError:
+        key = None
+    if key is None or key not in _IDENTITIES:
+        value = _identity(open_cache(path))
+        if key is None:
+            return value
+        _IDENTITIES[key] = value
+    return _IDENTITIES[key]
+
+
+_IDENTITIES: dict[tuple, str] = {}
+
+
+def _identity(cache: Cache) -> str:
     videos = sorted(zip(cache.videos, (int(n) for n in cache.video_counts), cache.checksums))
     payload = json.dumps({"au_names": list(cache.au_names), "videos": videos}, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()

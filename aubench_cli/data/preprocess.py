@@ -679,11 +679,21 @@ def _run_tasks(tasks: list[dict], workers: int, progress: ProgressFn | None) -> 
         finally:
             cv2.setNumThreads(threads)
         return reports
-    ctx = _mp_context()
+    return run_pool(tasks, workers, _worker_task, _failed, _short, on_event, _mp_context(), _init_worker, 1)
+
+
+def run_pool(tasks: list[dict], workers: int, work: Callable[[dict], dict], failed: Callable[[dict, str], dict],
+             short: Callable[[dict], dict], on_event: Callable[[dict], None], ctx, initializer: Callable,
+             threads: int) -> list[dict]:
+    """Run ``work`` on every task in ``workers`` processes of ``ctx`` (started by ``initializer(events,
+    threads)``), relaying their events and one ``video`` event per finished task; a task whose worker died or
+    raised gets ``failed(task, reason)``, the others go on. Shared by ``preprocess`` and ``predict``."""
     events = ctx.Queue()
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(events, 1))
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=initializer,
+                                   initargs=(events, threads))
+    reports: list[dict] = []
     try:
-        futures = {executor.submit(_worker_task, t): t for t in tasks}
+        futures = {executor.submit(work, t): t for t in tasks}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
@@ -693,11 +703,11 @@ def _run_tasks(tasks: list[dict], workers: int, progress: ProgressFn | None) -> 
                 try:
                     report = fut.result()
                 except BrokenProcessPool:
-                    report = _failed(task, "a worker process died while processing it (re-run to resume)")
+                    report = failed(task, "a worker process died while processing it (re-run to resume)")
                 except Exception as exc:  # noqa: BLE001 - reported per video
-                    report = _failed(task, f"{type(exc).__name__}: {exc}")
+                    report = failed(task, f"{type(exc).__name__}: {exc}")
                 reports.append(report)
-                on_event({"event": "video", **_short(report)})
+                on_event({"event": "video", **short(report)})
         _drain(events, on_event)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -21,8 +21,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -712,32 +710,8 @@ def _run_tasks(tasks: list[dict], workers: int, threads: int, progress: Progress
             cv2.setNumThreads(cv_threads)
             torch.set_num_threads(torch_threads)
         return reports
-    ctx = prep._mp_context(FORKSERVER_PRELOAD)
-    events = ctx.Queue()
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_predict_worker,
-                                   initargs=(events, threads))
-    try:
-        futures = {executor.submit(_predict_task, t): t for t in tasks}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            prep._drain(events, on_event)
-            for fut in done:
-                task = futures[fut]
-                try:
-                    report = fut.result()
-                except BrokenProcessPool:
-                    report = _failed(task, "a worker process died while predicting it (re-run to resume)")
-                except Exception as exc:  # noqa: BLE001 - reported per video
-                    report = _failed(task, f"{type(exc).__name__}: {exc}")
-                reports.append(report)
-                on_event({"event": "video", **_short(report)})
-        prep._drain(events, on_event)
-    except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
-    return reports
+    return prep.run_pool(tasks, workers, _predict_task, _failed, _short, on_event,
+                         prep._mp_context(FORKSERVER_PRELOAD), _init_predict_worker, threads)
 
 
 def _failed(task: dict, reason: str) -> dict:
