@@ -48,6 +48,7 @@ def command(
                              plot=plot, overlay=overlay)
     stderr = _stderr_console()
     bar = frames_bar("predict", stderr, as_json)
+
     def on_start(event: dict) -> None:
         if event.get("kept"):
             stderr.print(f"resuming: {event['kept']} videos already predicted with this run")

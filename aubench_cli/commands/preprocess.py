@@ -131,6 +131,7 @@ def command(
     )
     stderr = _stderr_console()
     bar = frames_bar("preprocess", stderr, as_json)
+
     def on_start(event: dict) -> None:
         if event.get("already_done"):
             stderr.print(f"resuming: {event['already_done']} videos already in the cache")
