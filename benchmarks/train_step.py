@@ -5,7 +5,9 @@ Batches of 96 (12 AUs x 4 + 4), augmentation group D, frames gathered from the m
   (b) the trainer's full step: ``BatchPlan`` (draw the batch and its augmentation parameters) + ``Step``
       (gather, convert, augment, normalize, forward, backward, step);
   (p) a plain fp32 PyTorch loop as a user would write it: NCHW, kornia's group D, a Python loop over AUs for the
-      loss, ``loss.item()`` every step;
+      loss, ``loss.item()`` every step, in a process of its own with glibc's default allocator (the benchmark's
+      own process applies ``device.keep_host_memory``, as ``aubench train`` does); (p*) the same loop with
+      ``keep_host_memory`` applied, to show how much of the difference is the allocator setting alone;
   (t) ``aubench train`` run end to end as a user runs it (a subprocess), with two epoch lengths, so that start-up
       (imports, cache, validation) cancels: images/s = extra images / extra seconds.
 Prints images/s (median and range over interleaved rounds), the data path ratio b/a (target <= 1.10) and
@@ -35,7 +37,7 @@ from cachefixture import make_cache  # noqa: E402
 
 from aubench_cli import config as cfgmod  # noqa: E402
 from aubench_cli.data.cache import open_cache  # noqa: E402
-from aubench_cli.device import resolve_device  # noqa: E402
+from aubench_cli.device import keep_host_memory, resolve_device  # noqa: E402
 from aubench_cli.models import create_model, get_model_info  # noqa: E402
 from aubench_cli.training.sampling import make_sampler, per_au_bce  # noqa: E402
 from aubench_cli.training.trainer import BatchPlan, Dist, FrameSource, Step  # noqa: E402
@@ -110,6 +112,25 @@ def plain_loop(arch: str, cache, index, device, rng):
     return step
 
 
+def plain_child(cache_dir: Path, arch: str, device: str, steps: int, warmup: int, keep: bool) -> float:
+    """Seconds per step of the plain loop in a fresh process (default allocator unless ``keep``)."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cmd = [sys.executable, __file__, "--child-plain", str(cache_dir), "--archs", arch, "--device", device,
+           "--steps", str(steps), "--warmup", str(warmup)] + (["--keep"] if keep else [])
+    out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def run_plain_child(args: argparse.Namespace) -> None:
+    if args.keep:
+        keep_host_memory()
+    device = resolve_device(args.device)
+    cache = open_cache(args.child_plain)
+    index = cache.indices("train")
+    step = plain_loop(args.archs[0], cache, index, device, np.random.default_rng(1))
+    print(statistics.median(timed({"p": step}, args.steps, args.warmup, device, 1)["p"]))
+
+
 def cli_rate(cache_dir: Path, arch: str, device: str, short: int, long: int, rounds: int) -> tuple[list[float], list[float]]:
     """`aubench train` end to end, twice per round (short and long epochs); images/s from the difference."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -137,7 +158,12 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=2)
     parser.add_argument("--long", type=int, default=22)
     parser.add_argument("--no-cli", action="store_true")
+    parser.add_argument("--child-plain", help=argparse.SUPPRESS)
+    parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_plain:
+        return run_plain_child(args)
+    keep_host_memory()  # as aubench train does (device.keep_host_memory); the plain loop runs in its own process
     device = resolve_device(args.device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {load:.1f}, torch {torch.__version__}, "
@@ -185,13 +211,19 @@ def main() -> None:
                 b = plan(counter["s"])
                 step.inputs(b.idx, b.aug)
 
-            fns = {"a": model_only, "b": full, "d": data_only,
-                   "p": plain_loop(arch, cache, index, device, np.random.default_rng(1))}
-            t = timed(fns, args.steps, args.warmup, device, args.rounds)
+            fns = {"a": model_only, "b": full, "d": data_only}
+            t: dict[str, list[float]] = {"a": [], "b": [], "d": [], "p": [], "p*": []}
+            for r in range(args.rounds):  # interleaved: in-process variants, then the plain loop's two processes
+                for k, v in timed(fns, args.steps, args.warmup if r == 0 else 0, device, 1).items():
+                    t[k] += v
+                for k, keep in (("p", False), ("p*", True)):
+                    t[k].append(plain_child(cache_dir, arch, str(device), args.steps, args.warmup, keep))
             a, b, p = (statistics.median(t[k]) for k in "abp")
             print(f"{arch}: (a) model only {_fmt(n, t['a'])}  (b) full step {_fmt(n, t['b'])}  "
                   f"data path alone {statistics.median(t['d']) * 1e3:.1f} ms/batch  ratio b/a {b / a:.2f} (target <= 1.10)")
             print(f"{arch}: (p) plain PyTorch loop {_fmt(n, t['p'])}  trainer step / plain {p / b:.2f}")
+            print(f"{arch}: (p*) plain loop with keep_host_memory {_fmt(n, t['p*'])}  "
+                  f"trainer step / that {statistics.median(t['p*']) / b:.2f}")
             if not args.no_cli:
                 per_batch, short_walls = cli_rate(cache_dir, arch, str(device), args.short, args.long, args.rounds)
                 cli = statistics.median(per_batch)

@@ -116,3 +116,17 @@ def test_pool_before_relu_is_the_same_function_as_relu_before_pool():
         h = torch.nn.functional.max_pool2d(torch.relu(conv(h)), 2)
     reference = model.classifier(torch.relu(model.fc1(h.flatten(1))))
     assert torch.allclose(model(x), reference, atol=1e-5)
+
+
+def test_the_small_networks_never_import_torchvision_or_timm():
+    # ~200 MiB of memory and ~0.5 s that listing networks, the baseline, EmoNets and LightCNN (training, eval,
+    # predict) must not pay: the ImageNet families import them only when one of theirs is built.
+    import subprocess
+    import sys
+
+    code = ("import sys; from aubench_cli.models import create_model, list_models\n"
+            "[create_model(n, 12) for n in ('baseline', 'emonets', 'lightcnn9', 'lightcnn29')]\n"
+            "print(len(list_models()), 'torchvision' in sys.modules, 'timm' in sys.modules)\n"
+            "create_model('resnet50', 12); print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["11", "False", "False", "True"]

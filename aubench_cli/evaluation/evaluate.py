@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from aubench_cli import config as cfgmod
-from aubench_cli.device import resolve_device
+from aubench_cli.device import keep_host_memory, resolve_device
 from aubench_cli.errors import UsageError, suggest
 from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
@@ -182,6 +182,7 @@ def evaluate_run(
                          "evaluate on a split where every AU occurs and is absent")
 
     torch_device = resolve_device(device)
+    keep_host_memory()  # every batch re-allocates the same activations (device.keep_host_memory)
     model = create_model(state["arch"], len(au_names), layout=cfg.model.layout)  # the run's build layout
     model.load_state_dict(state["model"])
     model = model.to(torch_device).eval()

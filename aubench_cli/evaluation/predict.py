@@ -624,6 +624,9 @@ def run_predict(run: str | Path, inputs: list[str | Path], options: PredictOptio
     if min(options.workers or cores, len(videos)) > 1:
         _start_forkserver()  # it imports torch and mediapipe while this process loads the run
     spec = open_run(run, options.checkpoint, options.threshold)
+    from aubench_cli.device import keep_host_memory
+
+    keep_host_memory()  # for the videos predicted in this process (one worker)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -676,7 +679,10 @@ def _init_predict_worker(events, threads: int) -> None:
     prep._init_worker(events, threads)
     import torch
 
+    from aubench_cli.device import keep_host_memory
+
     torch.set_num_threads(threads)
+    keep_host_memory()  # every batch of crops re-allocates the same activations
 
 
 def _predict_task(task: dict) -> dict:

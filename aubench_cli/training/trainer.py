@@ -45,7 +45,7 @@ from aubench_cli.errors import AubenchError, UsageError, suggest
 from aubench_cli.fileio import atomic_write_bytes, atomic_write_text
 from aubench_cli.models import create_model, get_model_info
 from aubench_cli.models.weights import choose_layout, load_pretrained, load_weights_file
-from aubench_cli.device import resolve_device
+from aubench_cli.device import keep_host_memory, resolve_device
 from aubench_cli.training.inference import store_val_thresholds
 from aubench_cli.training.sampling import (
     BalancedSampler,
@@ -515,6 +515,7 @@ def train(
     run's cache is now (accepted when its content identity is the run's: see ``resume_cache``).
     """
     ddp, device = init_distributed(cfg.train.device)
+    keep_host_memory()  # each step re-allocates the same large tensors: reuse them (device.keep_host_memory)
     cfg, run_dir, state = open_run(cfg, out, resume, epochs, overwrite, ddp, cache, log)
     run = set_up(cfg, run_dir, state, ddp, device, log)
     if ddp.main:
