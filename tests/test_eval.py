@@ -258,3 +258,31 @@ def test_split_all_tests_a_foreign_cache_and_refuses_the_runs_own(runs, tmp_path
     whole = evaluate_run(a, cache=other, split="all", batches=20, write=False)
     assert whole["frames_in_split"] == len(open_cache(other).labels)
     assert whole["subject_counts"]["subjects"] == [f"XS0{i}" for i in range(8)]
+
+
+def test_folds_pooled_from_real_evaluations_equal_one_evaluation_of_every_frame(runs, tmp_path):
+    """Three disjoint subject sets of another dataset's cache (its train, val and test splits) laid out as the
+    folds of a study: the literature report's pooled F1 and balanced accuracy are those of one evaluation of
+    every frame (--split all), which F1 over the concatenated predictions is."""
+    from aubench_cli.studies import literature
+    from aubench_cli.studies.study import parse_study, write_study_file
+
+    cache, (a, _) = runs
+    other = relabel_cache(cache, tmp_path / "other", AUS, prefix="X")
+    whole = evaluate_run(a, cache=other, split="all", batches=20, write=False)
+    study = tmp_path / "study"
+    write_study_file(parse_study({"name": "x", "runs": [{"name": "a"}]}, "x", tmp_path / "x.yaml"), study, [], None)
+    folds = []
+    for i, split in enumerate(("train", "val", "test")):
+        fold = evaluate_run(a, cache=other, split=split, batches=20, write=False)
+        folds.append(fold)
+        shutil.copytree(a, study / "a" / f"fold{i}", ignore=shutil.ignore_patterns("eval.*"))
+        (study / "a" / f"fold{i}" / "eval.json").write_text(json.dumps(
+            {**public(fold), "fold": i, "folds": 3, "subjects": fold["subject_counts"]["subjects"]}))
+    (row,) = literature.read(study)[0].rows
+    assert row.state == "done" and row.subjects == 8
+    for au in AUS:
+        assert row.cells["f1"][au].pooled == pytest.approx(whole["per_au"][au]["f1"]), au
+        assert row.cells["balanced_accuracy"][au].pooled == pytest.approx(whole["per_au"][au]["balanced_accuracy"])
+        assert row.cells["f1"][au].mean == pytest.approx(np.mean([f["per_au"][au]["f1"] for f in folds]))
+    assert row.cells["f1"]["Avg."].pooled == pytest.approx(whole["mean_f1"])

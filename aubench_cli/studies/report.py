@@ -36,7 +36,8 @@ from aubench_cli.studies.study import COSTS_FILE, STATUS_DIR, STUDY_FILE, arch_c
 # Studies under one folder are reported in the paper's order; others follow alphabetically.
 PAPER_ORDER = ["table1-architectures", "table2-normalization", "table2-augmentation", "table2-balancing",
                "fig2-frames", "fig2-subjects"]
-FORMATS = ("md", "csv", "html")
+FORMATS = ("md", "csv", "html", "tex")
+LAYOUTS = ("paper", "literature")  # literature: methods as rows, AUs as columns, F1 and folds (studies/literature.py)
 
 
 @dataclass
@@ -661,15 +662,23 @@ def make_figures(studies: list[StudyResults], folder: Path) -> dict[str, list[Pa
     return figures
 
 
-def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None) -> dict[str, Any]:
+def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
+                 layout: str = "paper") -> dict[str, Any]:
     """Write the report of the study (or studies) in ``folder``; returns what was written.
 
     ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
     ``figures/`` folder beside the report (beside ``folder``'s report when the text goes to stdout).
+    ``layout="literature"``: the AU literature's tables instead (``literature_report``), without figures.
     """
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown report layout {layout!r}", f"use one of {', '.join(LAYOUTS)}")
+    if layout == "literature":
+        return literature_report(folder, fmt, out)
+    if fmt == "tex":
+        raise UsageError("--format tex is for the literature's layout", "add --layout literature")
     studies = collect(folder)
     to_stdout = str(out) == "-"
     path = Path(folder) / f"report.{fmt}" if out is None or to_stdout else Path(out)
@@ -690,6 +699,25 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
         "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.runs},
                      "resolution": resolution(s)} for s in studies],
     }
+
+
+def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None) -> dict[str, Any]:
+    """``write_report`` in the literature's layout (md, tex or csv): methods as rows, AUs as columns, Avg. last."""
+    from aubench_cli.studies import literature
+
+    renderers = {"md": literature.render_markdown, "tex": literature.render_tex, "csv": literature.render_csv}
+    if fmt not in renderers:
+        raise UsageError(f"--layout literature writes md, tex or csv, not {fmt}", "e.g. --format tex")
+    studies = literature.read(Path(folder))
+    text = renderers[fmt](studies)
+    to_stdout = str(out) == "-"
+    path = Path(folder) / f"report-literature.{fmt}" if out is None or to_stdout else Path(out)
+    if not to_stdout:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return {"report": None if to_stdout else str(path), "text": text if to_stdout else None, "figures": [],
+            "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.rows},
+                         "literature": literature.as_json(s)} for s in studies]}
 
 
 __all__ = ["collect", "write_report", "study_table", "make_figures", "COSTS_FILE"]
