@@ -257,3 +257,22 @@ def test_report_cli_literature_layout(folded, tmp_path):
     assert refused.exit_code == 2 and "--layout literature" in refused.output
     csv_text = runner.invoke(app, ["report", str(out), "--layout", "literature", "--format", "csv", "--out", "-"])
     assert csv_text.exit_code == 0 and csv_text.stdout.splitlines()[0].startswith("study,run,title,state,folds")
+
+
+def test_the_papers_layout_of_a_fold_study_is_the_mean_over_folds(folded):
+    from aubench_cli.studies.report import collect, study_table
+
+    out, _, _ = folded
+    (study,) = collect(out)
+    a = study.runs[0]
+    assert (a.state, a.n_seeds, a.spread_over) == ("done", 3, "folds")
+    folds = [json.loads((out / "run_a" / f"fold{i}" / "eval.json").read_text()) for i in range(3)]
+    assert a.mean == pytest.approx(np.mean([f["mean_accuracy"] for f in folds]))
+    assert a.mean_sd == pytest.approx(statistics.stdev([f["mean_accuracy"] for f in folds]))
+    header, rows = study_table(study, "md")
+    assert header == ["Exp.", "Net_A", "B", "C (missing)"]
+    table = {r[0]: r[1:] for r in rows}
+    assert table["AVG"][0].strip("*[]").startswith(f"{100 * a.mean:.1f}") and f"± {100 * a.mean_sd:.1f}" in table["AVG"][0]
+    assert table["folds"] == ["3/3", "3/3", "0/3"]
+    text = write_report(out, "md", "-")["text"]
+    assert "over 3 subject-exclusive folds" in text
