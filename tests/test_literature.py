@@ -276,3 +276,15 @@ def test_the_papers_layout_of_a_fold_study_is_the_mean_over_folds(folded):
     assert table["folds"] == ["3/3", "3/3", "0/3"]
     text = write_report(out, "md", "-")["text"]
     assert "over 3 subject-exclusive folds" in text
+
+
+def test_aus_option_restricts_the_columns_and_the_average(folded):
+    out, labels, scores = folded
+    (study,) = literature.read(out, ["AU12", "AU01"])
+    row = study.rows[0]
+    assert study.aus() == ["AU12", "AU01"] and row.aus == ["AU12", "AU01"]
+    f1s = [f1_score(labels[labels[:, k] >= 0, k], scores["run_a"][labels[:, k] >= 0, k] > 0.5) for k in (0, 2)]
+    assert row.cells["f1"][literature.AVG].pooled == pytest.approx(np.mean(f1s))
+    result = runner.invoke(app, ["report", str(out), "--layout", "literature", "--aus", "AU12,AU01", "--out", "-"])
+    assert result.exit_code == 0 and "| Method | AU12 | AU01 | Avg. |" in result.stdout
+    assert runner.invoke(app, ["report", str(out), "--aus", "AU12"]).exit_code == 2

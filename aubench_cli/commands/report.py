@@ -27,11 +27,13 @@ def command(
     fmt: Annotated[ReportFormat, typer.Option("--format", help="Report format.")] = ReportFormat.md,
     out: Annotated[Optional[str], typer.Option("--out", help="Report file (default: DIR/report.<format>); - prints it on stdout.")] = None,
     layout: Annotated[ReportLayout, typer.Option("--layout", help="paper: AUs as rows, the paper's numbers beside ours; literature: runs as rows, AUs as columns, F1 and folds (md, tex, csv).")] = ReportLayout.paper,
+    aus: Annotated[Optional[str], typer.Option("--aus", help="Literature layout: only these AUs, in this order, e.g. AU01,AU02,AU04 (Avg. over them).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written (paths, run states) as JSON.")] = False,
 ) -> None:
     from aubench_cli.studies.report import write_report
 
-    written = write_report(folder, fmt.value, out, layout.value)
+    only = [a.strip() for a in aus.split(",") if a.strip()] if aus else None
+    written = write_report(folder, fmt.value, out, layout.value, only)
     if written["text"] is not None:
         sys.stdout.write(written["text"])
         sys.stdout.flush()

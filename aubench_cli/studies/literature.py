@@ -81,8 +81,11 @@ class LiteratureStudy:
     folds: int | None
     seeds: int | None
     rows: list[Row]
+    only: list[str] | None = None  # the AUs asked for (--aus), in that order: the columns and Avg.
 
     def aus(self) -> list[str]:
+        if self.only:
+            return list(self.only)
         out: list[str] = []
         for row in self.rows:
             out += [au for au in row.aus if au not in out]
@@ -155,7 +158,8 @@ def pooled_counts(units: list[list[Any]], aus: list[str]) -> tuple[np.ndarray | 
     return np.stack(per_seed).astype(np.int64), names or [], ""
 
 
-def literature_row(study_dir: Path, entry: dict[str, Any], folds: int | None, seeds: int | None) -> Row:
+def literature_row(study_dir: Path, entry: dict[str, Any], folds: int | None, seeds: int | None,
+                   aus: list[str] | None = None) -> Row:
     from aubench_cli.studies.report import _read_run
 
     name = entry["name"]
@@ -169,7 +173,7 @@ def literature_row(study_dir: Path, entry: dict[str, Any], folds: int | None, se
         what = "folds x seeds" if folds and seeds else "folds" if folds else "seeds" if seeds else ""
         row.detail = (f"{len(flat) - len(not_done)} of {len(flat)} {what} done; " if what else "") + not_done[0].detail
         return row
-    row.aus = [au for au in flat[0].per_au if all(au in u.per_au for u in flat)]
+    row.aus = [au for au in (aus or flat[0].per_au) if all(au in u.per_au for u in flat)]
     counts, subjects, row.pooled_note = pooled_counts(units, row.aus)
     rng_seed = [0, REPORT_STREAM]
     for metric in METRICS:
@@ -196,13 +200,13 @@ def literature_row(study_dir: Path, entry: dict[str, Any], folds: int | None, se
     return row
 
 
-def load(study_dir: Path, record: dict[str, Any]) -> LiteratureStudy:
+def load(study_dir: Path, record: dict[str, Any], aus: list[str] | None = None) -> LiteratureStudy:
     folds = fold_count(study_dir, record)
     seeds = record.get("seeds")
-    rows = [literature_row(study_dir, entry, folds, seeds) for entry in record.get("runs", [])]
+    rows = [literature_row(study_dir, entry, folds, seeds, aus) for entry in record.get("runs", [])]
     meta = record.get("study") or {}
     name = record.get("preset") or study_dir.name
-    return LiteratureStudy(name, str(meta.get("title") or name), study_dir, folds, seeds, rows)
+    return LiteratureStudy(name, str(meta.get("title") or name), study_dir, folds, seeds, rows, aus)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,6 +286,9 @@ def caption(study: LiteratureStudy) -> str:
             parts.append(f"{study.seeds} training seeds: each fold's figure averaged over the seeds before the "
                          "mean ± sd over folds; the pooled figure per seed, then mean ± sd over the seeds.")
     for r in done:
+        lacking = [au for au in study.aus() if au not in r.aus]
+        if lacking:
+            parts.append(f"{r.title} has no result for {', '.join(lacking)}: its Avg. is over the other AUs.")
         if r.pooled_note and study.folds:
             parts.append(f"{r.title}: no pooled figure ({r.pooled_note}).")
     parts.append("What these numbers can be compared with: docs/studies.md.")
@@ -377,11 +384,12 @@ def as_json(study: LiteratureStudy) -> dict[str, Any]:
                      for r in study.rows}}
 
 
-def read(folder: Path) -> list[LiteratureStudy]:
-    """The study (or studies) in ``folder``, in the order ``report.collect`` reports them."""
+def read(folder: Path, aus: list[str] | None = None) -> list[LiteratureStudy]:
+    """The study (or studies) in ``folder``, in the order ``report.collect`` reports them; ``aus``: only those
+    AUs, in that order (a run lacking one of them gets its Avg. over the others it has, and says so)."""
     from aubench_cli.studies.report import collect
 
     out = []
     for study in collect(folder):
-        out.append(load(study.dir, json.loads((study.dir / "study.json").read_text())))
+        out.append(load(study.dir, json.loads((study.dir / "study.json").read_text()), aus))
     return out
