@@ -12,6 +12,10 @@ memory rows. Under each table, the resolution of its test split: the 95 % half-w
 between two of its runs and the smallest difference detectable with 80 % power (``resolution``). Figures: a
 per-AU bar chart per study, accuracy against FLOPs for architecture studies, and Fig. 2's panels (accuracy
 against % of frames and % of subjects); their error bars are the balanced accuracy's 95 % intervals.
+
+A k-fold study (``DIR/<run>/fold<i>/[seed<k>/]``) shows each run as the mean ± sd over its folds here;
+``layout="literature"`` prints the AU literature's tables instead (runs as rows, F1, pooled folds:
+``studies/literature.py``), in Markdown, LaTeX or CSV.
 """
 
 from __future__ import annotations
