@@ -103,7 +103,10 @@ def _rows(subjects: list[str]) -> np.ndarray:
 def test_pooled_f1_is_f1_over_the_concatenated_predictions(folded):
     out, labels, scores = folded
     (study,) = literature.read(out)
-    assert study.folds == 3
+    assert study.folds == 3  # from the fold<i> folders; study.json's own count wins when it has one
+    record = json.loads((out / "study.json").read_text())
+    assert literature.fold_count(out, {**record, "folds": 2}) == 2
+    assert literature.fold_count(out, {**record, "folds": {"k": 4}}) == 4
     for name, row in ((r.name, r) for r in study.rows if r.name in NOISE):
         f1s, bas = [], []
         for k, au in enumerate(AUS):

@@ -93,9 +93,11 @@ class LiteratureStudy:
 
 
 def fold_count(study_dir: Path, record: dict[str, Any]) -> int | None:
-    """``study.json``'s ``folds``, else the number of ``fold<i>`` folders under the runs; None without folds."""
-    if record.get("folds"):
-        return int(record["folds"])
+    """``study.json``'s ``folds`` (K, or a record with ``k``), else the number of ``fold<i>`` folders under the
+    runs; None without folds."""
+    folds = record.get("folds")
+    if folds:
+        return int(folds["k"] if isinstance(folds, dict) else folds)
     found = {int(p.name[len(FOLD_DIR):]) for entry in record.get("runs", [])
              for p in (study_dir / entry["name"]).glob(f"{FOLD_DIR}*")
              if p.is_dir() and p.name[len(FOLD_DIR):].isdigit()}
