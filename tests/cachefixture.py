@@ -45,3 +45,27 @@ def make_cache(path: Path, subjects: int = 6, videos_per_subject: int = 2, frame
                 writer.add(crop, labels[f], f, np.zeros((4, 2)), np.eye(2, 3), True)
             writer.commit({"video": f"{s}_v{v}", "subject": s, "source": "fixture"})
     return path
+
+
+def relabel_cache(source: Path, path: Path, aus: list[str], prefix: str | None = None,
+                  splits: dict[str, str] | None = None) -> Path:
+    """A copy of the cache at ``source`` whose label columns are ``aus`` (picked by name from the source's,
+    in that order: another dataset's AU list; a name the source lacks is all unknown), its crops unchanged; ``prefix`` renames every subject and video
+    (``S03`` -> ``<prefix>S03``: another dataset's people); ``splits`` maps the (renamed) subjects to splits."""
+    from aubench_cli.data.cache import open_cache, read_video
+
+    data = open_cache(source)
+    columns = [data.au_names.index(au) if au in data.au_names else -1 for au in aus]
+    rename = (lambda name: f"{prefix}{name}") if prefix else (lambda name: name)
+    subjects = {rename(s): split for s, split in data.header["subjects"].items()}
+    header = {**{k: v for k, v in data.header.items() if k not in ("videos", "journal_bytes", "summary")},
+              "au_names": list(aus), "subjects": splits or subjects, "created": now()}
+    prepare_cache(path, header)
+    for video, subject in zip(data.videos, data.video_subject):
+        rows = read_video(data, video)
+        writer = ShardWriter(path, rename(video), len(aus))
+        labels = np.where(np.asarray(columns) >= 0, rows["labels"][:, columns], -1).astype(np.int8)
+        writer.add_block(rows["images"], labels, rows["frame"], rows["key"], rows["detected"],
+                         rows["landmarks"], rows["transform"])
+        writer.commit({"video": rename(video), "subject": rename(subject), "source": "fixture"})
+    return path

@@ -144,7 +144,8 @@ def test_fixed_value_options_are_choices_equal_to_the_registries():
     from aubench_cli.commands import choices
     from aubench_cli.data.labels import LAYOUTS
     from aubench_cli.evaluation.evaluate import CI_UNITS
-    from aubench_cli.studies.report import FORMATS
+    from aubench_cli.studies.report import FORMATS, LAYOUTS as REPORT_LAYOUTS
+    from aubench_cli.evaluation.evaluate import SPLITS
     from aubench_cli.training.sampling import BALANCING
     from aubench_cli.training.trainer import OPTIMIZERS
     from aubench_cli.training.transforms import AUGMENTATIONS, NORMALIZATIONS
@@ -152,14 +153,15 @@ def test_fixed_value_options_are_choices_equal_to_the_registries():
     registries = {choices.Balance: BALANCING, choices.Norm: NORMALIZATIONS, choices.Aug: AUGMENTATIONS,
                   choices.Optimizer: OPTIMIZERS, choices.ReportFormat: FORMATS, choices.Layout: LAYOUTS,
                   choices.InputFormat: ("auto", *LAYOUTS), choices.CiUnit: CI_UNITS,
-                  choices.Split: ("train", "val", "test"), choices.Checkpoint: ("best", "last")}
+                  choices.Split: SPLITS, choices.Checkpoint: ("best", "last"),
+                  choices.ReportLayout: REPORT_LAYOUTS}
     for enum, registry in registries.items():
         assert sorted(e.value for e in enum) == sorted(registry), enum
     # each fixed-value option: its values listed in --help, a wrong value refused by the parser (exit 2)
     fixed = [("eval", "--split", choices.Split), ("eval", "--checkpoint", choices.Checkpoint),
              ("eval", "--ci-unit", choices.CiUnit), ("train", "--balance", choices.Balance),
              ("train", "--norm", choices.Norm), ("train", "--aug", choices.Aug), ("train", "--optimizer", choices.Optimizer),
-             ("report", "--format", choices.ReportFormat), ("synth", "--layout", choices.Layout),
+             ("report", "--format", choices.ReportFormat), ("report", "--layout", choices.ReportLayout), ("synth", "--layout", choices.Layout),
              ("preprocess", "--format", choices.InputFormat)]
     for command, option, enum in fixed:
         shown = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).stdout.split())

@@ -16,7 +16,7 @@ from aubench_cli.data.cache import cache_identity, open_cache
 from aubench_cli.errors import UsageError
 from aubench_cli.evaluation.evaluate import compare, draw_test_batches, evaluate_run, natural_metrics, public
 from aubench_cli.training.trainer import load_checkpoint, save_checkpoint, train
-from cachefixture import AUS, make_cache
+from cachefixture import AUS, make_cache, relabel_cache
 
 runner = CliRunner()
 # 8 subjects: one for validation, three for the test (so a paired test over subjects cannot reach p < 0.05)
@@ -211,11 +211,78 @@ def test_single_run_json_schema_and_table(runs):
     assert table.exit_code == 0 and "balanced accuracy over subjects: 3 subjects" in shown and "jackknife" in shown
 
 
-def test_mismatched_cache_is_refused(runs, tmp_path):
-    _, (a, _) = runs
-    other = make_cache(tmp_path / "other", aus=["AU01", "AU02", "AU04", "AU06", "AU25"])
+def test_cross_dataset_eval_tests_the_shared_aus_with_the_right_outputs(runs, tmp_path):
+    cache, (a, _) = runs
+    own = evaluate_run(a, batches=30, write=False)
+    # another dataset: other people, AUs in another order, two of the run's missing and one it does not predict
+    other = relabel_cache(cache, tmp_path / "other", ["AU12", "AU25", "AU04", "AU01"], prefix="X")
+    foreign = evaluate_run(a, cache=other, batches=30, write=False)
+    assert list(foreign["per_au"]) == ["AU01", "AU04", "AU12"]  # the run's order, shared AUs only
+    assert foreign["aus_missing"] == ["AU02", "AU06"] and foreign["aus_unpredicted"] == ["AU25"]
+    for au, m in foreign["per_au"].items():  # the same frames and labels: the network's own column for each AU
+        for key in ("accuracy", "balanced_accuracy", "f1", "auc"):
+            assert m[key] == own["per_au"][au][key], (au, key)
+        assert foreign["digest"]["per_au"][au] == own["digest"]["per_au"][au]
+    assert foreign["subject_counts"]["au_names"] == ["AU01", "AU04", "AU12"]
+    result = runner.invoke(app, ["eval", str(a), "--cache", str(other), "--batches", "10"])
+    shown = " ".join(result.stdout.split())
+    assert result.exit_code == 0, result.output
+    assert "not tested (the cache has no labels for them): AU02, AU06" in shown and "AU25" in shown
+    as_json = json.loads(runner.invoke(app, ["eval", str(a), "--cache", str(other), "--batches", "10",
+                                             "--json"]).stdout)
+    assert as_json["aus_missing"] == ["AU02", "AU06"] and list(as_json["per_au"]) == ["AU01", "AU04", "AU12"]
+
+
+def test_a_cache_sharing_no_au_is_refused(runs, tmp_path):
+    cache, (a, _) = runs
+    other = relabel_cache(cache, tmp_path / "none", ["AU25", "AU26"], prefix="X")
     result = runner.invoke(app, ["eval", str(a), "--cache", str(other)])
-    assert result.exit_code == 2 and "AU12" in result.stderr
+    assert result.exit_code == 2 and "shares no AU" in result.stderr and "AU25" in result.stderr
     with pytest.raises(UsageError):
         evaluate_run(tmp_path / "no-run")
     assert public({"a": 1, "_pred": 2}) == {"a": 1}
+
+
+def test_split_all_tests_a_foreign_cache_and_refuses_the_runs_own(runs, tmp_path):
+    cache, (a, _) = runs
+    refused = runner.invoke(app, ["eval", str(a), "--split", "all"])
+    assert refused.exit_code == 2 and "trained" in refused.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(cache, copy)  # the same content elsewhere: refused by identity
+    with pytest.raises(UsageError, match="split all"):
+        evaluate_run(a, cache=copy, split="all", write=False)
+    same_people = relabel_cache(cache, tmp_path / "same", AUS[::-1])  # other content, the run's own people
+    with pytest.raises(UsageError, match="trained or validated on"):
+        evaluate_run(a, cache=same_people, split="all", write=False)
+    other = relabel_cache(cache, tmp_path / "other", AUS, prefix="X")
+    whole = evaluate_run(a, cache=other, split="all", batches=20, write=False)
+    assert whole["frames_in_split"] == len(open_cache(other).labels)
+    assert whole["subject_counts"]["subjects"] == [f"XS0{i}" for i in range(8)]
+
+
+def test_folds_pooled_from_real_evaluations_equal_one_evaluation_of_every_frame(runs, tmp_path):
+    """Three disjoint subject sets of another dataset's cache (its train, val and test splits) laid out as the
+    folds of a study: the literature report's pooled F1 and balanced accuracy are those of one evaluation of
+    every frame (--split all), which F1 over the concatenated predictions is."""
+    from aubench_cli.studies import literature
+    from aubench_cli.studies.study import parse_study, write_study_file
+
+    cache, (a, _) = runs
+    other = relabel_cache(cache, tmp_path / "other", AUS, prefix="X")
+    whole = evaluate_run(a, cache=other, split="all", batches=20, write=False)
+    study = tmp_path / "study"
+    write_study_file(parse_study({"name": "x", "runs": [{"name": "a"}]}, "x", tmp_path / "x.yaml"), study, [], None)
+    folds = []
+    for i, split in enumerate(("train", "val", "test")):
+        fold = evaluate_run(a, cache=other, split=split, batches=20, write=False)
+        folds.append(fold)
+        shutil.copytree(a, study / "a" / f"fold{i}", ignore=shutil.ignore_patterns("eval.*"))
+        (study / "a" / f"fold{i}" / "eval.json").write_text(json.dumps(
+            {**public(fold), "fold": i, "folds": 3, "subjects": fold["subject_counts"]["subjects"]}))
+    (row,) = literature.read(study)[0].rows
+    assert row.state == "done" and row.subjects == 8
+    for au in AUS:
+        assert row.cells["f1"][au].pooled == pytest.approx(whole["per_au"][au]["f1"]), au
+        assert row.cells["balanced_accuracy"][au].pooled == pytest.approx(whole["per_au"][au]["balanced_accuracy"])
+        assert row.cells["f1"][au].mean == pytest.approx(np.mean([f["per_au"][au]["f1"] for f in folds]))
+    assert row.cells["f1"]["Avg."].pooled == pytest.approx(whole["mean_f1"])

@@ -1,7 +1,7 @@
 """Options with a fixed set of values, as Enums: Typer validates them, lists them in --help and completes them.
 
 The values mirror the library's registries (sampling.BALANCING, transforms.NORMALIZATIONS / AUGMENTATIONS,
-data.labels.LAYOUTS, studies.report.FORMATS); tests/test_cli.py checks that they stay equal. They are spelt out
+data.labels.LAYOUTS, studies.report.FORMATS / LAYOUTS); tests/test_cli.py checks that they stay equal. They are spelt out
 here so that building the CLI does not import torch.
 """
 
@@ -14,6 +14,7 @@ class Split(str, Enum):
     test = "test"
     val = "val"
     train = "train"
+    all = "all"
 
 
 class Checkpoint(str, Enum):
@@ -59,6 +60,12 @@ class ReportFormat(str, Enum):
     md = "md"
     csv = "csv"
     html = "html"
+    tex = "tex"
+
+
+class ReportLayout(str, Enum):
+    paper = "paper"
+    literature = "literature"
 
 
 class Layout(str, Enum):

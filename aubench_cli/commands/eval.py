@@ -5,6 +5,8 @@ over every labelled frame of the split (what the batches estimate) with a 95 % i
 (--ci-unit to choose); F1, AUC and positive rate over the whole split. With several runs: one table, a column per
 run, and for each pair the difference in balanced accuracy, its interval, the smallest difference the split can
 detect, and a permutation test within subjects (Holm across AUs). Writes eval.json and eval.csv into each run.
+On another dataset's cache (--cache OTHER), the AUs both code are tested, matched by name, and the others named;
+--split all tests every frame of such a cache (refused on the run's own cache: it holds the training subjects).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ NAME = "eval"
 def command(
     runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories.", show_default="the latest under runs/")] = None,
     cache: Annotated[Optional[str], typer.Option("--cache", help="Cache to test on.", show_default="the run's own")] = None,
-    split: Annotated[Split, typer.Option("--split", help="Split to test on.")] = Split.test,
+    split: Annotated[Split, typer.Option("--split", help="Split to test on; all: every frame (another dataset's cache).")] = Split.test,
     batches: Annotated[int, typer.Option("--batches", help="Balanced test batches (4 + 4 per AU).")] = 3000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the test batches: same seed, same frames.")] = 0,
     checkpoint: Annotated[Checkpoint, typer.Option("--checkpoint", help="Checkpoint to test.")] = Checkpoint.best,
@@ -49,6 +51,9 @@ def command(
                    {"runs": [public(r) for r in results], "comparisons": pairs})
         return
     render(results, pairs)
+    for r in results:
+        for line in not_tested(r):
+            stdout.print(line, markup=False)
 
 
 def caption(result: dict) -> str:
@@ -58,6 +63,18 @@ def caption(result: dict) -> str:
             f"paper's, at 0.5 over each AU's own frames of the batches; balanced: mean of TPR and TNR over every "
             f"labelled frame; 95 % CI of the balanced accuracy over {unit}s: {result.get('ci_note', '')}. F1, AUC "
             "over the whole split")
+
+
+def not_tested(result: dict) -> list[str]:
+    """The AUs a cross-dataset evaluation could not test, said under its table."""
+    lines = []
+    if result.get("aus_missing"):
+        lines.append(f"{_short(result['run'])}: not tested (the cache has no labels for them): "
+                     + ", ".join(result["aus_missing"]))
+    if result.get("aus_unpredicted"):
+        lines.append(f"{_short(result['run'])}: the cache's AUs the run does not predict: "
+                     + ", ".join(result["aus_unpredicted"]))
+    return lines
 
 
 def render(results: list[dict], pairs: list[dict]) -> None:

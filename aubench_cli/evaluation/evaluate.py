@@ -15,6 +15,13 @@ count, so runs with different AU lists are tested on the same frames for the AUs
 (cache content identity, split map, split, seed, batch count, one digest per AU) says what was tested; ``compare``
 pairs two runs on their shared AUs and tests the difference of balanced accuracies with a permutation test that
 swaps the runs' predictions within each subject (``stats.paired``), Holm-corrected across AUs.
+
+Another dataset (``cache`` with other AUs): the AUs the run and the cache both have are tested, matched by name,
+each with the network's own output column for it (``shared_aus``); the others are named (``aus_missing``: the
+run predicts them, the cache has no labels; ``aus_unpredicted``: the other way round). ``split="all"`` tests
+every frame of such a cache; on the run's own cache it is refused, since it holds the training subjects.
+``subject_counts`` keeps each test subject's counts at 0.5 per AU (tp, pos, tn, neg: FN = pos - tp,
+FP = neg - tn), from which a report pools the folds of a k-fold protocol (``stats.pooled``).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ CI_STREAM = 8  # bootstrap resamples: np.random.default_rng([seed, 8])
 COMPARE_STREAM = 9  # comparisons' resamples and Monte Carlo permutations
 POS_PER_AU = NEG_PER_AU = 4
 CI_UNITS = ("subject", "video", "frame")
+SPLITS = ("test", "val", "train", "all")  # all: every frame of a cache (another dataset's: split_index)
 DIGEST_PARTS = {"cache": "cache content (cache_identity)", "split_map": "split map (subject -> split)",
                 "split": "split", "seed": "seed", "batches": "number of batches"}
 ProgressFn = Callable[[int, int], None]
@@ -158,23 +166,17 @@ def evaluate_run(
     check_ci_unit(ci_unit)
     state = _load(run, checkpoint)
     cfg = cfgmod.from_dict(state["config"])
-    au_names: list[str] = list(state["au_names"])
+    run_aus: list[str] = list(state["au_names"])
     cache_path = Path(cache) if cache else Path(cfg.data.cache)
     data = open_cache(cache_path)
-    missing = [au for au in au_names if au not in data.au_names]
-    if missing:
-        raise UsageError(
-            f"cache {cache_path} has no labels for {', '.join(missing)}, which run {run.name} predicts "
-            f"(cache AUs: {', '.join(data.au_names)})",
-            "evaluate on a cache preprocessed from a dataset with the same AUs",
-        )
-    if split not in ("train", "val", "test"):
-        raise UsageError(f"unknown split {split!r}", "use test, val or train")
+    au_names, outputs, aus_missing, aus_unpredicted = shared_aus(run_aus, data.au_names, run.name, cache_path)
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}", "use test, val, train or all")
     if batches < 1:
         raise UsageError(f"--batches must be at least 1, got {batches}", "the paper uses 3000")
     columns = [data.au_names.index(au) for au in au_names]
     labels = np.ascontiguousarray(data.labels[:, columns])
-    index = data.indices(split)
+    index = split_index(run, data, split, cache_path, Path(cfg.data.cache))
     check_held_out(run, data, split, index)  # no subject it tests may be one the run trained or validated on
     bad = check_balanceable(labels, index, au_names, split)
     if bad:
@@ -183,11 +185,12 @@ def evaluate_run(
 
     torch_device = resolve_device(device)
     keep_host_memory()  # every batch re-allocates the same activations (device.keep_host_memory)
-    model = create_model(state["arch"], len(au_names), layout=cfg.model.layout)  # the run's build layout
+    model = create_model(state["arch"], len(run_aus), layout=cfg.model.layout)  # the run's build layout
     model.load_state_dict(state["model"])
     model = model.to(torch_device).eval()
     norm_stats = FeatureStats(**state["norm_stats"])
     scores = _scores(model, data.images, index, state["norm"], norm_stats, torch_device, batch_size, progress)
+    scores = scores[:, outputs] if len(scores) else scores  # the network's columns of the AUs tested, in order
     pred = scores > 0.5  # (n, K) over the split's frames, in index order
     split_labels = labels[index]
     position = np.full(len(data.labels), -1, dtype=np.int64)
@@ -219,7 +222,7 @@ def evaluate_run(
         "run": str(run), "arch": state["arch"], "checkpoint": checkpoint, "epoch": state["epoch"],
         "cache": str(cache_path), "split": split, "batches": batches, "seed": seed,
         "digest": digest, "batch_digest": hashlib.sha1(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16],
-        "frames_in_split": int(len(index)),
+        "frames_in_split": int(len(index)), "aus_missing": aus_missing, "aus_unpredicted": aus_unpredicted,
         "mean_accuracy": float(np.mean([v["accuracy"] for v in per_au.values()])),
         "balanced_accuracy": ci["mean"]["value"], "mean_ci95": ci["mean"]["ci95"],
         "ci_unit": ci_unit, "ci_method": ci["method"], "ci_units": ci["units"],
@@ -233,10 +236,46 @@ def evaluate_run(
     if write:
         atomic_write_text(run / "eval.json", json.dumps(result, indent=2))
         atomic_write_text(run / "eval.csv", _csv(result))
-        if cache_path.resolve() == Path(cfg.data.cache).resolve():  # the run's own validation split: thresholds
+        if cache_path.resolve() == Path(cfg.data.cache).resolve() and not aus_missing:  # the run's own validation split
             store_val_thresholds(run, data, labels, data.indices("val"), torch_device, (checkpoint,), only_missing=True)
     result["_pred"], result["_labels"], result["_units"] = pred, split_labels, (codes, len(unit_names))
     return result
+
+
+def shared_aus(run_aus: list[str], cache_aus: list[str], run_name: str,
+               cache_path: Path) -> tuple[list[str], list[int], list[str], list[str]]:
+    """What a run can be tested on in a cache, matched by AU name (another dataset codes other AUs, in another
+    order): the AUs both have in the run's order, the network's output column of each, the run's AUs the cache
+    has no labels for and the cache's AUs the run does not predict. A UsageError when they share none."""
+    shared = [au for au in run_aus if au in cache_aus]
+    if not shared:
+        raise UsageError(
+            f"cache {cache_path} shares no AU with run {run_name} (the run predicts {', '.join(run_aus)}; the "
+            f"cache is labelled for {', '.join(cache_aus)})",
+            "evaluate on a cache of a dataset coding at least one of the run's AUs")
+    return (shared, [run_aus.index(au) for au in shared], [au for au in run_aus if au not in cache_aus],
+            [au for au in cache_aus if au not in run_aus])
+
+
+def split_index(run: Path, data: Any, split: str, cache_path: Path, own_cache: Path) -> np.ndarray:
+    """The frames of ``split``; ``all``: every frame of the cache, refused on the run's own cache (by content
+    identity or path), which holds the subjects it trained on (``check_held_out`` then guards any other)."""
+    if split != "all":
+        return data.indices(split)
+    from aubench_cli.data.cache import cache_identity
+
+    try:
+        record = json.loads((run / "data.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        record = {}
+    paths = [Path(p).resolve() for p in (record.get("cache"), own_cache) if p]
+    own = record.get("cache_identity") == cache_identity(data) or cache_path.resolve() in paths
+    if own:
+        raise UsageError(
+            f"--split all on {cache_path}, the cache run {run.name} was trained on, would test the subjects it "
+            "trained and validated on",
+            "use --split test here; --split all is for another dataset's cache (--cache OTHER)")
+    return np.arange(len(data.labels), dtype=np.int64)
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -20,6 +20,11 @@ only reweights those rows, so thousands of resamples are one matrix product.
   per-unit terms and a permutation only flips their signs: exact over all ``2^C`` sign patterns for up to
   ``EXACT_MAX_UNITS`` units, Monte Carlo (``(1 + hits) / (R + 1)``) beyond, and above ``LARGE_SAMPLE`` units the
   normal limit of the sign-flip distribution (mean 0, variance ``sum_c delta_c^2``).
+- Pooled figures over folds (``f1``, ``pooled``): a k-fold protocol tests every subject once; the per-subject
+  counts of all folds, concatenated, give the pooled balanced accuracy and the pooled F1 at 0.5
+  (``2 TP / (2 TP + FP + FN)`` from the summed counts, the same as F1 over the concatenated predictions), with
+  intervals over subjects by the rule of ``interval``; with several training seeds, the mean over seeds of each
+  seed's pooled figure, the subjects resampled once for every seed.
 - ``holm``: Holm's step-down adjustment of a family of p-values.
 - ``ranks``: best and second best on the values as printed (ties share a mark), for every table.
 
@@ -66,6 +71,19 @@ def balanced_accuracy(counts: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         ba = 0.5 * (counts[..., TP] / pos + counts[..., TN] / neg)
     return np.where((pos > 0) & (neg > 0), ba, np.nan)
+
+
+def f1(counts: np.ndarray) -> np.ndarray:
+    """F1 at the threshold per AU from summed counts ``(..., K, 4)``: ``2 TP / (2 TP + FP + FN)`` with
+    ``FP = neg - tn`` and ``FN = pos - tp``; NaN where an AU has no positive (F1 says nothing there)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    tp, pos, tn, neg = counts[..., TP], counts[..., POS], counts[..., TN], counts[..., NEG]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = 2 * tp / (2 * tp + (neg - tn) + (pos - tp))
+    return np.where(pos > 0, value, np.nan)
+
+
+METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"balanced_accuracy": balanced_accuracy, "f1": f1}
 
 
 def _with_mean(per_au: np.ndarray) -> np.ndarray:
@@ -189,6 +207,35 @@ def interval(counts: np.ndarray, rng: np.random.Generator, resamples: int = RESA
     for item, value in zip(items, point):
         item["value"] = None if not np.isfinite(value) else float(value)
     return {"method": method, "units": c, "per_au": items[:k], "mean": items[k]}
+
+
+def pooled(counts: np.ndarray, rng: np.random.Generator, metric: str = "f1",
+           resamples: int = RESAMPLES) -> dict[str, Any]:
+    """A metric (``METRICS``) per AU and its mean over AUs on the pooled units of ``counts``, ``(C, K, 4)`` or,
+    with training seeds, ``(S, C, K, 4)`` (every seed tested on the same C units): the value is the mean over
+    seeds of each seed's pooled figure, and the 95 % interval resamples the units (the same resample for every
+    seed; the seeds themselves are not resampled) by the rule of ``interval`` (a jackknife with t quantiles
+    under ``SMALL_SAMPLE`` units, else the percentile bootstrap; above ``LARGE_SAMPLE`` units the bootstrap
+    too, since the linearisation is that of one balanced accuracy). Returns what ``interval`` does."""
+    counts = np.asarray(counts)
+    if counts.ndim == 3:
+        counts = counts[None]
+    s, c, k, _ = counts.shape
+    measure = METRICS[metric]
+    method = _method_for(c)
+    if method == "normal-linearised":
+        method = "bootstrap-percentile"
+    flat = counts.transpose(1, 0, 2, 3).reshape(c, s * k * 4)
+
+    def theta(summed: np.ndarray) -> np.ndarray:
+        return _with_mean(measure(summed.reshape(-1, s, k, 4))).mean(axis=1)
+
+    point = theta(flat.sum(axis=0)[None])[0]
+    reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
+    items = summarize(point, reps, method)
+    for item, value in zip(items, point):
+        item["value"] = None if not np.isfinite(value) else float(value)
+    return {"method": method, "units": c, "seeds": s, "metric": metric, "per_au": items[:k], "mean": items[k]}
 
 
 def _items(flat: np.ndarray, theta: Callable[[np.ndarray], np.ndarray], point: np.ndarray, method: str,

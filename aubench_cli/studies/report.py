@@ -12,6 +12,10 @@ memory rows. Under each table, the resolution of its test split: the 95 % half-w
 between two of its runs and the smallest difference detectable with 80 % power (``resolution``). Figures: a
 per-AU bar chart per study, accuracy against FLOPs for architecture studies, and Fig. 2's panels (accuracy
 against % of frames and % of subjects); their error bars are the balanced accuracy's 95 % intervals.
+
+A k-fold study (``DIR/<run>/fold<i>/[seed<k>/]``) shows each run as the mean ± sd over its folds here;
+``layout="literature"`` prints the AU literature's tables instead (runs as rows, F1, pooled folds:
+``studies/literature.py``), in Markdown, LaTeX or CSV.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from aubench_cli.studies.study import COSTS_FILE, STATUS_DIR, STUDY_FILE, arch_c
 # Studies under one folder are reported in the paper's order; others follow alphabetically.
 PAPER_ORDER = ["table1-architectures", "table2-normalization", "table2-augmentation", "table2-balancing",
                "fig2-frames", "fig2-subjects"]
-FORMATS = ("md", "csv", "html")
+FORMATS = ("md", "csv", "html", "tex")
+LAYOUTS = ("paper", "literature")  # literature: methods as rows, AUs as columns, F1 and folds (studies/literature.py)
 
 
 @dataclass
@@ -59,6 +64,7 @@ class RunResult:
     # with --seeds: one result per training seed; mean/per_au then hold the mean over the seeds
     seeds: list[RunResult] = field(default_factory=list)
     mean_sd: float | None = None
+    spread_over: str = "seeds"  # what ``seeds`` holds: the training seeds, or the folds of a k-fold study
 
     @property
     def label(self) -> str:
@@ -165,21 +171,35 @@ def _sd(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-def run_result(study_dir: Path, entry: dict[str, Any], seeds: int | None = None) -> RunResult:
-    """A run's result; with ``seeds``, the mean over its seeds (done only when every seed is), each seed kept."""
+def run_result(study_dir: Path, entry: dict[str, Any], seeds: int | None = None,
+               folds: int | None = None) -> RunResult:
+    """A run's result; with ``seeds``, the mean over its seeds (done only when every seed is), each seed kept;
+    with ``folds`` (``DIR/<run>/fold<i>/[seed<k>/]``), the mean over the folds of each fold's (seed-averaged)
+    result, each fold kept (the literature layout pools them too: studies/literature.py)."""
     name = entry["name"]
+    if folds:
+        return _combine(entry, [_seeded(study_dir, study_dir / name / f"fold{i}", f"{name}.fold{i}", entry, seeds)
+                                for i in range(folds)], "folds")
+    return _seeded(study_dir, study_dir / name, name, entry, seeds)
+
+
+def _seeded(study_dir: Path, run_dir: Path, key: str, entry: dict[str, Any], seeds: int | None) -> RunResult:
     if not seeds:
-        return _read_run(study_dir / name, study_dir / STATUS_DIR / f"{name}.json", entry)
-    per_seed = [_read_run(study_dir / name / f"seed{k}", study_dir / STATUS_DIR / f"{name}.seed{k}.json", entry)
-                for k in range(seeds)]
-    done = [r for r in per_seed if r.state == "done"]
-    first = per_seed[0]
-    run = RunResult(name, first.title, "done", x=first.x, paper=first.paper, seeds=per_seed,
-                    arch=next((r.arch for r in per_seed if r.arch), None))
-    if len(done) < len(per_seed):
-        worst = next(r for r in per_seed if r.state != "done")
+        return _read_run(run_dir, study_dir / STATUS_DIR / f"{key}.json", entry)
+    return _combine(entry, [_read_run(run_dir / f"seed{k}", study_dir / STATUS_DIR / f"{key}.seed{k}.json", entry)
+                            for k in range(seeds)], "seeds")
+
+
+def _combine(entry: dict[str, Any], parts: list[RunResult], over: str) -> RunResult:
+    """The mean (and sd) of ``parts``, the run's seeds or folds, kept in ``seeds``; done when every part is."""
+    done = [r for r in parts if r.state == "done"]
+    first = parts[0]
+    run = RunResult(entry["name"], first.title, "done", x=first.x, paper=first.paper, seeds=parts,
+                    arch=next((r.arch for r in parts if r.arch), None), spread_over=over)
+    if len(done) < len(parts):
+        worst = next(r for r in parts if r.state != "done")
         run.state = worst.state
-        run.detail = f"{len(done)} of {len(per_seed)} seeds done" + (f"; {worst.detail}" if worst.detail else "")
+        run.detail = f"{len(done)} of {len(parts)} {over} done" + (f"; {worst.detail}" if worst.detail else "")
         return run
     run.mean = sum(r.mean for r in done) / len(done)
     run.mean_sd = _sd([r.mean for r in done])
@@ -190,10 +210,10 @@ def run_result(study_dir: Path, entry: dict[str, Any], seeds: int | None = None)
     for au in aus:
         values = [r.per_au[au]["accuracy"] for r in done]
         bal = [r.per_au[au].get("balanced_accuracy") for r in done]
-        run.per_au[au] = {"accuracy": sum(values) / len(values), "accuracy_sd": _sd(values), "seeds": len(values),
+        run.per_au[au] = {"accuracy": sum(values) / len(values), "accuracy_sd": _sd(values), over: len(values),
                           "balanced_accuracy": None if None in bal else sum(bal) / len(bal)}
     run.eval_batches = done[0].eval_batches
-    run.detail = f"mean of {len(done)} seeds"
+    run.detail = f"mean of {len(done)} {over}"
     return run
 
 
@@ -203,7 +223,10 @@ def load_study_dir(study_dir: Path) -> StudyResults:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}", "run aubench study into this directory first") from exc
-    runs = [run_result(study_dir, entry, record.get("seeds")) for entry in record.get("runs", [])]
+    from aubench_cli.studies.literature import fold_count
+
+    folds = fold_count(study_dir, record)
+    runs = [run_result(study_dir, entry, record.get("seeds"), folds) for entry in record.get("runs", [])]
     return StudyResults(record.get("preset") or study_dir.name, study_dir, record.get("study") or {}, record, runs)
 
 
@@ -358,7 +381,7 @@ def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str
                      [(r.paper.get("accuracy") or {}).get("AVG") for r in study.runs],
                      [sd(r.mean_sd) for r in study.runs]))
     if any(r.n_seeds for r in study.runs):
-        counts = ["seeds"]
+        counts = [next(r.spread_over for r in study.runs if r.n_seeds)]
         for run in study.runs:
             done = sum(1 for r in run.seeds if r.state == "done")
             counts.append(f"{done}/{run.n_seeds}" if run.n_seeds else "1")
@@ -400,7 +423,14 @@ def _caption(study: StudyResults) -> str:
                  "over every labelled test frame (what the batches estimate), with its 95 % interval over test "
                  "subjects (" + (done[0].ci_note if done and done[0].ci_note else "see docs/training.md") + ").")
     seeds = max((r.n_seeds for r in study.runs), default=0)
-    if seeds:
+    over = next((r.spread_over for r in study.runs if r.n_seeds), "seeds")
+    if seeds and over == "folds":
+        inner = max((f.n_seeds for r in study.runs for f in r.seeds), default=0)
+        parts.append(f"Each cell is the mean ± standard deviation over {seeds} subject-exclusive folds (each "
+                     "fold tested on its own subjects" + (f", its figure first averaged over {inner} training seeds"
+                                                         if inner else "") +
+                     "); best and second best are decided on the mean. F1 and pooled figures: --layout literature.")
+    elif seeds:
         parts.append(f"Each cell is the mean ± standard deviation over {seeds} training seeds (the same test "
                      "batches for every seed); best and second best are decided on the mean.")
     if study.has_paper():
@@ -476,7 +506,8 @@ def render_csv(studies: list[StudyResults]) -> str:
         for run in study.runs:
             paper = run.paper.get("accuracy") or {}
             # with seeds: the mean over seeds (seed "mean"), then each seed's own row
-            for seed, r in [("mean" if run.n_seeds else "", run)] + [(str(k), x) for k, x in enumerate(run.seeds)]:
+            tag = "fold" if run.spread_over == "folds" else ""
+            for seed, r in [("mean" if run.n_seeds else "", run)] + [(f"{tag}{k}", x) for k, x in enumerate(run.seeds)]:
                 for au in study.aus() + ["AVG"]:
                     if au == "AVG":
                         acc, bal, ci, sd = r.mean, r.balanced, r.mean_ci or [None, None], r.mean_sd
@@ -536,7 +567,7 @@ def per_au_figure(study: StudyResults, path: Path) -> Path:
             lows.append(0 if bal is None or not ci else 100 * (bal - ci[0]))
             highs.append(0 if bal is None or not ci else 100 * (ci[1] - bal))
         if run.n_seeds:  # the mean over seeds as the bar, each seed as a dot
-            ax.bar(pos, vals, width, color=cmap(i % cmap.N), label=f"{run.label} (mean of {run.n_seeds} seeds)")
+            ax.bar(pos, vals, width, color=cmap(i % cmap.N), label=f"{run.label} (mean of {run.n_seeds} {run.spread_over})")
             for x, au in zip(pos, aus):
                 ys = [100 * v for v in run.seed_values(au)]
                 ax.scatter([x] * len(ys), ys, s=9, color="black", zorder=3, label=None)
@@ -661,15 +692,26 @@ def make_figures(studies: list[StudyResults], folder: Path) -> dict[str, list[Pa
     return figures
 
 
-def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None) -> dict[str, Any]:
+def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
+                 layout: str = "paper", aus: list[str] | None = None) -> dict[str, Any]:
     """Write the report of the study (or studies) in ``folder``; returns what was written.
 
     ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
     ``figures/`` folder beside the report (beside ``folder``'s report when the text goes to stdout).
+    ``layout="literature"``: the AU literature's tables instead (``literature_report``), without figures;
+    ``aus`` there restricts its columns (and Avg.) to those AUs.
     """
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown report layout {layout!r}", f"use one of {', '.join(LAYOUTS)}")
+    if layout == "literature":
+        return literature_report(folder, fmt, out, aus)
+    if aus:
+        raise UsageError("--aus is for the literature's layout", "add --layout literature")
+    if fmt == "tex":
+        raise UsageError("--format tex is for the literature's layout", "add --layout literature")
     studies = collect(folder)
     to_stdout = str(out) == "-"
     path = Path(folder) / f"report.{fmt}" if out is None or to_stdout else Path(out)
@@ -690,6 +732,26 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
         "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.runs},
                      "resolution": resolution(s)} for s in studies],
     }
+
+
+def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
+                      aus: list[str] | None = None) -> dict[str, Any]:
+    """``write_report`` in the literature's layout (md, tex or csv): methods as rows, AUs as columns, Avg. last."""
+    from aubench_cli.studies import literature
+
+    renderers = {"md": literature.render_markdown, "tex": literature.render_tex, "csv": literature.render_csv}
+    if fmt not in renderers:
+        raise UsageError(f"--layout literature writes md, tex or csv, not {fmt}", "e.g. --format tex")
+    studies = literature.read(Path(folder), aus)
+    text = renderers[fmt](studies)
+    to_stdout = str(out) == "-"
+    path = Path(folder) / f"report-literature.{fmt}" if out is None or to_stdout else Path(out)
+    if not to_stdout:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return {"report": None if to_stdout else str(path), "text": text if to_stdout else None, "figures": [],
+            "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.rows},
+                         "literature": literature.as_json(s)} for s in studies]}
 
 
 __all__ = ["collect", "write_report", "study_table", "make_figures", "COSTS_FILE"]
