@@ -199,10 +199,11 @@ def check_fold_count(k: int, n_subjects: int) -> None:
                          f"use --folds {max(2, n_subjects)} or fewer")
 
 
-def read_fold_file(path: str | Path, subjects: list[str], k: int | None = None) -> dict[str, int]:
+def read_fold_file(path: str | Path, subjects: list[str] | None, k: int | None = None) -> dict[str, int]:
     """Subject -> fold from a CSV of ``subject,fold`` rows (a header row is optional; blank lines and lines
-    starting with # are skipped). Every subject of the cache must be listed once, no other; folds are 0..K-1 with
-    none empty (K: ``k`` when given, else the number of folds in the file)."""
+    starting with # are skipped). Every subject of the cache (``subjects``) must be listed once, no other; folds
+    are 0..K-1 with none empty (K: ``k`` when given, else the number of folds in the file). ``subjects`` None
+    checks the file alone (the subjects it lists), where no cache can be read."""
     import csv
 
     path = Path(path)
@@ -234,7 +235,7 @@ def read_fold_file(path: str | Path, subjects: list[str], k: int | None = None) 
         out[name] = number
     if not out:
         raise UsageError(f"fold file {path} lists no subject", fix)
-    known = set(subjects)
+    known = set(out) if subjects is None else set(subjects)
     unknown = sorted(set(out) - known)
     if unknown:
         raise UsageError(f"fold file {path} names {len(unknown)} subject{'s' if len(unknown) > 1 else ''} the cache "
