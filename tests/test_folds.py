@@ -216,7 +216,8 @@ def _duo(path: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "duo", "study": {"title": "Duo", "kind": "table"},
         "train": {"epochs": 1, "batches_per_epoch": 2, "val_batches": 1, "aug": "A"}, "eval": {"batches": 5},
-        "runs": [{"name": "raw", "set": {"train.norm": "raw"}}, {"name": "snorm", "set": {"train.norm": "sample-norm"}}],
+        "runs": [{"name": "raw", "set": {"train.norm": "raw"}},
+                 {"name": "snorm", "set": {"train.norm": "sample-norm"}}],
     }, sort_keys=False))
     return path
 

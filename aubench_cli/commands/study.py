@@ -119,8 +119,8 @@ def command(
     with bar:
         try:
             results = run_study(study, out_dir, units=units, sets=sets, cache=cache, weights=given_weights, seeds=seeds,
-                                folds=folds, fold_file=fold_file, log=lambda m: stderr.print(m, markup=False), progress=on_progress,
-                                debug=debug_enabled())
+                                folds=folds, fold_file=fold_file, log=lambda m: stderr.print(m, markup=False),
+                                progress=on_progress, debug=debug_enabled())
         except KeyboardInterrupt:
             stderr.print(f"[yellow]interrupted: the current run saved its checkpoint; the same command resumes "
                          f"the study[/]")
@@ -227,6 +227,7 @@ def _render_folds(per_fold: Optional[list[dict]], folds: int) -> None:
     for col in ("fold", "subjects", "frames", "names"):
         table.add_column(col, justify="right" if col in ("subjects", "frames") else "left")
     for f in per_fold:
-        names = ", ".join(f["subjects"][:12]) + (f" and {len(f['subjects']) - 12} more" if len(f["subjects"]) > 12 else "")
+        more = len(f["subjects"]) - 12
+        names = ", ".join(f["subjects"][:12]) + (f" and {more} more" if more > 0 else "")
         table.add_row(str(f["fold"]), str(len(f["subjects"])), f"{f['frames']:,}", names)
     stdout.print(table)

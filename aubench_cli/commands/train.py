@@ -64,7 +64,8 @@ def command(
         "train.optimizer": value(optimizer), "train.lr": lr, "train.seed": seed, "train.device": device,
         "data.frames_frac": frames_frac, "data.subjects_frac": subjects_frac,
         "data.folds": folds, "data.fold": fold, "data.fold_file": fold_file, "data.fold_seed": fold_seed,
-        "data.val_subjects_frac": val_subjects_frac, "data.drop_unbalanceable": drop_unbalanceable, "model.weights": weights, "model.pretrained": pretrained,
+        "data.val_subjects_frac": val_subjects_frac, "data.drop_unbalanceable": drop_unbalanceable,
+        "model.weights": weights, "model.pretrained": pretrained,
         "model.allow_partial_weights": allow_partial_weights, "train.compile": compile_,
         "train.scale_batch": scale_batch,
     }

@@ -226,7 +226,8 @@ def read_fold_file(path: str | Path, subjects: list[str] | None, k: int | None =
         except ValueError:
             if line == 1:  # a header
                 continue
-            raise UsageError(f"fold file {path}, row {line}: fold {fold!r} of {name} is not a whole number", fix) from None
+            raise UsageError(f"fold file {path}, row {line}: fold {fold!r} of {name} is not a whole number",
+                             fix) from None
         if number < 0:
             raise UsageError(f"fold file {path}, row {line}: fold {number} of {name} is negative", fix)
         if out.get(name, number) != number:

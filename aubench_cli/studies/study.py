@@ -422,7 +422,8 @@ def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], ou
             state = f"unreadable ({exc.message})"
         problem = weights_problem(cfg)
         rows.append({
-            "name": run.name, "seed": unit.seed, "fold": unit.fold, "key": unit.key, "title": run.title, "index": run.index,
+            "name": run.name, "seed": unit.seed, "fold": unit.fold, "key": unit.key, "title": run.title,
+            "index": run.index,
             "arch": cfg.model.arch, "train_seed": cfg.train.seed,
             "overrides": run.overrides, "x": run.x,
             "pretrained": cfg.model.pretrained, "weights": cfg.model.weights,

@@ -1,7 +1,7 @@
 """Training as the paper did it: balanced batches, per-AU BCE, per-epoch validation, the best checkpoint kept.
 
 ``train(cfg, out)`` runs one configuration into a run directory: ``config.yaml`` (the resolved settings),
-``data.json`` (AUs, splits, the Section V subset), ``metrics.csv`` (one row per epoch), ``best.pt`` (best mean
+``data.json`` (AUs, splits or the fold, the Section V subset), ``metrics.csv`` (one row per epoch), ``best.pt`` (best mean
 validation accuracy) and ``last.pt`` (where to resume). Read it top to bottom: ``train`` calls ``open_run`` (the
 directory and settings), ``set_up`` (data, model, optimizer, samplers), then per epoch ``train_epoch``,
 ``validate`` and ``end_epoch`` (metrics, best, checkpoints), and ``finish``.
