@@ -297,3 +297,44 @@ def test_study_on_folds_trains_evaluates_and_resumes(tmp_path):
     again = runner.invoke(app, args)  # without --folds: the study's folds, nothing redone
     assert [(r["key"], r["state"]) for r in json.loads(again.stdout)] == [("raw.fold0", "skipped"),
                                                                           ("raw.fold1", "skipped")]
+    # --seeds later: each fold's run is its seed 0 (moved, not retrained), seed 1 is trained on the same fold
+    before = (out / "raw" / "fold1" / "best.pt").stat().st_mtime_ns
+    seeded = runner.invoke(app, args + ["--seeds", "2"])
+    assert seeded.exit_code == 0, seeded.output
+    results = {r["key"]: r for r in json.loads(seeded.stdout)}
+    assert sorted(results) == ["raw.fold0.seed0", "raw.fold0.seed1", "raw.fold1.seed0", "raw.fold1.seed1"]
+    assert not results["raw.fold1.seed0"]["trained"] and results["raw.fold1.seed1"]["trained"]
+    assert (out / "raw" / "fold1" / "seed0" / "best.pt").stat().st_mtime_ns == before
+    assert (out / "status" / "raw.fold1.seed0.json").is_file() and not (out / "status" / "raw.fold1.json").exists()
+    seed1 = json.loads((out / "raw" / "fold1" / "seed1" / "data.json").read_text())["folds"]
+    assert seed1 == json.loads((out / "raw" / "fold1" / "seed0" / "data.json").read_text())["folds"]
+
+
+def test_launcher_jobs_carry_their_fold(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from aubench_cli.studies import launcher
+
+    sent: list = []
+
+    class Executor:  # what submitit would pickle for each job: the specs
+        def map_array(self, fn, specs):
+            sent.extend(specs)
+            return [SimpleNamespace(job_id=f"77_{i}", paths=SimpleNamespace(stdout=tmp_path / f"{i}.out"))
+                    for i in range(len(specs))]
+
+    monkeypatch.setattr(launcher, "make_executor", lambda out, options: Executor())
+    cache = make_cache(tmp_path / "c", subjects=4, videos_per_subject=1, frames=16)
+    preset, out = _duo(tmp_path / "duo.yaml"), tmp_path / "s"
+    result = runner.invoke(app, ["study", str(preset), "--cache", str(cache), "--out", str(out), "--folds", "2",
+                                 "--launcher", "slurm", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [j["key"] for j in json.loads(result.stdout)["submitted"]] == ["raw.fold0", "raw.fold1", "snorm.fold0",
+                                                                           "snorm.fold1"]
+    assert [(s.run, s.fold, s.folds, s.seed) for s in sent] == [("raw", 0, 2, None), ("raw", 1, 2, None),
+                                                                ("snorm", 0, 2, None), ("snorm", 1, 2, None)]
+    # the job a unit's spec describes trains and tests that fold
+    (out / launcher.LEASE_DIR / "raw.fold1.json").unlink()
+    done = launcher.StudyJob()(sent[1])
+    assert done["state"] == "done" and done["key"] == "raw.fold1"
+    assert json.loads((out / "raw" / "fold1" / "eval.json").read_text())["fold"] == 1
