@@ -167,7 +167,7 @@ def test_a_fold_run_uses_its_folds_subjects_and_their_training_statistics(tmp_pa
 
 
 def test_fold_train_and_eval_end_to_end(tmp_path):
-    from aubench_cli.evaluation.evaluate import evaluate_run
+    from aubench_cli.evaluation.evaluate import evaluate_run, pairing
 
     cache = make_cache(tmp_path / "c", subjects=7, videos_per_subject=1, frames=20)
     run = tmp_path / "run"
@@ -187,6 +187,10 @@ def test_fold_train_and_eval_end_to_end(tmp_path):
     assert out["subjects"] == folds["subjects"]["test"] and (out["fold"], out["folds"]) == (1, 3)
     assert out["frames_in_split"] == 20 * len(folds["subjects"]["test"])
     assert out["digest"]["fold"] == "1 of 3"
+    other_fold = json.loads(json.dumps(out))
+    other_fold["digest"]["fold"] = "2 of 3"
+    with pytest.raises(UsageError, match=r"their fold \(of K\) differ"):  # never compared as on the same frames
+        pairing(out, other_fold)
 
     # the cache's own test split (S01) is a subject this fold trained or validated on: refused
     c = open_cache(cache)
@@ -248,6 +252,8 @@ def test_study_dry_run_lists_every_run_fold_and_seed(tmp_path):
     assert "3 folds of subjects" in table.stdout and "2 runs x 3 folds" in table.stdout
     plain = json.loads(runner.invoke(app, args + ["--json"]).stdout)
     assert [(r["name"], r["fold"]) for r in plain] == [("raw", None), ("snorm", None)]  # no fold level unasked
+    by_set = runner.invoke(app, args + ["--set", "data.folds=3"])  # would train every run on no fold: refused
+    assert by_set.exit_code == 2 and "pass --folds K" in by_set.stderr
 
     # a fold file gives K and the folds; it must fit the cache
     names = open_cache(cache).subjects

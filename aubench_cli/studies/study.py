@@ -391,8 +391,14 @@ def unit_configs(study: Study, units: list[Unit], sets: list[str] | None = None,
                  fold_file: str | None = None) -> dict[str, cfgmod.Config]:
     """Each unit's settings, keyed by ``unit.key`` (bad settings fail here, before anything is trained)."""
     weights = weights or {}
-    return {u.key: run_config(study, u.run, sets, cache, weights.get(u.run.name), u.seed, u.fold, folds, fold_file)
+    cfgs = {u.key: run_config(study, u.run, sets, cache, weights.get(u.run.name), u.seed, u.fold, folds, fold_file)
             for u in units}
+    for u in units:
+        d = cfgs[u.key].data
+        if u.fold is None and (d.folds is not None or d.fold is not None or d.fold_file):
+            raise UsageError(f"{u.key}: the settings name folds (data.folds / data.fold / data.fold_file), which a "
+                             "study deals itself", "pass --folds K (or --fold-file FILE) to aubench study instead")
+    return cfgs
 
 
 def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], out: Path,
