@@ -52,10 +52,10 @@ def command(
     from aubench_cli.studies.study import (
         estimate,
         expand_units,
+        fold_summary,
         load_study,
         parse_shard,
         parse_weights,
-        fold_summary,
         recorded_folds,
         recorded_seeds,
         resolve_folds,

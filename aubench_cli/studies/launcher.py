@@ -342,7 +342,7 @@ def status(study: studymod.Study, out: Path, units: list[studymod.Unit], cfgs: d
     """Each unit's state in the study directory and the job that holds it, if any."""
     rows = []
     for unit in units:
-        run_dir = studymod.unseeded_dir(out, unit)
+        run_dir = studymod.unit_run_dir(out, unit)
         state = studymod.run_state(run_dir, cfgs[unit.key]) if run_dir.is_dir() else "new"
         recorded = {}
         path = out / studymod.STATUS_DIR / f"{unit.key}.json"
@@ -360,6 +360,6 @@ def status(study: studymod.Study, out: Path, units: list[studymod.Unit], cfgs: d
             job = {"id": lease.get("job"), "launcher": lease.get("launcher"),
                    "state": ("running" if lease.get("started") else "pending") if alive else "gone (stale lease)"}
         rows.append({"key": unit.key, "name": unit.run.name, "seed": unit.seed, "fold": unit.fold, "state": state,
-                     "job": job,
-                     "error": recorded.get("error") if state == "failed" else None, "run_dir": str(run_dir)})
+                     "job": job, "error": recorded.get("error") if state == "failed" else None,
+                     "run_dir": str(run_dir)})
     return rows

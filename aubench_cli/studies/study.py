@@ -116,7 +116,7 @@ def expand_units(runs: list[StudyRun], seeds: int | None = None, folds: int | No
     return [Unit(run, k, i) for run in runs for i in fold_list for k in seed_list]
 
 
-def unseeded_dir(out: Path, unit: Unit) -> Path:
+def unit_run_dir(out: Path, unit: Unit) -> Path:
     """Where a unit's run lies: its own directory, or for seed 0 the run trained there before ``--seeds`` was used
     (moved into ``seed0/`` when the study runs)."""
     run_dir = unit.dir(out)
@@ -421,7 +421,7 @@ def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], ou
         train_images = cfg.train.epochs * cfg.train.batches_per_epoch * batch
         val_images = cfg.train.epochs * cfg.train.val_batches * batch
         test_images = cfg.eval.batches * batch  # an upper bound: evaluation scores each test frame once
-        run_dir = unseeded_dir(out, unit)  # trained before --seeds: taken as seed 0 (moved when the study runs)
+        run_dir = unit_run_dir(out, unit)  # trained before --seeds: taken as seed 0 (moved when the study runs)
         try:
             state = run_state(run_dir, cfg) if run_dir.is_dir() else "new"
         except AubenchError as exc:
