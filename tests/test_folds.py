@@ -330,6 +330,7 @@ def test_launcher_jobs_carry_their_fold(tmp_path, monkeypatch):
                     for i in range(len(specs))]
 
     monkeypatch.setattr(launcher, "make_executor", lambda out, options: Executor())
+    monkeypatch.setattr(launcher, "_JOBS", [])  # the fake jobs must not stay for a later --wait
     cache = make_cache(tmp_path / "c", subjects=4, videos_per_subject=1, frames=16)
     preset, out = _duo(tmp_path / "duo.yaml"), tmp_path / "s"
     result = runner.invoke(app, ["study", str(preset), "--cache", str(cache), "--out", str(out), "--folds", "2",
