@@ -52,6 +52,15 @@ class DataConfig:
     subjects_frac: float = 1.0
     # An AU with no positives or negatives in a split stops the run unless this drops it (with a warning).
     drop_unbalanceable: bool = False
+    # Subject-exclusive K-fold cross-validation (docs/training.md#folds): with folds K and fold I the run tests on
+    # fold I's subjects, validates on a share val_subjects_frac of the others and trains on the rest; the cache's
+    # own split is not used. Subjects are dealt into folds by a hash of (fold_seed, name), or as fold_file says
+    # (CSV subject,fold). fold_seed is not train.seed, so that --seeds repeats a run on the same folds.
+    folds: int | None = None
+    fold: int | None = None
+    fold_file: str | None = None
+    fold_seed: int = 0
+    val_subjects_frac: float = 0.15
 
 
 @dataclass

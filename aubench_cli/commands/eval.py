@@ -59,7 +59,8 @@ def command(
 def caption(result: dict) -> str:
     """What the numbers are, and over which unit the interval is (printed under every eval table)."""
     unit = result.get("ci_unit", "subject")
-    return (f"{result['split']} split, {result['batches']} balanced batches (seed {result['seed']}). accuracy: the "
+    where = f"{result['split']} split" if "fold" not in result else f"fold {result['fold']} of {result['folds']}"
+    return (f"{where}, {result['batches']} balanced batches (seed {result['seed']}). accuracy: the "
             f"paper's, at 0.5 over each AU's own frames of the batches; balanced: mean of TPR and TNR over every "
             f"labelled frame; 95 % CI of the balanced accuracy over {unit}s: {result.get('ci_note', '')}. F1, AUC "
             "over the whole split")

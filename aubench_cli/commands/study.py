@@ -2,7 +2,9 @@
 
 Each run goes to DIR/<run name>/ (DIR defaults to studies/<preset>): finished runs are skipped, interrupted ones
 resumed, a failed run is reported while the others go on (exit code 1 at the end). --dry-run lists the runs and
-their estimated compute; --seeds N repeats every run with training seeds 0..N-1 (DIR/<run>/seed<k>/);
+their estimated compute; --seeds N repeats every run with training seeds 0..N-1 (DIR/<run>/seed<k>/); --folds K
+(or --fold-file FILE) runs every run on every fold of a subject-exclusive K-fold cross-validation
+(DIR/<run>/fold<i>/[seed<k>/]);
 --launcher local|slurm submits each pending run as a submitit job (one array), --status shows each run's state and
 job; --shard I/N does every N-th run from I (other schedulers); --set applies to every run (e.g. --set
 train.epochs=2 for a quick pass). `aubench report DIR` then makes the tables.
@@ -34,6 +36,8 @@ def command(
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every run, e.g. train.epochs=2.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs (with --dry-run) or their results as JSON on stdout.")] = False,
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Repeat every run with training seeds 0..N-1 (the test batches stay the same).")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", min=2, help="Subject-exclusive K-fold cross-validation: every run on every fold (DIR/<run>/fold<i>/).")] = None,
+    fold_file: Annotated[Optional[str], typer.Option("--fold-file", help="CSV of subject,fold rows (a published fold list); wins over the hash; K from the file.")] = None,
     launcher: Annotated[Optional[Launcher], typer.Option("--launcher", help="One submitit job per pending run, on this machine or SLURM; without it the study runs here, in this process.", case_sensitive=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --launcher: wait for the jobs to end.")] = False,
     show_status: Annotated[bool, typer.Option("--status", help="Show each run's state and the job holding it; run nothing.")] = False,
@@ -48,10 +52,13 @@ def command(
     from aubench_cli.studies.study import (
         estimate,
         expand_units,
+        fold_summary,
         load_study,
         parse_shard,
         parse_weights,
+        recorded_folds,
         recorded_seeds,
+        resolve_folds,
         run_study,
         select_runs,
         unit_configs,
@@ -62,9 +69,10 @@ def command(
     runs = select_runs(study, only, parse_shard(shard))
     given_weights = parse_weights(weights, study)
     seeds = recorded_seeds(out_dir, seeds)
-    units = expand_units(runs, seeds)
+    folds, fold_file = recorded_folds(out_dir, *resolve_folds(folds, fold_file))
+    units = expand_units(runs, seeds, folds)
     if dry_run or show_status:
-        cfgs = unit_configs(study, units, sets, cache, given_weights)
+        cfgs = unit_configs(study, units, sets, cache, given_weights, folds, fold_file)
         if show_status:
             from aubench_cli.studies.launcher import status
 
@@ -72,17 +80,23 @@ def command(
             print_json(rows) if json_out else _render_status(study.name, rows, out_dir)
             return
         rows = estimate(study, units, cfgs, out_dir)
+        per_fold = fold_summary(next(iter(cfgs.values()))) if folds and cfgs else None
+        if per_fold:
+            for r in rows:
+                r["fold_subjects"] = per_fold[r["fold"]]["subjects"]
+                r["fold_frames"] = per_fold[r["fold"]]["frames"]
         if json_out:
             print_json(rows)
             return
-        _render_plan(study.name, rows, out_dir)
+        _render_plan(study.name, rows, out_dir, per_fold, folds, seeds)
         return
     if not runs:
         stderr.print(f"no run of {study.name} selected (--shard {shard} --only {only}): nothing to do")
         return
     if launcher is not None:
         _launch(study, preset, out_dir, units, sets or [], cache, given_weights, seeds, json_out, wait,
-                launcher.value, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism, slurm)
+                launcher.value, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism, slurm,
+                folds, fold_file)
         return
 
     bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -100,13 +114,13 @@ def command(
         elif kind == "eval" and name in tasks:
             bar.update(tasks[name], description=f"{name}: eval")
 
-    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs"
+    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs" + (f" x {folds} folds" if folds else "")
                  + (f" x {seeds} seeds" if seeds else "") + f" into {out_dir}")
     with bar:
         try:
             results = run_study(study, out_dir, units=units, sets=sets, cache=cache, weights=given_weights, seeds=seeds,
-                                log=lambda m: stderr.print(m, markup=False), progress=on_progress,
-                                debug=debug_enabled())
+                                folds=folds, fold_file=fold_file, log=lambda m: stderr.print(m, markup=False),
+                                progress=on_progress, debug=debug_enabled())
         except KeyboardInterrupt:
             stderr.print(f"[yellow]interrupted: the current run saved its checkpoint; the same command resumes "
                          f"the study[/]")
@@ -132,7 +146,8 @@ def command(
 
 def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cache: Optional[str], weights: dict,
             seeds: Optional[int], json_out: bool, wait: bool, launcher: str, partition: Optional[str], time_min: int,
-            gpus_per_run: int, cpus_per_run: Optional[int], array_parallelism: int, slurm: Optional[list[str]]) -> None:
+            gpus_per_run: int, cpus_per_run: Optional[int], array_parallelism: int, slurm: Optional[list[str]],
+            folds: Optional[int] = None, fold_file: Optional[str] = None) -> None:
     from aubench_cli.errors import AubenchError
     from aubench_cli.studies.launcher import LAUNCHERS, LaunchOptions, parse_slurm_items, submit, wait_all
 
@@ -143,7 +158,7 @@ def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cac
     options = LaunchOptions(launcher, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism,
                             parse_slurm_items(slurm))
     outcome = submit(study, out_dir, units, preset=preset, sets=sets, cache=cache, weights=weights, seeds=seeds,
-                     options=options, log=lambda m: stderr.print(m, markup=False))
+                     options=options, log=lambda m: stderr.print(m, markup=False), folds=folds, fold_file=fold_file)
     results = wait_all() if wait else None
     if json_out:
         print_json({**outcome, **({"results": results} if results is not None else {})})
@@ -173,8 +188,12 @@ def _render_status(name: str, rows: list[dict], out_dir: Path) -> None:
     stdout.print(table)
 
 
-def _render_plan(name: str, rows: list[dict], out_dir: Path) -> None:
+def _render_plan(name: str, rows: list[dict], out_dir: Path, per_fold: Optional[list[dict]] = None,
+                 folds: Optional[int] = None, seeds: Optional[int] = None) -> None:
     from aubench_cli.studies.study import human_flops
+
+    if folds:
+        _render_folds(per_fold, folds)
 
     table = Table(title=f"{name}: {len(rows)} runs into {out_dir}",
                   caption="cost = forward FLOPs per image (paper convention, aubench profile) x training images "
@@ -190,8 +209,25 @@ def _render_plan(name: str, rows: list[dict], out_dir: Path) -> None:
         total += r["total_flops"]
     stdout.print(table)
     aus = {(r["aus"], r["aus_from"]) for r in rows}
-    stdout.print(f"total {human_flops(total)}; batches of 8 x K frames with K = "
+    units = (f" ({len({r['name'] for r in rows})} runs" + (f" x {folds} folds" if folds else "")
+             + (f" x {seeds} seeds" if seeds else "") + ")") if folds or seeds else ""
+    stdout.print(f"total {human_flops(total)}{units}; batches of 8 x K frames with K = "
                  + ", ".join(f"{k} AUs ({src})" for k, src in sorted(aus)))
     for r in rows:
         if r["problem"]:
             stdout.print(f"[yellow]{r['name']}: {r['problem']}; pass --weights {r['name']}=FILE[/]")
+
+
+def _render_folds(per_fold: Optional[list[dict]], folds: int) -> None:
+    if per_fold is None:
+        stdout.print(f"{folds} folds; the cache cannot be read here, so its subjects per fold are not shown")
+        return
+    table = Table(title=f"{len(per_fold)} folds of subjects ({per_fold[0]['source']}); each run tests on one fold, "
+                        "validates on a share of the others and trains on the rest")
+    for col in ("fold", "subjects", "frames", "names"):
+        table.add_column(col, justify="right" if col in ("subjects", "frames") else "left")
+    for f in per_fold:
+        more = len(f["subjects"]) - 12
+        names = ", ".join(f["subjects"][:12]) + (f" and {more} more" if more > 0 else "")
+        table.add_row(str(f["fold"]), str(len(f["subjects"])), f"{f['frames']:,}", names)
+    stdout.print(table)

@@ -8,12 +8,17 @@ its run directory; ``check_held_out`` is what ``evaluate`` asks before testing: 
 been in the run's training or validation. A subject is known by its name and its dataset: two subjects with one
 name are the same person only when they share a source video (by the content hash of its file, which a copy or a
 re-preprocessing keeps), so ``s01`` of one dataset never blocks ``s01`` of another.
+
+K-fold cross-validation over subjects (``assign_folds``, ``read_fold_file``, ``fold_parts``, ``fold_plan``) is a
+protocol decided when training, not a split of the cache: see the section below.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +88,15 @@ def _video_keys(cache: Any) -> list[str]:
     return keys
 
 
-def subject_roles(cache: Any, train_index: Any, val_index: Any) -> dict[str, Any]:
-    """The run's own subject -> role map (train / val for the frames it used, test for the cache's test split),
-    with the source keys of each training and validation subject's videos, for ``check_held_out``."""
+def subject_roles(cache: Any, train_index: Any, val_index: Any, test_index: Any = None) -> dict[str, Any]:
+    """The run's own subject -> role map (train / val for the frames it used, test for ``test_index``: the cache's
+    test split by default, a fold's test subjects under folds), with the source keys of each training and
+    validation subject's videos, for ``check_held_out``."""
     import numpy as np
 
     roles: dict[str, str] = {}
-    for role, index in (("train", train_index), ("val", val_index), ("test", cache.indices("test"))):
+    test_index = cache.indices("test") if test_index is None else test_index
+    for role, index in (("train", train_index), ("val", val_index), ("test", test_index)):
         for code in np.unique(cache.subject_index[np.asarray(index, dtype=np.int64)]):
             roles.setdefault(cache.subjects[int(code)], role)
     keys = _video_keys(cache)
@@ -156,3 +163,200 @@ def seed_closest_to_shares(subjects: list[str], proportions=(0.74, 0.11, 0.15), 
         if best is None or distance < best - 1e-9:
             best, best_seed = distance, seed
     return best_seed
+
+
+# -- k-fold cross-validation over subjects ----------------------------------------------------------------------
+#
+# Folds are a protocol, not data: the cache keeps its own split, and a run under folds ignores it. ``assign_folds``
+# orders the subjects by blake2b of (fold seed, name) alone and deals them round-robin (fold sizes differ by at
+# most one; the order does not depend on K, nor on the order the names come in); a fold file (``subject,fold``,
+# as published fold lists are given) wins over the hash. Fold I of K is the test part; validation is a seeded
+# share of the other folds' subjects (``fold_parts``); training is the rest.
+
+FOLD_SOURCES = ("hash", "file")
+FOLDS_KEY = "folds"  # data.json: {"k", "fold", "source", "fold_seed", "subjects": {"train", "val", "test"}}
+
+
+def fold_order_key(name: str, seed: int, purpose: str = "fold") -> bytes:
+    """A subject's sort key for dealing folds (``purpose`` "fold") or drawing validation ("val"): blake2b of
+    (seed, purpose, name)."""
+    return hashlib.blake2b(f"{int(seed)}|{purpose}|{name}".encode(), digest_size=8).digest()
+
+
+def assign_folds(subjects: list[str], k: int, seed: int = 0) -> dict[str, int]:
+    """Subject -> fold 0..k-1: the subjects sorted by ``fold_order_key`` (ties by name), dealt round-robin."""
+    names = sorted(set(subjects))
+    check_fold_count(k, len(names))
+    order = sorted(names, key=lambda n: (fold_order_key(n, seed), n))
+    return {name: i % k for i, name in enumerate(order)}
+
+
+def check_fold_count(k: int, n_subjects: int) -> None:
+    if k < 2:
+        raise UsageError(f"--folds must be at least 2, got {k}", "e.g. --folds 3, the protocol of most AU papers")
+    if k > n_subjects:
+        raise UsageError(f"--folds {k} needs at least {k} subjects; the cache has {n_subjects}",
+                         f"use --folds {max(2, n_subjects)} or fewer")
+
+
+def read_fold_file(path: str | Path, subjects: list[str] | None, k: int | None = None) -> dict[str, int]:
+    """Subject -> fold from a CSV of ``subject,fold`` rows (a header row is optional; blank lines and lines
+    starting with # are skipped). Every subject of the cache (``subjects``) must be listed once, no other; folds
+    are 0..K-1 with none empty (K: ``k`` when given, else the number of folds in the file). ``subjects`` None
+    checks the file alone (the subjects it lists), where no cache can be read."""
+    import csv
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read fold file {path}: {exc.strerror or exc}",
+                         "give a CSV file of subject,fold rows (--fold-file FILE)") from None
+    fix = "each row is subject,fold with folds numbered from 0, e.g. F001,0"
+    out: dict[str, int] = {}
+    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)
+            and not r[0].strip().startswith("#")]
+    for line, row in enumerate(rows, 1):
+        cells = [c.strip() for c in row]
+        if len(cells) < 2 or not cells[0]:
+            raise UsageError(f"fold file {path}, row {line}: expected subject,fold, got {','.join(row)!r}", fix)
+        name, fold = cells[0], cells[1]
+        try:
+            number = int(fold)
+        except ValueError:
+            if line == 1:  # a header
+                continue
+            raise UsageError(f"fold file {path}, row {line}: fold {fold!r} of {name} is not a whole number",
+                             fix) from None
+        if number < 0:
+            raise UsageError(f"fold file {path}, row {line}: fold {number} of {name} is negative", fix)
+        if out.get(name, number) != number:
+            raise UsageError(f"fold file {path} puts {name} in two folds ({out[name]} and {number})",
+                             "list every subject in one fold")
+        out[name] = number
+    if not out:
+        raise UsageError(f"fold file {path} lists no subject", fix)
+    known = set(out) if subjects is None else set(subjects)
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise UsageError(f"fold file {path} names {len(unknown)} subject{'s' if len(unknown) > 1 else ''} the cache "
+                         f"does not have: {_names(unknown)}",
+                         f"the cache's subjects are {_names(sorted(known))}; fix the names or drop those rows")
+    missing = sorted(known - set(out))
+    if missing:
+        raise UsageError(f"fold file {path} does not place {len(missing)} subject{'s' if len(missing) > 1 else ''} "
+                         f"of the cache: {_names(missing)}",
+                         "give every subject of the cache a fold (under folds every subject is in exactly one)")
+    used = sorted(set(out.values()))
+    k = k if k is not None else max(used) + 1
+    check_fold_count(k, len(known))
+    outside = [f for f in used if f >= k]
+    if outside:
+        raise UsageError(f"fold file {path} uses fold {outside[0]}, but --folds {k} numbers them 0..{k - 1}",
+                         f"number the folds 0..{k - 1}, or pass --folds {max(used) + 1}")
+    empty = [f for f in range(k) if f not in used]
+    if empty:
+        raise UsageError(f"fold file {path} has no subject in fold{'s' if len(empty) > 1 else ''} "
+                         f"{', '.join(map(str, empty))} (folds 0..{k - 1})",
+                         "number the folds 0..K-1 without gaps")
+    return dict(sorted(out.items()))
+
+
+def _names(names: list[str], most: int = 10) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def fold_parts(assignment: dict[str, int], fold: int, val_frac: float = 0.15, seed: int = 0) -> dict[str, list[str]]:
+    """The three parts of fold ``fold``: ``test`` its subjects, ``val`` a share of the others (``val_frac`` of them
+    rounded half up, at least one: the first by ``fold_order_key(name, seed, "val")``), ``train`` the rest."""
+    k = max(assignment.values()) + 1
+    if not 0 <= fold < k:
+        raise UsageError(f"--fold {fold} is not a fold of {k} (folds are numbered 0..{k - 1})",
+                         f"pass --fold 0 .. --fold {k - 1}")
+    if not 0 < val_frac < 1:
+        raise UsageError(f"--val-subjects-frac must be between 0 and 1, got {val_frac}",
+                         "e.g. 0.15: validation on 15 % of the training subjects")
+    test = sorted(s for s, f in assignment.items() if f == fold)
+    rest = sorted((s for s, f in assignment.items() if f != fold), key=lambda n: (fold_order_key(n, seed, "val"), n))
+    n_val = max(1, math.floor(val_frac * len(rest) + 0.5))
+    if n_val >= len(rest):
+        raise UsageError(f"fold {fold} leaves {len(rest)} subject{'s' if len(rest) != 1 else ''} outside its test "
+                         f"part: too few to validate on {n_val} and train on the rest",
+                         "use fewer folds (--folds), a smaller --val-subjects-frac, or more subjects")
+    return {"train": sorted(rest[n_val:]), "val": sorted(rest[:n_val]), "test": test}
+
+
+@dataclass
+class FoldPlan:
+    """A run's fold: K, its number, where the assignment came from, and the subjects of its three parts."""
+
+    k: int
+    fold: int
+    source: str  # "hash" or "file"
+    fold_seed: int
+    assignment: dict[str, int]
+    parts: dict[str, list[str]]
+    file: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What data.json keeps under ``folds`` (report and eval read these names)."""
+        out: dict[str, Any] = {"k": self.k, "fold": self.fold, "source": self.source, "fold_seed": self.fold_seed,
+                               "subjects": {p: list(self.parts[p]) for p in SPLITS}}
+        if self.file:
+            out["file"] = self.file
+        return out
+
+
+def fold_assignment(subjects: list[str], k: int | None, seed: int = 0,
+                    fold_file: str | Path | None = None) -> tuple[dict[str, int], str]:
+    """Subject -> fold and its source: the fold file when given (it wins over the hash), else ``assign_folds``."""
+    if fold_file:
+        return read_fold_file(fold_file, subjects, k), "file"
+    if k is None:
+        raise UsageError("no number of folds", "pass --folds K or --fold-file FILE")
+    return assign_folds(subjects, k, seed), "hash"
+
+
+def fold_plan(cache: Any, data_cfg: Any) -> FoldPlan | None:
+    """The fold a run's settings (its ``data`` section) ask for on ``cache``, or None when they ask for none."""
+    folds, fold, fold_file = data_cfg.folds, data_cfg.fold, data_cfg.fold_file
+    if folds is None and fold is None and not fold_file:
+        return None
+    if fold is None:
+        raise UsageError("--folds / --fold-file need --fold I: the fold this run tests on (0-based)",
+                         "e.g. --folds 3 --fold 0; to run every fold: aubench study PRESET --folds 3")
+    if folds is None and not fold_file:
+        raise UsageError(f"--fold {fold} needs --folds K (or --fold-file FILE)", f"e.g. --folds 3 --fold {fold}")
+    assignment, source = fold_assignment(list(cache.subjects), folds, data_cfg.fold_seed, fold_file)
+    k = max(assignment.values()) + 1
+    parts = fold_parts(assignment, fold, data_cfg.val_subjects_frac, data_cfg.fold_seed)
+    return FoldPlan(k, fold, source, int(data_cfg.fold_seed), assignment, parts,
+                    str(Path(fold_file).resolve()) if fold_file else None)
+
+
+def subject_frames(cache: Any, names: list[str]) -> Any:
+    """Frame indices (sorted) of the subjects ``names`` in ``cache``."""
+    import numpy as np
+
+    wanted = set(names)
+    parts = [np.arange(cache.video_offsets[v], cache.video_offsets[v + 1], dtype=np.int64)
+             for v, s in enumerate(cache.video_subject) if s in wanted]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def fold_eval_index(run_dir: str | Path, cache: Any, split: str) -> dict[str, Any] | None:
+    """For a run trained under folds, evaluated on its own cache (the content it was trained on): the frames of
+    its fold's ``split`` part (test: the fold's test subjects), with ``fold``, ``folds`` and the ``subjects``.
+    None for a run without folds, another cache (whose own splits apply) or a split that is not a fold part."""
+    from aubench_cli.data.cache import cache_identity
+
+    try:
+        record = json.loads((Path(run_dir) / ROLES_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    folds = record.get(FOLDS_KEY) if isinstance(record, dict) else None
+    if not folds or split not in SPLITS or record.get("cache_identity") != cache_identity(cache):
+        return None
+    names = list(folds["subjects"][split])
+    return {"index": subject_frames(cache, names), "fold": int(folds["fold"]), "folds": int(folds["k"]),
+            "subjects": names}

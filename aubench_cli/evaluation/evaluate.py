@@ -56,7 +56,7 @@ POS_PER_AU = NEG_PER_AU = 4
 CI_UNITS = ("subject", "video", "frame")
 SPLITS = ("test", "val", "train", "all")  # all: every frame of a cache (another dataset's: split_index)
 DIGEST_PARTS = {"cache": "cache content (cache_identity)", "split_map": "split map (subject -> split)",
-                "split": "split", "seed": "seed", "batches": "number of batches"}
+                "split": "split", "seed": "seed", "batches": "number of batches", "fold": "fold (of K)"}
 ProgressFn = Callable[[int, int], None]
 
 
@@ -160,7 +160,7 @@ def evaluate_run(
     """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with the per-frame decisions
     kept in memory under ``_pred`` / ``_labels`` / ``_units`` for paired comparisons."""
     from aubench_cli.data.cache import cache_identity, open_cache, split_map_digest
-    from aubench_cli.data.splits import check_held_out
+    from aubench_cli.data.splits import check_held_out, fold_eval_index
 
     run = Path(run)
     check_ci_unit(ci_unit)
@@ -176,7 +176,8 @@ def evaluate_run(
         raise UsageError(f"--batches must be at least 1, got {batches}", "the paper uses 3000")
     columns = [data.au_names.index(au) for au in au_names]
     labels = np.ascontiguousarray(data.labels[:, columns])
-    index = split_index(run, data, split, cache_path, Path(cfg.data.cache))
+    fold = fold_eval_index(run, data, split)  # a fold run on its own cache: its fold's subjects (never "all")
+    index = fold["index"] if fold else split_index(run, data, split, cache_path, Path(cfg.data.cache))
     check_held_out(run, data, split, index)  # no subject it tests may be one the run trained or validated on
     bad = check_balanceable(labels, index, au_names, split)
     if bad:
@@ -218,11 +219,15 @@ def evaluate_run(
     subject_codes, subject_names = split_units(data, index, "subject")
     digest = {"cache": cache_identity(data), "split_map": split_map_digest(data.header), "split": split,
               "seed": seed, "batches": batches, "per_au": au_digests}
+    if fold:
+        digest["fold"] = f"{fold['fold']} of {fold['folds']}"
     result: dict[str, Any] = {
         "run": str(run), "arch": state["arch"], "checkpoint": checkpoint, "epoch": state["epoch"],
         "cache": str(cache_path), "split": split, "batches": batches, "seed": seed,
         "digest": digest, "batch_digest": hashlib.sha1(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16],
-        "frames_in_split": int(len(index)), "aus_missing": aus_missing, "aus_unpredicted": aus_unpredicted,
+        "frames_in_split": int(len(index)), "subjects": subject_names,
+        **({"fold": fold["fold"], "folds": fold["folds"]} if fold else {}),
+        "aus_missing": aus_missing, "aus_unpredicted": aus_unpredicted,
         "mean_accuracy": float(np.mean([v["accuracy"] for v in per_au.values()])),
         "balanced_accuracy": ci["mean"]["value"], "mean_ci95": ci["mean"]["ci95"],
         "ci_unit": ci_unit, "ci_method": ci["method"], "ci_units": ci["units"],
@@ -237,7 +242,9 @@ def evaluate_run(
         atomic_write_text(run / "eval.json", json.dumps(result, indent=2))
         atomic_write_text(run / "eval.csv", _csv(result))
         if cache_path.resolve() == Path(cfg.data.cache).resolve() and not aus_missing:  # the run's own validation split
-            store_val_thresholds(run, data, labels, data.indices("val"), torch_device, (checkpoint,), only_missing=True)
+            val = fold_eval_index(run, data, "val")
+            store_val_thresholds(run, data, labels, val["index"] if val else data.indices("val"), torch_device,
+                                 (checkpoint,), only_missing=True)
     result["_pred"], result["_labels"], result["_units"] = pred, split_labels, (codes, len(unit_names))
     return result
 

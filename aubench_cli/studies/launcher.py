@@ -1,4 +1,5 @@
-"""Studies on a cluster: each pending unit of a study (a run, at one seed) is one job of a submitit job array.
+"""Studies on a cluster: each pending unit of a study (a run, on one fold, at one seed) is one job of a submitit
+job array.
 
 submitit does the scheduling: ``SlurmExecutor`` writes the sbatch script and submits one array for the study,
 ``LocalExecutor`` runs the same jobs as processes on this machine (how it is tested here). The study directory
@@ -79,6 +80,9 @@ class UnitSpec:
     cache: str | None
     weights: dict[str, str]
     seeds: int | None
+    fold: int | None = None
+    folds: int | None = None
+    fold_file: str | None = None
 
 
 def ddp_environment(env: Any, job_id: str) -> dict[str, str]:
@@ -118,7 +122,7 @@ class StudyJob:
         except RuntimeError:
             pass
         study = studymod.load_study(spec.preset)
-        unit = studymod.Unit(study.run(spec.run), spec.seed)
+        unit = studymod.Unit(study.run(spec.run), spec.seed, spec.fold)
         out = Path(spec.out)
         main = studymod._main_process()
         if main and not claim_lease(out, unit.key, job_id):
@@ -130,7 +134,8 @@ class StudyJob:
         # or a cancel (SystemExit, KeyboardInterrupt): then a requeued job of the same id continues, and until
         # the job is known to be gone no resubmission starts a second one.
         try:
-            cfg = studymod.unit_configs(study, [unit], spec.sets, spec.cache, spec.weights)[unit.key]
+            cfg = studymod.unit_configs(study, [unit], spec.sets, spec.cache, spec.weights, spec.folds,
+                                        spec.fold_file)[unit.key]
             result = studymod.run_unit(unit, cfg, out, log=lambda m: print(m, flush=True))
         except Exception:
             if main:
@@ -276,15 +281,17 @@ def make_executor(out: Path, options: LaunchOptions) -> Any:
 
 def submit(study: studymod.Study, out: Path, units: list[studymod.Unit], *, preset: str, sets: list[str],
            cache: str | None, weights: dict[str, str], seeds: int | None, options: LaunchOptions,
-           log: Any = lambda msg: None) -> dict[str, Any]:
+           log: Any = lambda msg: None, folds: int | None = None, fold_file: str | None = None) -> dict[str, Any]:
     """Submit every unit that is not done and not leased to a live job, as one array; returns what was done."""
-    cfgs = studymod.unit_configs(study, units, sets, cache, weights)
+    folds, fold_file = studymod.recorded_folds(out, *studymod.resolve_folds(folds, fold_file))
+    cfgs = studymod.unit_configs(study, units, sets, cache, weights, folds, fold_file)
     studymod.check_caches(cfgs)
+    studymod.check_folds(cfgs)
     for unit in units:
         problem = studymod.weights_problem(cfgs[unit.key])
         if problem:
             raise UsageError(problem, f"give it with --weights {unit.run.name}=FILE, or leave it out with --only")
-    studymod.write_study_file(study, out, sets, cache, seeds)
+    studymod.write_study_file(study, out, sets, cache, seeds, folds, fold_file)
     for unit in units:  # before states are read: a run trained before --seeds is seed 0
         studymod.adopt_unseeded(out, unit, log)
     done, held, pending = [], [], []
@@ -300,8 +307,8 @@ def submit(study: studymod.Study, out: Path, units: list[studymod.Unit], *, pres
     jobs: list[dict[str, Any]] = []
     if pending:
         executor = make_executor(out, options)
-        specs = [UnitSpec(preset, str(out.resolve()), u.run.name, u.seed, list(sets), cache, dict(weights), seeds)
-                 for u in pending]
+        specs = [UnitSpec(preset, str(out.resolve()), u.run.name, u.seed, list(sets), cache, dict(weights), seeds,
+                          u.fold, folds, fold_file) for u in pending]
         try:
             submitted = executor.map_array(StudyJob(), specs)
         except Exception:
@@ -335,9 +342,7 @@ def status(study: studymod.Study, out: Path, units: list[studymod.Unit], cfgs: d
     """Each unit's state in the study directory and the job that holds it, if any."""
     rows = []
     for unit in units:
-        run_dir = unit.dir(out)
-        if unit.seed == 0 and not run_dir.exists() and (out / unit.run.name / "last.pt").is_file():
-            run_dir = out / unit.run.name
+        run_dir = studymod.unit_run_dir(out, unit)
         state = studymod.run_state(run_dir, cfgs[unit.key]) if run_dir.is_dir() else "new"
         recorded = {}
         path = out / studymod.STATUS_DIR / f"{unit.key}.json"
@@ -354,6 +359,7 @@ def status(study: studymod.Study, out: Path, units: list[studymod.Unit], cfgs: d
             alive = lease_alive(lease)
             job = {"id": lease.get("job"), "launcher": lease.get("launcher"),
                    "state": ("running" if lease.get("started") else "pending") if alive else "gone (stale lease)"}
-        rows.append({"key": unit.key, "name": unit.run.name, "seed": unit.seed, "state": state, "job": job,
-                     "error": recorded.get("error") if state == "failed" else None, "run_dir": str(run_dir)})
+        rows.append({"key": unit.key, "name": unit.run.name, "seed": unit.seed, "fold": unit.fold, "state": state,
+                     "job": job, "error": recorded.get("error") if state == "failed" else None,
+                     "run_dir": str(run_dir)})
     return rows

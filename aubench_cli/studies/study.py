@@ -12,6 +12,7 @@ so ``aubench report DIR`` needs nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -76,31 +77,52 @@ class Study:
 
 @dataclass(frozen=True)
 class Unit:
-    """One thing to train and evaluate: a run of the preset, at one training seed when ``--seeds`` asks for it.
+    """One thing to train and evaluate: a run of the preset, on one fold when ``--folds`` asks for it, at one
+    training seed when ``--seeds`` does.
 
-    Each level of the directory exists only when asked for: ``DIR/<run>/`` without seeds,
-    ``DIR/<run>/seed<k>/`` with them.
+    Each level of the directory exists only when asked for: ``DIR/<run>/`` without either,
+    ``DIR/<run>/fold<i>/`` with folds, ``DIR/<run>/[fold<i>/]seed<k>/`` with seeds.
     """
 
     run: StudyRun
     seed: int | None = None
+    fold: int | None = None
 
     @property
     def key(self) -> str:
-        """The unit's name in status/ and leases/ files and in logs: ``run`` or ``run.seed1``."""
-        return self.run.name if self.seed is None else f"{self.run.name}.seed{self.seed}"
+        """The unit's name in status/ and leases/ files and in logs: ``run``, ``run.seed1``, ``run.fold2.seed1``."""
+        return self.run.name + ("" if self.fold is None else f".fold{self.fold}") + (
+            "" if self.seed is None else f".seed{self.seed}")
 
     def dir(self, out: Path) -> Path:
-        return out / self.run.name if self.seed is None else out / self.run.name / f"seed{self.seed}"
+        path = out / self.run.name if self.fold is None else out / self.run.name / f"fold{self.fold}"
+        return path if self.seed is None else path / f"seed{self.seed}"
+
+    @property
+    def unseeded(self) -> Unit:
+        """The same run (and fold) without a seed level: where a run trained before ``--seeds`` lies."""
+        return Unit(self.run, None, self.fold)
 
 
-def expand_units(runs: list[StudyRun], seeds: int | None = None) -> list[Unit]:
-    """Every run at training seeds 0..seeds-1 (run-major order), or each run once when ``seeds`` is None."""
-    if seeds is None:
-        return [Unit(run) for run in runs]
-    if seeds < 1:
+def expand_units(runs: list[StudyRun], seeds: int | None = None, folds: int | None = None) -> list[Unit]:
+    """Every run on folds 0..folds-1 at training seeds 0..seeds-1 (run-major, then fold, then seed); a level not
+    asked for (None) is left out."""
+    if seeds is not None and seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}", "e.g. --seeds 3 repeats every run with seeds 0, 1, 2")
-    return [Unit(run, k) for run in runs for k in range(seeds)]
+    if folds is not None and folds < 2:
+        raise UsageError(f"--folds must be at least 2, got {folds}", "e.g. --folds 3, the protocol of most AU papers")
+    fold_list = [None] if folds is None else list(range(folds))
+    seed_list = [None] if seeds is None else list(range(seeds))
+    return [Unit(run, k, i) for run in runs for i in fold_list for k in seed_list]
+
+
+def unit_run_dir(out: Path, unit: Unit) -> Path:
+    """Where a unit's run lies: its own directory, or for seed 0 the run trained there before ``--seeds`` was used
+    (moved into ``seed0/`` when the study runs)."""
+    run_dir = unit.dir(out)
+    if unit.seed == 0 and not run_dir.exists() and (unit.unseeded.dir(out) / "last.pt").is_file():
+        return unit.unseeded.dir(out)
+    return run_dir
 
 
 def adopt_unseeded(out: Path, unit: Unit, log: LogFn = lambda msg: None) -> None:
@@ -108,17 +130,17 @@ def adopt_unseeded(out: Path, unit: Unit, log: LogFn = lambda msg: None) -> None
     (one rename each, nothing retrained). Only the main process moves anything."""
     if unit.seed != 0 or not _main_process():
         return
-    legacy, target = out / unit.run.name, unit.dir(out)
+    legacy, target = unit.unseeded.dir(out), unit.dir(out)
     if target.exists() or not (legacy / "last.pt").is_file():
         return
     target.mkdir()
     for entry in sorted(legacy.iterdir()):
         if entry != target and not (entry.is_dir() and re.fullmatch(r"seed\d+", entry.name)):
             os.replace(entry, target / entry.name)
-    status = out / STATUS_DIR / f"{unit.run.name}.json"
+    status = out / STATUS_DIR / f"{unit.unseeded.key}.json"
     if status.is_file():
         os.replace(status, out / STATUS_DIR / f"{unit.key}.json")
-    log(f"{unit.run.name}: the run trained before --seeds was used is kept as seed 0 ({target})")
+    log(f"{unit.unseeded.key}: the run trained before --seeds was used is kept as seed 0 ({target})")
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -172,9 +194,11 @@ def load_study(preset: str | Path) -> Study:
 
 
 def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache: str | None = None,
-               weights: str | None = None, seed: int | None = None) -> cfgmod.Config:
+               weights: str | None = None, seed: int | None = None, fold: int | None = None,
+               folds: int | None = None, fold_file: str | None = None) -> cfgmod.Config:
     """A run's settings: defaults < the study's shared sections < the run's ``set`` < ``sets`` < ``cache``; with
-    ``seed`` (``--seeds``) the training seed alone is replaced: the test batches stay the same for every seed."""
+    ``seed`` (``--seeds``) the training seed alone is replaced: the test batches stay the same for every seed;
+    with ``fold`` (``--folds``) the run trains on fold ``fold`` of ``folds`` (or of ``fold_file``)."""
     cfg = cfgmod.Config()
     cfgmod.apply_mapping(cfg, study.shared, source=f"preset {study.path}")
     for key, value in run.overrides.items():
@@ -189,6 +213,8 @@ def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache
         cfg.model.pretrained = False
     if seed is not None:
         cfg.train.seed = seed
+    if fold is not None:
+        cfg.data.folds, cfg.data.fold, cfg.data.fold_file = folds, fold, fold_file
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
     return cfg
@@ -361,10 +387,18 @@ def _au_count(cache: str) -> tuple[int, str]:
 
 
 def unit_configs(study: Study, units: list[Unit], sets: list[str] | None = None, cache: str | None = None,
-                 weights: dict[str, str] | None = None) -> dict[str, cfgmod.Config]:
+                 weights: dict[str, str] | None = None, folds: int | None = None,
+                 fold_file: str | None = None) -> dict[str, cfgmod.Config]:
     """Each unit's settings, keyed by ``unit.key`` (bad settings fail here, before anything is trained)."""
     weights = weights or {}
-    return {u.key: run_config(study, u.run, sets, cache, weights.get(u.run.name), u.seed) for u in units}
+    cfgs = {u.key: run_config(study, u.run, sets, cache, weights.get(u.run.name), u.seed, u.fold, folds, fold_file)
+            for u in units}
+    for u in units:
+        d = cfgs[u.key].data
+        if u.fold is None and (d.folds is not None or d.fold is not None or d.fold_file):
+            raise UsageError(f"{u.key}: the settings name folds (data.folds / data.fold / data.fold_file), which a "
+                             "study deals itself", "pass --folds K (or --fold-file FILE) to aubench study instead")
+    return cfgs
 
 
 def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], out: Path,
@@ -387,16 +421,15 @@ def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], ou
         train_images = cfg.train.epochs * cfg.train.batches_per_epoch * batch
         val_images = cfg.train.epochs * cfg.train.val_batches * batch
         test_images = cfg.eval.batches * batch  # an upper bound: evaluation scores each test frame once
-        run_dir = unit.dir(out)
-        if unit.seed == 0 and not run_dir.exists() and (out / run.name / "last.pt").is_file():
-            run_dir = out / run.name  # trained before --seeds: taken as seed 0 (moved there when the study runs)
+        run_dir = unit_run_dir(out, unit)  # trained before --seeds: taken as seed 0 (moved when the study runs)
         try:
             state = run_state(run_dir, cfg) if run_dir.is_dir() else "new"
         except AubenchError as exc:
             state = f"unreadable ({exc.message})"
         problem = weights_problem(cfg)
         rows.append({
-            "name": run.name, "seed": unit.seed, "key": unit.key, "title": run.title, "index": run.index,
+            "name": run.name, "seed": unit.seed, "fold": unit.fold, "key": unit.key, "title": run.title,
+            "index": run.index,
             "arch": cfg.model.arch, "train_seed": cfg.train.seed,
             "overrides": run.overrides, "x": run.x,
             "pretrained": cfg.model.pretrained, "weights": cfg.model.weights,
@@ -409,8 +442,45 @@ def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], ou
             "val_flops": forward * val_images, "test_flops": forward * test_images,
             "total_flops": TRAIN_FLOPS_FACTOR * forward * train_images + forward * (val_images + test_images),
             "state": state, "problem": problem, "run_dir": str(run_dir),
+            **({"folds": cfg.data.folds} if unit.fold is not None else {}),
         })
     return rows
+
+
+def fold_summary(cfg: cfgmod.Config) -> list[dict[str, Any]] | None:
+    """Subjects and frames of each fold the settings ``cfg`` deal (``--folds`` / ``--fold-file``) on its cache, or
+    None when the cache cannot be read (a dry run elsewhere). Fold assignment errors are raised."""
+    from aubench_cli.data.cache import open_cache
+    from aubench_cli.data.splits import fold_assignment, subject_frames
+
+    try:
+        cache = open_cache(cfg.data.cache)
+    except AubenchError:
+        return None
+    assignment, source = fold_assignment(list(cache.subjects), cfg.data.folds, cfg.data.fold_seed, cfg.data.fold_file)
+    out = []
+    for i in range(max(assignment.values()) + 1):
+        names = sorted(s for s, f in assignment.items() if f == i)
+        out.append({"fold": i, "source": source, "subjects": names, "frames": int(len(subject_frames(cache, names)))})
+    return out
+
+
+def check_folds(cfgs: dict[str, cfgmod.Config]) -> None:
+    """A fold file or fold count that does not fit the cache is one error before anything starts: every fold's
+    parts are dealt once per cache (cheap: subject names only)."""
+    from aubench_cli.data.cache import open_cache
+    from aubench_cli.data.splits import fold_plan
+
+    seen = set()
+    for cfg in cfgs.values():
+        d = cfg.data
+        key = (d.cache, d.folds, d.fold_file, d.fold_seed, d.val_subjects_frac)
+        if d.fold is None or key in seen:
+            continue
+        seen.add(key)
+        cache = open_cache(d.cache)
+        for i in range(d.folds):
+            fold_plan(cache, dataclasses.replace(d, fold=i))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -421,16 +491,19 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None, seeds: int | None = None) -> None:
+def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None, seeds: int | None = None,
+                     folds: int | None = None, fold_file: str | None = None) -> None:
     """``DIR/study.json``: what ``aubench report`` needs (each shard writes the same content)."""
 
     if not _main_process():
         return
     out.mkdir(parents=True, exist_ok=True)
     seeds = recorded_seeds(out, seeds)
+    folds, fold_file = recorded_folds(out, folds, fold_file)
     record = {
         "preset": study.name, "preset_path": str(study.path), "description": study.data.get("description"),
         "study": study.meta, "sets": list(sets), "cache": cache, "shared": study.shared, "seeds": seeds,
+        "folds": folds, "fold_file": fold_file,
         "runs": [{"name": r.name, "title": r.title, "x": r.x, "set": r.overrides, "paper": r.paper} for r in study.runs],
     }
     atomic_write_text(out / STUDY_FILE, json.dumps(record, indent=2))
@@ -509,6 +582,50 @@ def recorded_seeds(out: Path, seeds: int | None) -> int | None:
         return None
 
 
+def resolve_folds(folds: int | None, fold_file: str | Path | None) -> tuple[int | None, str | None]:
+    """``--folds`` and ``--fold-file`` as a study uses them: the file's absolute path, and K (from the file when
+    ``--folds`` is not given; a file with another number of folds than ``--folds`` is an error)."""
+    if not fold_file:
+        return folds, None
+    from aubench_cli.data.splits import read_fold_file
+
+    path = str(Path(fold_file).expanduser().resolve())
+    assignment = read_fold_file(path, None, folds)
+    return max(assignment.values()) + 1, path
+
+
+def _trained_without_folds(out: Path) -> list[str]:
+    return sorted(str(p.parent.relative_to(out)) for pattern in ("*/last.pt", "*/seed*/last.pt")
+                  for p in out.glob(pattern))
+
+
+def recorded_folds(out: Path, folds: int | None, fold_file: str | None) -> tuple[int | None, str | None]:
+    """The folds a study directory runs on: as given (``resolve_folds``), else as ``study.json`` recorded them (a
+    study run once with folds keeps them, as with ``--seeds``). Refused: folds other than the recorded ones, and
+    folds on a directory whose runs were trained without them (both: start the study in another --out)."""
+    try:
+        record = json.loads((out / STUDY_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        record = {}
+    was = (record.get("folds"), record.get("fold_file"))
+    if folds is None and fold_file is None:
+        return was
+    if was[0] is None:
+        trained = _trained_without_folds(out) if out.is_dir() else []
+        if trained:
+            raise UsageError(f"{out} holds runs trained without folds ({', '.join(trained[:3])}); --folds "
+                             f"{folds} would mix two protocols in one study",
+                             "start the fold study in another directory: --out DIR")
+        return folds, fold_file
+    if (folds, fold_file) != was:
+        def said(k: Any, f: Any) -> str:
+            return f"--folds {k}" + (f" --fold-file {f}" if f else "")
+
+        raise UsageError(f"{out} was run with {said(*was)}; {said(folds, fold_file)} deals other folds",
+                         f"pass {said(*was)} (or neither), or start the study in another directory: --out DIR")
+    return was
+
+
 def check_caches(cfgs: dict[str, cfgmod.Config]) -> None:
     """A missing cache is one error before anything starts, not one failure per run."""
     from aubench_cli.data.cache import read_header
@@ -525,11 +642,13 @@ def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg:
     run = unit.run
     adopt_unseeded(out, unit, log)
     started = _now()
-    base = {"name": run.name, "seed": unit.seed, "key": unit.key, "title": run.title, "arch": cfg.model.arch}
+    base = {"name": run.name, "seed": unit.seed, "fold": unit.fold, "key": unit.key, "title": run.title,
+            "arch": cfg.model.arch}
     try:
         outcome = _do_run(run, cfg, unit.dir(out), log, progress, label=unit.key)
     except KeyboardInterrupt:
-        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "state": "interrupted", "at": _now()})
+        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold, "state": "interrupted",
+                                      "at": _now()})
         raise
     except Exception as exc:  # noqa: BLE001  one failed run must not stop the study
         if debug:
@@ -537,14 +656,14 @@ def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg:
         message = exc.message if isinstance(exc, AubenchError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, AubenchError) and exc.hint:
             message += f" - {exc.hint}"
-        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "state": "failed", "error": message,
-                                      "started": started, "at": _now()})
+        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold, "state": "failed",
+                                      "error": message, "started": started, "at": _now()})
         log(f"{unit.key}: FAILED: {message}")
         return {**base, "state": "failed", "error": message, "trained": False, "evaluated": False,
                 "mean_accuracy": None}
     state = "done" if (outcome["trained"] or outcome["evaluated"]) else "skipped"
-    _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "state": "done", "started": started,
-                                  "at": _now(), **outcome})
+    _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold, "state": "done",
+                                  "started": started, "at": _now(), **outcome})
     return {**base, "state": state, "error": None, **outcome}
 
 
@@ -558,22 +677,26 @@ def run_study(
     cache: str | None = None,
     weights: dict[str, str] | None = None,
     seeds: int | None = None,
+    folds: int | None = None,
+    fold_file: str | None = None,
     log: LogFn = lambda msg: None,
     progress: Callable[[str, dict], None] | None = None,
     debug: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train then evaluate ``units`` (or ``runs`` at ``seeds``) into ``out/<name>[/seed<k>]/``; one result per
-    unit, a failure not stopping the others.
+    """Train then evaluate ``units`` (or ``runs`` on ``folds`` at ``seeds``) into
+    ``out/<name>[/fold<i>][/seed<k>]/``; one result per unit, a failure not stopping the others.
 
     Ctrl-C (KeyboardInterrupt) stops the study after the current run saved its checkpoint; the same command
     resumes it.
     """
     sets = list(sets or [])
+    folds, fold_file = recorded_folds(out, *resolve_folds(folds, fold_file))
     if units is None:
-        units = expand_units(runs if runs is not None else study.runs, seeds)
-    cfgs = unit_configs(study, units, sets, cache, weights)  # bad settings fail first
+        units = expand_units(runs if runs is not None else study.runs, seeds, folds)
+    cfgs = unit_configs(study, units, sets, cache, weights, folds, fold_file)  # bad settings fail first
     check_caches(cfgs)
-    write_study_file(study, out, sets, cache, seeds)
+    check_folds(cfgs)
+    write_study_file(study, out, sets, cache, seeds, folds, fold_file)
     return [run_unit(unit, cfgs[unit.key], out, log, progress, debug) for unit in units]
 
 

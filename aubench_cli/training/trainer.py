@@ -1,7 +1,7 @@
 """Training as the paper did it: balanced batches, per-AU BCE, per-epoch validation, the best checkpoint kept.
 
 ``train(cfg, out)`` runs one configuration into a run directory: ``config.yaml`` (the resolved settings),
-``data.json`` (AUs, splits, the Section V subset), ``metrics.csv`` (one row per epoch), ``best.pt`` (best mean
+``data.json`` (AUs, splits or the fold, the Section V subset), ``metrics.csv`` (one row per epoch), ``best.pt`` (best mean
 validation accuracy) and ``last.pt`` (where to resume). Read it top to bottom: ``train`` calls ``open_run`` (the
 directory and settings), ``set_up`` (data, model, optimizer, samplers), then per epoch ``train_epoch``,
 ``validate`` and ``end_epoch`` (metrics, best, checkpoints), and ``finish``.
@@ -148,11 +148,17 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
 
 def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     from aubench_cli.data.cache import cache_identity, open_cache
-    from aubench_cli.data.splits import subject_roles
+    from aubench_cli.data.splits import fold_plan, subject_frames, subject_roles
 
     cache = open_cache(cfg.data.cache)
     au_names = list(cache.au_names)
-    train_index, val_index = cache.indices("train"), cache.indices("val")
+    folds = fold_plan(cache, cfg.data)  # under folds the cache's own split is not used
+    if folds is None:
+        train_index, val_index, test_index = cache.indices("train"), cache.indices("val"), cache.indices("test")
+    else:
+        train_index, val_index, test_index = (subject_frames(cache, folds.parts[p]) for p in ("train", "val", "test"))
+        log(f"fold {folds.fold} of {folds.k} ({folds.source}): {len(folds.parts['train'])} training, "
+            f"{len(folds.parts['val'])} validation and {len(folds.parts['test'])} test subjects")
     for split, index in (("train", train_index), ("val", val_index)):
         if len(index) == 0:
             raise UsageError(f"the cache's {split} split has no frames", "re-run aubench preprocess with more subjects")
@@ -182,12 +188,44 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
         "cache_format_version": cache.header.get("format_version"),
         "au_names": [au_names[k] for k in columns],
         "dropped_aus": sorted(bad),
-        "splits": {s: {"frames": int(len(cache.indices(s))), "subjects": int(len(np.unique(cache.subject_index[cache.indices(s)])))}
-                   for s in ("train", "val", "test")},
+        "splits": _split_sizes(cache, folds, test_index),
         "subset": subset,
-        "subject_roles": subject_roles(cache, train_index, val_index),  # what evaluate checks its test subjects against
+        # what evaluate checks its test subjects against
+        "subject_roles": subject_roles(cache, train_index, val_index, test_index),
     }
+    if folds is not None:
+        record["folds"] = folds.record()
+        for au in check_balanceable(cache.labels, test_index, au_names, f"fold {folds.fold} test"):
+            if au not in bad:
+                log(f"warning: fold {folds.fold}'s test subjects have no positive or no negative frame for {au}: "
+                    "evaluating this run will refuse that AU's test")
     return RunData(cache, record["au_names"], columns, labels, train_index, val_index, record)
+
+
+def _split_sizes(cache: Any, folds: Any, test_index: np.ndarray) -> dict[str, dict[str, int]]:
+    """Frames and subjects of the run's train / val / test parts: the cache's splits, or under folds the fold's
+    parts (before any Section V subset)."""
+    from aubench_cli.data.splits import subject_frames
+
+    out = {}
+    for s in ("train", "val", "test"):
+        index = cache.indices(s) if folds is None else subject_frames(cache, folds.parts[s])
+        out[s] = {"frames": int(len(index)), "subjects": int(len(np.unique(cache.subject_index[index])))}
+    return out
+
+
+def check_resumed_folds(run_dir: Path, data: RunData) -> None:
+    """A resumed fold run must find the fold it started on (a fold file edited since would change its data)."""
+    path = Path(run_dir) / "data.json"
+    try:
+        before = json.loads(path.read_text()).get("folds")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return
+    now = data.record.get("folds")
+    if before is not None and (now or {}).get("subjects") != before.get("subjects"):
+        raise UsageError(f"run {run_dir} was trained on other fold subjects than its settings give now "
+                         "(was its fold file changed?)",
+                         "restore the fold file it was trained with, or train a new run")
 
 
 def available_memory() -> int:
@@ -565,6 +603,8 @@ def open_run(cfg: cfgmod.Config, out: str | Path | None, resume: bool, epochs: i
     if layout_note:
         log(layout_note)
     cfg.data.cache = str(Path(cfg.data.cache).resolve())  # the run finds its cache from any directory
+    if cfg.data.fold_file:  # and its fold file
+        cfg.data.fold_file = str(Path(cfg.data.fold_file).expanduser().resolve())
     return cfg, run_dir, state
 
 
@@ -574,6 +614,8 @@ def set_up(cfg: cfgmod.Config, run_dir: Path, state: dict[str, Any] | None, ddp:
     if device.type == "cpu":  # the ranks of one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world)))))
     data = prepare_data(cfg, log)
+    if state is not None:
+        check_resumed_folds(run_dir, data)
     norm_stats = _norm_stats(cfg, data, state)
     model, load_report = _build_model(cfg, len(data.au_names), device, state, log)
     lr = _learning_rate(cfg, ddp)
