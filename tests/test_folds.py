@@ -300,6 +300,19 @@ def test_study_on_folds_trains_evaluates_and_resumes(tmp_path):
         assert folds["fold"] == result["fold"] == f and result["subjects"] == folds["subjects"]["test"]
         tested += result["subjects"]
     assert sorted(tested) == open_cache(cache).subjects  # every subject tested exactly once
+    # the literature report pools the study's real folds: F1 from the summed per-subject counts, by hand
+    from aubench_cli.studies.literature import read
+
+    counts = sum(np.asarray(json.loads((out / "raw" / f"fold{f}" / "eval.json").read_text())
+                            ["subject_counts"]["counts"], dtype=np.float64).sum(axis=0) for f in range(2))
+    tp, pos, tn, neg = counts.T
+    by_hand = 2 * tp / (2 * tp + (neg - tn) + (pos - tp))
+    row = next(r for r in read(out)[0].rows if r.name == "raw")
+    aus = json.loads((out / "raw" / "fold0" / "eval.json").read_text())["subject_counts"]["au_names"]
+    assert [row.cells["f1"][au].pooled for au in aus] == pytest.approx(list(by_hand))
+    report = runner.invoke(app, ["report", str(out), "--layout", "literature"])
+    assert report.exit_code == 0, report.output
+    assert "pooled" in (out / "report-literature.md").read_text()
     again = runner.invoke(app, args)  # without --folds: the study's folds, nothing redone
     assert [(r["key"], r["state"]) for r in json.loads(again.stdout)] == [("raw.fold0", "skipped"),
                                                                           ("raw.fold1", "skipped")]
