@@ -208,17 +208,19 @@ def test_superseded_rows_are_dead_until_consolidated(cache):
     np.testing.assert_array_equal(c.labels, videos[1]["labels"])
     again = write_video(path, "a", "s1", 4, 11)  # redone: appended after the dead rows
     c = open_cache(path)
-    assert c.videos == ["b", "c", "a"] and c.video_rows.tolist() == [300, 307, 307]
-    np.testing.assert_array_equal(c.images[7:], again["images"])
+    # frames follow the listing sorted by id (a, b, c), the rows stay where they were written (a after the dead rows)
+    assert c.videos == ["a", "b", "c"] and c.video_rows.tolist() == [307, 300, 307]
+    np.testing.assert_array_equal(c.images[:4], again["images"])
+    np.testing.assert_array_equal(c.images[4:], videos[1]["images"])
     before = cache_identity(c)
     assert before != identity
     consolidate(path)
     assert (path / "images.u8").stat().st_size == 11 * 96 * 96  # the 300 dead rows are gone
     c = open_cache(path)
-    assert c.video_rows.tolist() == [0, 7, 7] and cache_identity(c) == before  # same content, same identity
-    np.testing.assert_array_equal(c.images[:7], videos[1]["images"])
-    np.testing.assert_array_equal(c.images[7:], again["images"])
-    np.testing.assert_array_equal(c.labels[7:], again["labels"])
+    assert c.video_rows.tolist() == [7, 0, 7] and cache_identity(c) == before  # same content, same identity
+    np.testing.assert_array_equal(c.images[:4], again["images"])
+    np.testing.assert_array_equal(c.images[4:], videos[1]["images"])
+    np.testing.assert_array_equal(c.labels[:4], again["labels"])
 
 
 def test_header_lists_every_video_with_rows_and_checksums(cache):
@@ -337,3 +339,27 @@ def test_lock_refuses_a_second_writer_and_cannot_be_stolen_through_a_stale_pid(t
         holder.wait(30)
     with CacheLock(folder):  # its holder killed: the kernel dropped the lock
         pass
+
+
+def test_frames_are_numbered_the_same_however_the_videos_were_packed(tmp_path):
+    # Workers commit videos as they finish: two builds of one input pack them in different orders. Frame indices
+    # follow the listing sorted by id, so every frame (and so every batch a seed draws) is the same in both.
+    specs = {"a": ("s1", 5, 1), "b": ("s2", 7, 2), "c": ("s1", 3, 3), "d": ("s2", 4, 4)}
+    opened = []
+    for name, order in (("in-order", "abcd"), ("shuffled", "dbca")):
+        path = tmp_path / name
+        prepare_cache(path, header())
+        for vid in order:
+            write_video(path, vid, *specs[vid])
+        opened.append(open_cache(path))
+    one, two = opened
+    assert one.videos == two.videos == ["a", "b", "c", "d"] and one.video_rows.tolist() != two.video_rows.tolist()
+    assert cache_identity(one) == cache_identity(two)
+    np.testing.assert_array_equal(np.asarray(one.images), np.asarray(two.images))
+    for column in ("labels", "frame", "key", "detected", "landmarks", "transform"):
+        np.testing.assert_array_equal(getattr(one, column), getattr(two, column), err_msg=column)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(one.indices(split), two.indices(split))
+    idx = np.array([13, 0, 18, 5])
+    np.testing.assert_array_equal(one.images.gather(idx), two.images.gather(idx))
+    np.testing.assert_array_equal(np.asarray(one.subject)[idx], np.asarray(two.subject)[idx])

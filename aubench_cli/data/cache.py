@@ -859,6 +859,7 @@ class Cache:
         self.header = header
         self.au_names: list[str] = list(header["au_names"])
         k, size = len(self.au_names), int(header.get("settings", {}).get("crop_size", 96))
+        table = _canonical_order(table)
         self.videos: list[str] = list(table["id"])
         self.video_subject: list[str] = [str(s) for s in table["subject"]]
         self.video_counts = np.asarray(table["frames"], dtype=np.int64)
@@ -872,13 +873,8 @@ class Cache:
         maps = {name: _memmap(self.path / file, dtype, shape, rows, random_access=name == "images")
                 for name, (file, dtype, shape) in _columns(k, size).items()}
         self.images = PackedImages(maps.pop("images"), n, size, position)
-        arrays = {name: (mm[:n] if position is None else np.asarray(mm[position])) for name, mm in maps.items()}
-        self.labels = arrays["labels"]
-        self.frame = arrays["frame"]
-        self.key = arrays["key"]
-        self.detected = arrays["detected"].view(bool)
-        self.landmarks = arrays["landmarks"]
-        self.transform = arrays["transform"]
+        self._maps, self._position, self._n = maps, position, n
+        self.labels = self._column("labels")  # every trainer and evaluation reads all of them
         self.subjects: list[str] = sorted(set(self.video_subject))
         code = {s: i for i, s in enumerate(self.subjects)}
         self.video_subject_code = np.asarray([code[s] for s in self.video_subject], dtype=np.int32)
@@ -891,6 +887,32 @@ class Cache:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def _column(self, name: str) -> np.ndarray:
+        """A per-frame column in frame order: a view of the file where the rows lie in that order, else gathered
+        (read only when first used: a large cache opens without reading its per-frame columns)."""
+        mm = self._maps[name]
+        return mm[:self._n] if self._position is None else np.asarray(mm[self._position])
+
+    @cached_property
+    def frame(self) -> np.ndarray:
+        return self._column("frame")
+
+    @cached_property
+    def key(self) -> np.ndarray:
+        return self._column("key")
+
+    @cached_property
+    def detected(self) -> np.ndarray:
+        return self._column("detected").view(bool)
+
+    @cached_property
+    def landmarks(self) -> np.ndarray:
+        return self._column("landmarks")
+
+    @cached_property
+    def transform(self) -> np.ndarray:
+        return self._column("transform")
 
     @cached_property
     def video_index(self) -> np.ndarray:
@@ -946,6 +968,21 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r}, frames={len(self)}, videos={len(self.videos)}, aus={self.au_names})"
+
+
+def _canonical_order(table: dict[str, list]) -> dict[str, list]:
+    """The header's video listing sorted by video id, every per-video column alike.
+
+    Workers commit videos as they finish, so two builds of the same input pack them in different orders; frame
+    indices follow this sorted listing instead, so the same content gives the same frame numbering (the same
+    batches for a seed, the same test draws, one ``train_frames.npy``) however it was packed: rows are mapped to
+    their place in the files (``position``)."""
+    ids = list(table.get("id", []))
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    if order == list(range(len(ids))):
+        return table
+    return {name: [column[i] for i in order] if isinstance(column, list) and len(column) == len(ids) else column
+            for name, column in table.items()}
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
