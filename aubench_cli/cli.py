@@ -94,4 +94,10 @@ app = build_app()
 
 
 def run() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command (option parsing, start-up): the same one line
+        if debug_enabled():
+            raise
+        stderr.print("interrupted", style="yellow")
+        raise SystemExit(130) from None

@@ -360,7 +360,7 @@ def test_disk_full_in_train_keeps_the_last_checkpoint(small, tmp_path, monkeypat
 
     monkeypatch.setattr(trainmod, "end_epoch", end_epoch)
     run = tmp_path / "run"
-    result = _train(small, run, "--epochs", "3")
+    result = _train(small, run, "--epochs", "2")
     monkeypatch.undo()
     line = _one_line_error(result, 1, "no space left", f"cannot write {run}/", "free space")
     assert line.split(": no space")[0].endswith((".pt", ".csv")), line
@@ -410,3 +410,139 @@ def test_unbalanceable_or_damaged_cache_creates_no_run_folder(tmp_path):
     (tmp_path / "old" / "keep.txt").write_text("x")
     _one_line_error(_train(c, tmp_path / "old", "--overwrite"), 2, "AU02")
     assert (tmp_path / "old" / "keep.txt").is_file()  # --overwrite removes nothing before the checks pass
+
+
+# ---- 10-12: workers -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_dataset(tmp_path_factory) -> Path:
+    """Six videos long enough (90 frames each) to be caught mid-work."""
+    from test_preprocess import face_frames, label_rows, write_labels, write_video
+
+    root = tmp_path_factory.mktemp("long") / "data"
+    manifest = ["video,subject"]
+    for i in range(6):
+        write_video(root / "videos" / f"p{i}.avi", face_frames(90, i))
+        write_labels(root / "labels" / f"p{i}.csv", list(range(90)), label_rows(90, i))
+        manifest.append(f"videos/p{i}.avi,p{i}")
+    (root / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    return root
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            table[int(entry)] = (int(fields[1]), fields[0])
+    return table
+
+
+def _descendants(pid: int) -> set[int]:
+    table = _process_table()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, (ppid, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    table = _process_table()
+    return {p for p in pids if p in table and table[p][1] not in ("Z", "X")}  # a zombie has exited
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _journal_lines(out: Path) -> int:
+    try:
+        return (out / cachemod.JOURNAL_FILE).read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _start_preprocess(data: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aubench_cli", "preprocess", str(data), "--out", str(out),
+                             "--workers", "2"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _workers_of(parent: int) -> set[int]:
+    """The grandchildren of the command: the pool's workers (children of the forkserver)."""
+    table = _process_table()
+    children = {p for p, (ppid, _) in table.items() if ppid == parent}
+    return {p for p, (ppid, state) in table.items() if ppid in children and state not in ("Z", "X")}
+
+
+def test_kill_9_of_preprocess_leaves_no_process(long_dataset, tmp_path):
+    out = tmp_path / "cache"
+    child = _start_preprocess(long_dataset, out)
+    try:
+        _wait_for(lambda: _journal_lines(out) >= 1 or child.poll() is not None, 300, "a first video committed")
+        assert child.poll() is None, child.stderr.read()
+        family = _descendants(child.pid)
+        assert len(_workers_of(child.pid)) >= 1 and len(family) >= 3  # forkserver + workers (+ resource tracker)
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+        _wait_for(lambda: not _alive(family), 10, f"processes {sorted(_alive(family))} to exit after their parent")
+    finally:
+        for p in _alive(_descendants(child.pid)) if child.poll() is None else ():
+            os.kill(p, signal.SIGKILL)
+    lines = _journal_lines(out)
+    assert lines < 6 and open_cache(out).videos  # killed mid-run; what is there reads
+    assert not _alive(family) and _journal_lines(out) == lines
+
+
+@pytest.mark.parametrize("moment", ["worker start-up", "mid-work"])
+def test_ctrl_c_prints_one_line_and_leaves_no_process(long_dataset, tmp_path, moment):
+    out = tmp_path / "cache"
+    child = _start_preprocess(long_dataset, out)
+    try:
+        if moment == "worker start-up":  # the first worker forked, not yet set up
+            _wait_for(lambda: _workers_of(child.pid) or child.poll() is not None, 300, "a worker")
+        else:
+            _wait_for(lambda: _journal_lines(out) >= 1 or child.poll() is not None, 300, "a first video committed")
+        assert child.poll() is None
+        family = _descendants(child.pid)
+        os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        err = child.communicate(timeout=60)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err and "Error" not in err, err
+    _wait_for(lambda: not _alive(family), 10, f"processes {sorted(_alive(family))} to exit after an interrupt")
+    open_cache(out)  # whatever was committed reads
+
+
+def test_a_worker_whose_command_is_gone_commits_nothing(tmp_path):
+    path = make_cache(tmp_path / "c", subjects=2, videos_per_subject=1, frames=3)
+    before = (path / cachemod.JOURNAL_FILE).read_bytes()
+
+    def write(owner):
+        w = cachemod.VideoWriter(path, "late", 5, owner=owner)
+        w.add(np.zeros((96, 96), np.uint8), np.zeros(5), 0, np.zeros((4, 2)), np.eye(2, 3), True)
+        return w
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    (path / cachemod.LOCK_FILE).write_text(str(dead))  # its lock file still names it; nobody holds the lock
+    with pytest.raises(cachemod.OwnerGone):
+        write(dead).commit({"subject": "S9"})
+    with pytest.raises(cachemod.OwnerGone):  # the pid is alive (ours) but does not hold the lock
+        write(os.getpid()).commit({"subject": "S9"})
+    assert (path / cachemod.JOURNAL_FILE).read_bytes() == before
+    with cachemod.CacheLock(path):  # held by its owner: the commit goes through
+        write(os.getpid()).commit({"subject": "S9"})
+    assert "late" in cachemod.live_entries(path)

@@ -1,12 +1,15 @@
 """Worker processes that die with the process that started them (preprocess, predict).
 
-The pool's workers are forked by a forkserver, itself a child of the command's process. Three things keep a
-worker from outliving the command, even one killed by ``kill -9`` that runs no clean-up:
+The pool's workers are forked by a forkserver, itself a child of the command's process. multiprocessing's own
+"alive" pipe does not end the forkserver while workers live (each worker holds a copy of its write end), and a
+worker blocked on the pool's queue never notices the command is gone. So, even for a command killed by
+``kill -9`` that runs no clean-up:
 
-- the forkserver exits when the command dies (multiprocessing's own "alive" pipe reaches end-of-file);
-- every process the forkserver forks asks the kernel for SIGKILL when its parent (the forkserver) dies
-  (``prctl(PR_SET_PDEATHSIG)``, Linux; set by a fork hook the forkserver installs when it imports this module as
-  a preload, so from the first instruction of the child, and again by the workers' initializer);
+- the forkserver asks the kernel for SIGKILL when the command dies (``prctl(PR_SET_PDEATHSIG)``, Linux; set when
+  it imports this module as a preload; the command starts it from its main thread, whose end is what counts);
+- every process the forkserver forks asks for SIGKILL when the forkserver dies (a fork hook the forkserver
+  installs, so from the child's first instruction; again in the workers' initializer), so the kill runs down
+  the tree; the resource tracker then sees its pipe close and exits;
 - a worker about to commit to a cache checks that the cache's lock is still held by the command
   (``cache.VideoWriter``), so nothing is written after its owner is gone, whatever the platform.
 
@@ -79,6 +82,7 @@ def _set_up_forkserver() -> None:
     """In the forkserver: SIGINT ignored (its children start with that disposition: the forkserver restores the
     one it had before its own handlers), and every child it forks dies with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     server = os.getpid()
     os.register_at_fork(after_in_child=lambda: _after_fork_in_forkserver_child(server))
 
