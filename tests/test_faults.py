@@ -485,9 +485,22 @@ def _workers_of(parent: int) -> set[int]:
     return {p for p, (ppid, state) in table.items() if ppid in children and state not in ("Z", "X")}
 
 
+def _kill_all(child: subprocess.Popen, family: set[int]) -> None:
+    """A failed test leaves no process behind."""
+    for pid in _alive(family | (_descendants(child.pid) if child.poll() is None else set())):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+
+
 def test_kill_9_of_preprocess_leaves_no_process(long_dataset, tmp_path):
     out = tmp_path / "cache"
     child = _start_preprocess(long_dataset, out)
+    family: set[int] = set()
     try:
         _wait_for(lambda: _journal_lines(out) >= 1 or child.poll() is not None, 300, "a first video committed")
         assert child.poll() is None, child.stderr.read()
@@ -495,10 +508,9 @@ def test_kill_9_of_preprocess_leaves_no_process(long_dataset, tmp_path):
         assert len(_workers_of(child.pid)) >= 1 and len(family) >= 3  # forkserver + workers (+ resource tracker)
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(30) == -signal.SIGKILL
-        _wait_for(lambda: not _alive(family), 10, f"processes {sorted(_alive(family))} to exit after their parent")
+        _wait_for(lambda: not _alive(family), 10, "the forkserver and the workers to exit after their parent")
     finally:
-        for p in _alive(_descendants(child.pid)) if child.poll() is None else ():
-            os.kill(p, signal.SIGKILL)
+        _kill_all(child, family)
     lines = _journal_lines(out)
     assert lines < 6 and open_cache(out).videos  # killed mid-run; what is there reads
     assert not _alive(family) and _journal_lines(out) == lines
@@ -508,6 +520,7 @@ def test_kill_9_of_preprocess_leaves_no_process(long_dataset, tmp_path):
 def test_ctrl_c_prints_one_line_and_leaves_no_process(long_dataset, tmp_path, moment):
     out = tmp_path / "cache"
     child = _start_preprocess(long_dataset, out)
+    family: set[int] = set()
     try:
         if moment == "worker start-up":  # the first worker forked, not yet set up
             _wait_for(lambda: _workers_of(child.pid) or child.poll() is not None, 300, "a worker")
@@ -517,12 +530,11 @@ def test_ctrl_c_prints_one_line_and_leaves_no_process(long_dataset, tmp_path, mo
         family = _descendants(child.pid)
         os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
         err = child.communicate(timeout=60)[1]
+        assert child.returncode == 130, err
+        assert "interrupted" in err and "Traceback" not in err and "Error" not in err, err
+        _wait_for(lambda: not _alive(family), 10, "the forkserver and the workers to exit after an interrupt")
     finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err and "Error" not in err, err
-    _wait_for(lambda: not _alive(family), 10, f"processes {sorted(_alive(family))} to exit after an interrupt")
+        _kill_all(child, family)
     open_cache(out)  # whatever was committed reads
 
 
