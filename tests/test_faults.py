@@ -524,10 +524,15 @@ def test_ctrl_c_prints_one_line_and_leaves_no_process(long_dataset, tmp_path, mo
     try:
         if moment == "worker start-up":  # the first worker forked, not yet set up
             _wait_for(lambda: _workers_of(child.pid) or child.poll() is not None, 300, "a worker")
+            for worker in _workers_of(child.pid):  # Ctrl-C is the command's: ignored from the fork on
+                status = Path(f"/proc/{worker}/status").read_text()
+                ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+                assert ignored & (1 << (signal.SIGINT - 1)), f"worker {worker} does not ignore SIGINT"
         else:
             _wait_for(lambda: _journal_lines(out) >= 1 or child.poll() is not None, 300, "a first video committed")
         assert child.poll() is None
         family = _descendants(child.pid)
+        committed = _journal_lines(out)
         os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
         err = child.communicate(timeout=60)[1]
         assert child.returncode == 130, err
@@ -535,6 +540,8 @@ def test_ctrl_c_prints_one_line_and_leaves_no_process(long_dataset, tmp_path, mo
         _wait_for(lambda: not _alive(family), 10, "the forkserver and the workers to exit after an interrupt")
     finally:
         _kill_all(child, family)
+    # no video is finished after the interrupt (one commit may have been under way at that instant)
+    assert _journal_lines(out) <= committed + 1
     open_cache(out)  # whatever was committed reads
 
 

@@ -80,9 +80,16 @@ def _in_forkserver() -> bool:
 
 def _set_up_forkserver() -> None:
     """In the forkserver: SIGINT ignored (its children start with that disposition: the forkserver restores the
-    one it had before its own handlers), and every child it forks dies with it."""
+    one it had before its own handlers), it dies with the command and every child it forks dies with it; its
+    stderr (which its children inherit) goes to /dev/null unless AUBENCH_DEBUG=1: a child that starts while the
+    command is interrupting finds the pool's semaphores gone and multiprocessing would print that traceback
+    beside the command's one line (workers' own chatter, mediapipe's, is silenced the same way)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    if os.environ.get("AUBENCH_DEBUG", "") in ("", "0"):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
     server = os.getpid()
     os.register_at_fork(after_in_child=lambda: _after_fork_in_forkserver_child(server))
 
