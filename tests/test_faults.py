@@ -528,6 +528,9 @@ def test_ctrl_c_prints_one_line_and_leaves_no_process(long_dataset, tmp_path, mo
                 status = Path(f"/proc/{worker}/status").read_text()
                 ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
                 assert ignored & (1 << (signal.SIGINT - 1)), f"worker {worker} does not ignore SIGINT"
+                # nothing multiprocessing prints while a worker starts (a SemLock gone during an interrupt)
+                # reaches the terminal: the forkserver's stderr, which its children inherit, is /dev/null
+                assert os.readlink(f"/proc/{worker}/fd/2") == os.devnull
         else:
             _wait_for(lambda: _journal_lines(out) >= 1 or child.poll() is not None, 300, "a first video committed")
         assert child.poll() is None
