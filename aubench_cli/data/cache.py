@@ -1185,9 +1185,9 @@ class Cache:
                         break
                     try:
                         r = json.loads(raw)
-                    except json.JSONDecodeError:
-                        break
-                    if wanted.get(r.get("video")) == r.get("checksum"):
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        continue  # a damaged line loses that report only
+                    if isinstance(r, dict) and wanted.get(r.get("video")) == r.get("checksum"):
                         out[r["video"]] = r
         return {v: out.get(v, {"video": v, "subject": s, "n": int(c)})
                 for v, s, c in zip(self.videos, self.video_subject, self.video_counts)}
