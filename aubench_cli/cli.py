@@ -49,8 +49,12 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             if debug_enabled():
                 raise
-            stderr.print("interrupted", style="yellow")
+            _interrupted()
             raise typer.Exit(130) from None
+        except typer.Exit as exc:
+            if exc.exit_code == 130:  # a command that says itself what its interruption left (train, study)
+                _reported["interrupt"] = True
+            raise
 
     return wrapper
 
@@ -93,11 +97,25 @@ def build_app() -> typer.Typer:
 app = build_app()
 
 
+_reported = {"interrupt": False}
+
+
+def _interrupted() -> None:
+    stderr.print("interrupted", style="yellow")
+    _reported["interrupt"] = True
+
+
 def run() -> None:
     try:
         app()
-    except KeyboardInterrupt:  # outside a command (option parsing, start-up): the same one line
+    except KeyboardInterrupt:  # outside a command (start-up): the same one line
         if debug_enabled():
             raise
-        stderr.print("interrupted", style="yellow")
+        _interrupted()
         raise SystemExit(130) from None
+    except SystemExit as exc:
+        # Typer turns a Ctrl-C during option parsing (which imports pydantic lazily: a long window) into a silent
+        # exit 130; a command that was interrupted has said so already
+        if exc.code == 130 and not _reported["interrupt"]:
+            _interrupted()
+        raise

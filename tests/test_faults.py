@@ -479,10 +479,19 @@ def _start_preprocess(data: Path, out: Path) -> subprocess.Popen:
 
 
 def _workers_of(parent: int) -> set[int]:
-    """The grandchildren of the command: the pool's workers (children of the forkserver)."""
+    """The pool's workers: the command's grandchildren forked by its forkserver (not the helper programs an import
+    in the forkserver may run, such as ctypes' search for a library with gcc)."""
     table = _process_table()
     children = {p for p, (ppid, _) in table.items() if ppid == parent}
-    return {p for p, (ppid, state) in table.items() if ppid in children and state not in ("Z", "X")}
+    out = set()
+    for p, (ppid, state) in table.items():
+        if ppid in children and state not in ("Z", "X"):
+            try:
+                if b"multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_bytes():
+                    out.add(p)
+            except OSError:
+                pass
+    return out
 
 
 def _kill_all(child: subprocess.Popen, family: set[int]) -> None:

@@ -791,7 +791,27 @@ def _mp_context(preload: list[str] | None = None):
     ctx = mp.get_context(method)
     if method == "forkserver":  # data.workers first: the forkserver's children die with it and ignore Ctrl-C
         ctx.set_forkserver_preload(["aubench_cli.data.workers", *(preload or FORKSERVER_PRELOAD)])
+        _start_forkserver()
     return ctx
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver now, with SIGINT blocked while it is spawned (as multiprocessing does for its
+    resource tracker): the new interpreter inherits the blocked signal, so a Ctrl-C while it starts up (before
+    data.workers makes it ignore SIGINT) cannot print its import traceback beside the command's one line. A
+    Ctrl-C meanwhile stays pending here and is delivered when the mask is lifted."""
+    import signal
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()  # first: it blocks and then unblocks SIGINT around its own spawn
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _drain(events, on_event: Callable[[dict], None]) -> None:
