@@ -27,7 +27,9 @@ failed train:
 workers:
  10. kill -9 of a preprocess parent     -> no process of it is left (forkserver, workers)
  11. a worker whose command is gone     -> commits nothing
- 12. Ctrl-C during worker start-up and mid-work -> "interrupted", exit 130, no traceback, no process left
+ 12. Ctrl-C while the forkserver starts, while a worker starts, mid-work, during option parsing
+                                        -> "interrupted", exit 130, no traceback, no process left, nothing
+                                           committed after it
 """
 
 from __future__ import annotations
@@ -525,17 +527,38 @@ def test_kill_9_of_preprocess_leaves_no_process(long_dataset, tmp_path):
     assert not _alive(family) and _journal_lines(out) == lines
 
 
-@pytest.mark.parametrize("moment", ["worker start-up", "mid-work"])
+def _signal_mask(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith(field + ":")).split()[1], 16)
+
+
+def _forkserver_of(parent: int) -> set[int]:
+    table = _process_table()
+    out = set()
+    for p, (ppid, _) in table.items():
+        if ppid == parent:
+            try:
+                if b"multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_bytes():
+                    out.add(p)
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.parametrize("moment", ["forkserver start-up", "worker start-up", "mid-work"])
 def test_ctrl_c_prints_one_line_and_leaves_no_process(long_dataset, tmp_path, moment):
     out = tmp_path / "cache"
     child = _start_preprocess(long_dataset, out)
     family: set[int] = set()
     try:
-        if moment == "worker start-up":  # the first worker forked, not yet set up
+        if moment == "forkserver start-up":  # a new interpreter, importing its modules
+            _wait_for(lambda: _forkserver_of(child.pid) or child.poll() is not None, 300, "the forkserver")
+            for server in _forkserver_of(child.pid):  # it starts with SIGINT blocked (then ignores it)
+                assert _signal_mask(server, "SigBlk") & (1 << (signal.SIGINT - 1)), "the forkserver takes SIGINT"
+        elif moment == "worker start-up":  # the first worker forked, not yet set up
             _wait_for(lambda: _workers_of(child.pid) or child.poll() is not None, 300, "a worker")
             for worker in _workers_of(child.pid):  # Ctrl-C is the command's: ignored from the fork on
-                status = Path(f"/proc/{worker}/status").read_text()
-                ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+                ignored = _signal_mask(worker, "SigIgn")
                 assert ignored & (1 << (signal.SIGINT - 1)), f"worker {worker} does not ignore SIGINT"
                 # nothing multiprocessing prints while a worker starts (a SemLock gone during an interrupt)
                 # reaches the terminal: the forkserver's stderr, which its children inherit, is /dev/null
@@ -577,3 +600,17 @@ def test_a_worker_whose_command_is_gone_commits_nothing(tmp_path):
     with cachemod.CacheLock(path):  # held by its owner: the commit goes through
         write(os.getpid()).commit({"subject": "S9"})
     assert "late" in cachemod.live_entries(path)
+
+
+def test_ctrl_c_while_typer_parses_options_prints_the_line(monkeypatch, capsys):
+    """Typer turns a KeyboardInterrupt during option parsing into a silent exit 130; the CLI says it."""
+    from aubench_cli import cli
+
+    def typer_interrupted():
+        raise SystemExit(130)
+
+    monkeypatch.setattr(cli, "app", typer_interrupted)
+    monkeypatch.setitem(cli._reported, "interrupt", False)
+    with pytest.raises(SystemExit) as exc:
+        cli.run()
+    assert exc.value.code == 130 and "interrupted" in capsys.readouterr().err
