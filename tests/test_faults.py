@@ -19,7 +19,7 @@ unwritable outputs (a read-only folder, for a process without CAP_DAC_OVERRIDE):
   7. preprocess --out, train --out, train --resume, eval's run folder, synth OUT, report --out
                                         -> one line (what, why, what to do), exit 2, no traceback, nothing
                                            already written lost; resume after access is restored works
-  8. disk full (ENOSPC from the writer's call) in train and preprocess
+  8. disk full (ENOSPC from the writer's call) in train and preprocess; a path too long
                                         -> one line, exit 1; last.pt / finished videos intact, no temp left
 failed train:
   9. bad --norm / --arch / --balance / --aug / --frames-frac, unbalanceable AUs, a damaged cache
@@ -614,3 +614,9 @@ def test_ctrl_c_while_typer_parses_options_prints_the_line(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.run()
     assert exc.value.code == 130 and "interrupted" in capsys.readouterr().err
+
+
+def test_a_path_too_long_is_one_line(dataset, small, tmp_path):
+    long = tmp_path / ("x" * 300)  # one name longer than any file system takes (255 bytes)
+    _one_line_error(_preprocess(dataset, long), 2, "the path is too long", "choose a shorter")
+    _one_line_error(_train(small, long / "run"), 2, "the path is too long")
