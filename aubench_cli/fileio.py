@@ -6,16 +6,49 @@ Bottom layer: every other module may use it; it uses only the standard library.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` or what it held before, never a part: a failed write (a full disk) leaves no temp."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise named(exc, path) from exc
+        raise
+
+
+def named(exc: OSError, path: str | Path) -> OSError:
+    """The same error with the path it happened on (a failed write() or fsync() names none; the message should)."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise the OSError a write would meet in folder ``path`` (or, when it does not exist yet, in the nearest
+    folder above it that does): checked by creating and removing a probe file, before any work."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".aubench-write-check-", dir=folder)
+    except OSError as exc:  # name the folder, not the probe
+        raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -93,8 +93,9 @@ def frames_bar(label: str, console: Console, as_json: bool) -> Progress:
 
 
 def command(
-    input: Annotated[Path, typer.Argument(
-        metavar="INPUT", help="Dataset folder (generic manifest.csv, DISFA, BP4D or Aff-Wild2 layout).")],
+    input: Annotated[Path | None, typer.Argument(
+        metavar="INPUT", help="Dataset folder (generic manifest.csv, DISFA, BP4D or Aff-Wild2 layout).",
+        show_default=False)] = None,
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="Cache folder to write (created; resumed if it exists).")] = Path("aubench-cache"),
     format: Annotated[InputFormat, typer.Option(
@@ -115,9 +116,17 @@ def command(
         "--splits", help="Train,val,test shares of subjects (the paper's by default).")] = "0.74,0.11,0.15",
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Rebuild an existing cache made with other settings.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Check the cache at --out without writing: every video's size and checksum, the journal "
+        "against the header; exit 1 when something is damaged or missing (INPUT not needed).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Align the faces of a dataset folder into a cache."""
+    if verify:
+        return _verify(out, as_json)
+    if input is None:
+        raise UsageError("missing INPUT, the dataset folder", "aubench preprocess INPUT [--out CACHE]; "
+                         "or --verify to check a cache")
     format = value(format)  # type: ignore[assignment]
     if format not in ("auto", *LAYOUTS):
         raise UsageError(f"unknown --format {format!r}", suggest(format, ("auto", *LAYOUTS)))
@@ -153,6 +162,30 @@ def command(
     stderr.file.flush()
     if summary["failures"] or summary.get("strict_failed"):
         raise typer.Exit(1)
+
+
+def _verify(out: Path, as_json: bool) -> None:
+    """``--verify``: the cache checked, nothing written; exit 1 when a video or the journal is damaged."""
+    from aubench_cli.data.cache import verify_cache
+
+    stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+    report = verify_cache(out)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    for d in report["damaged"]:
+        stderr.print(_line("damaged", "red", f"{d['video']}: {d['reason']}"))
+    if report["journal"]:
+        stderr.print(_line("journal", "yellow", report["journal"]))
+    if report["ok"]:
+        stderr.print(Text.assemble((str(out), "bold"), f": {report['videos']} videos, {report['frames']} frames: "
+                                                       "sizes and checksums intact"))
+        return
+    n = len(report["damaged"])
+    problems = ([f"{n} of {report['videos']} videos damaged or missing"] if n else []) + (
+        [report["journal"]] if report["journal"] else [])
+    stderr.print(_line("error:", "bold red", f"cache {out}: {'; '.join(problems)} - re-run '{report['fix']}' to "
+                       "repair it (only what is damaged is redone)"))
+    raise typer.Exit(1)
 
 
 def _line(tag: str, style: str, text: str) -> Text:

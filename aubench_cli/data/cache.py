@@ -50,6 +50,7 @@ import numpy as np
 
 from aubench_cli import __version__
 from aubench_cli.errors import UsageError
+from aubench_cli.fileio import named
 
 try:  # POSIX; elsewhere the locks fall back to exclusive-create lock files
     import fcntl
@@ -126,6 +127,10 @@ def read_header(path: Path) -> dict:
     path = Path(path)
     header_path = path / HEADER_FILE
     if not header_path.is_file():
+        if headless_cache(path):
+            raise UsageError(
+                f"cache {path} has lost its header {HEADER_FILE} (deleted?): its settings are unknown, so its videos "
+                "cannot be read or resumed", f"rebuild it with 'aubench preprocess INPUT --out {path} --overwrite'")
         if path.is_dir() and any(p.name not in (LOCK_FILE, APPEND_LOCK_FILE) for p in path.iterdir()):
             raise UsageError(
                 f"{path} is not an aubench cache (no {HEADER_FILE})", "give the --out folder of 'aubench preprocess'"
@@ -135,7 +140,8 @@ def read_header(path: Path) -> dict:
         header = json.loads(header_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(
-            f"{header_path} cannot be read: {exc}", f"re-run 'aubench preprocess INPUT --out {path} --overwrite'"
+            f"the cache header {header_path} is damaged ({exc}): the cache's settings are unknown",
+            f"rebuild it with 'aubench preprocess INPUT --out {path} --overwrite'"
         ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise UsageError(f"{header_path} is not an aubench cache header", "give the --out folder of 'aubench preprocess'")
@@ -146,6 +152,12 @@ def read_header(path: Path) -> dict:
             f"re-run 'aubench preprocess INPUT --out {path} --overwrite' to rebuild it",
         )
     return header
+
+
+def headless_cache(path: Path) -> bool:
+    """A folder that holds a cache's journal or packed files but no header (deleted or never written)."""
+    path = Path(path)
+    return not (path / HEADER_FILE).exists() and any((path / f).exists() for f in _DATA_FILES)
 
 
 def _shape_of(cache_dir: Path) -> tuple[int, int]:
@@ -243,6 +255,36 @@ class CacheLock:
         self._fd = None
 
 
+class OwnerGone(RuntimeError):
+    """The process that holds (held) the cache's lock for this writer is gone: nothing may be written."""
+
+
+def check_owner(cache_dir: Path, owner: int | None) -> None:
+    """Raise ``OwnerGone`` unless process ``owner`` still holds the cache's writer lock (``None``: no owner to
+    check, a writer used on its own). A worker whose command died, or left after an error, commits nothing."""
+    if owner is None:
+        return
+    lock = Path(cache_dir) / LOCK_FILE
+    try:
+        holder = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        holder = 0
+    if holder != owner or not pid_alive(owner):
+        raise OwnerGone(f"the lock of {cache_dir} is no longer held by process {owner}: not writing")
+    if fcntl is None:  # pragma: no cover - Windows: the pid is the lock
+        return
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # held (by the owner, whose pid it holds): write
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise OwnerGone(f"the lock of {cache_dir} is no longer held by process {owner}: not writing")
+    finally:
+        os.close(fd)
+
+
 # -- the journal ----------------------------------------------------------------------------------------------------
 
 
@@ -277,17 +319,23 @@ def _journal_tail(path: Path) -> tuple[int, dict | None]:
 def _committed_rows(path: Path) -> tuple[int, int]:
     """(journal bytes, rows the packed files hold up to the last committed video)."""
     size, last = _journal_tail(path)
+    if last is not None and not isinstance(last.get("end") if isinstance(last, dict) else None, int):
+        last = None
     if last is None and size:  # the last complete line does not parse (damaged bytes): ask every line
         return size, max((int(e.get("end", 0)) for e in read_journal(path)), default=0)
     return size, int(last["end"]) if last else 0
 
 
 def _repair_tail(path: Path) -> None:
-    """Under the append lock: cut a half-written journal line and packed rows past the last commit."""
+    """Under the append lock: cut a half-written journal line and packed rows past the last commit, and drop
+    damaged journal lines (bytes changed on disk; the videos they named are redone as never written)."""
     size, end = _committed_rows(path)
     journal = path / JOURNAL_FILE
     if journal.exists() and journal.stat().st_size != size:
         os.truncate(journal, size)
+    entries, damaged = _read_journal(path)
+    if damaged:
+        _write_journal(path, entries)
     k, s = _shape_of(path)
     for name, dtype, shape in _columns(k, s).values():
         f = path / name
@@ -333,30 +381,102 @@ def _append_line(path: Path, entry: dict, sync: bool = True) -> None:
 
 
 def read_journal(cache_dir: str | Path) -> list[dict]:
-    """Every complete journal line, in order (a half-written last line is left out)."""
+    """Every complete journal line, in order (a half-written last line is left out, damaged lines skipped)."""
+    return _read_journal(Path(cache_dir))[0]
+
+
+_ENTRY_KEYS = ("id", "end")
+
+
+def _read_journal(cache_dir: Path) -> tuple[list[dict], int]:
+    """(complete, well-formed journal lines in order, how many complete lines were damaged and skipped)."""
     journal = Path(cache_dir) / JOURNAL_FILE
     if not journal.is_file():
-        return []
-    out = []
+        return [], 0
+    out, damaged = [], 0
     with open(journal, "rb") as fh:
         for raw in fh:
             if not raw.endswith(b"\n"):
                 break
             try:
-                out.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-    return out
+                entry = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                entry = None
+            if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS) or (
+                    not entry.get("removed") and any(k not in entry for k in ("n", "row", "checksum"))):
+                damaged += 1
+                continue
+            out.append(entry)
+    return out, damaged
 
 
 def live_entries(cache_dir: str | Path) -> dict[str, dict]:
     """Finished videos by id, from the journal (the last line of an id wins; ``removed`` drops it), in row order."""
+    return _live(read_journal(cache_dir))
+
+
+def _live(lines: list[dict]) -> dict[str, dict]:
     entries: dict[str, dict] = {}
-    for e in read_journal(cache_dir):
+    for e in lines:
         entries.pop(e["id"], None)
         if not e.get("removed"):
             entries[e["id"]] = e
     return dict(sorted(entries.items(), key=lambda kv: kv[1]["row"]))
+
+
+def _write_journal(cache_dir: Path, lines: list[dict]) -> None:
+    """Replace the journal with these lines, atomically (a temp file, fsync, one rename)."""
+    tmp = Path(cache_dir) / f".{JOURNAL_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "wb") as out:
+        for e in lines:
+            out.write((json.dumps(e, separators=(",", ":")) + "\n").encode())
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, Path(cache_dir) / JOURNAL_FILE)
+    _fsync_dir(Path(cache_dir))
+
+
+def _same_videos(entries: dict[str, dict], listing: dict[str, list]) -> bool:
+    """Whether the journal's live videos are exactly the listing's (ids, frame counts, checksums)."""
+    listed = {v: (int(n), c) for v, n, c in zip(listing["id"], listing["frames"], listing["checksum"])}
+    return listed == {v: (int(e["n"]), e["checksum"]) for v, e in entries.items()}
+
+
+def restore_journal(cache_dir: str | Path) -> list[str]:
+    """Before a run on a finished cache: when the journal no longer holds every video of the header's listing
+    (deleted, cut short or damaged since the run that wrote the listing), rewrite it from the listing. The
+    videos' bytes are checked against their checksums afterwards like any other; a video whose journal line was
+    lost also lost its input fingerprint, so it is kept as it is (``input`` null) until its input changes by
+    name. Returns the ids whose lines were restored."""
+    cache_dir = Path(cache_dir)
+    header = read_header(cache_dir)
+    listing = header.get("videos")
+    if not listing:
+        return []
+    with _flock(cache_dir / APPEND_LOCK_FILE):
+        lines, damaged = _read_journal(cache_dir)
+        live = _live(lines)
+        try:
+            size = (cache_dir / JOURNAL_FILE).stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if _same_videos(live, listing) or not (damaged or size < int(header.get("journal_bytes") or 0)):
+            return []  # intact, or newer than the listing (commits after it)
+        rows = [int(r) for r in listing["row"]]
+        ends = [r + int(n) for r, n in zip(rows, listing["frames"])]
+        end = max(ends, default=0)
+        lines, restored = [], []
+        for vid, subject, n, row, checksum in sorted(zip(listing["id"], listing["subject"], listing["frames"], rows,
+                                                         listing["checksum"]), key=lambda t: t[3]):
+            old = live.get(vid)
+            same = old is not None and (int(old["n"]), int(old["row"]), old["checksum"]) == (int(n), row, checksum)
+            if not same:
+                restored.append(vid)
+            lines.append({"id": vid, "subject": subject, "n": int(n), "row": row, "end": end, "checksum": checksum,
+                          "input": old.get("input") if same else None, "written": old.get("written") if same else now(),
+                          **({} if same else {"restored": True})})
+        _write_journal(cache_dir, lines)
+    return restored
 
 
 def finished_videos(cache_dir: Path) -> set[str]:
@@ -392,8 +512,10 @@ class VideoWriter:
     lists until commit.
     """
 
-    def __init__(self, cache_dir: Path, video_id: str, n_aus: int, size: int = 96, sync: bool = True):
+    def __init__(self, cache_dir: Path, video_id: str, n_aus: int, size: int = 96, sync: bool = True,
+                 owner: int | None = None):
         self.cache = Path(cache_dir)
+        self.owner = owner  # pid of the process holding the cache's lock for this writer (a worker's command)
         self.sync = sync  # fsync before journaling; only a benchmark building a throw-away cache turns it off
         self._sparse = False
         self.video_id = video_id
@@ -481,35 +603,47 @@ class VideoWriter:
         checksum = ("sparse:" if self._sparse else "") + self._hash.hexdigest()
         columns = _columns(self.n_aus, self.size)
         with _flock(self.cache / APPEND_LOCK_FILE):
+            check_owner(self.cache, self.owner)
             journal_size, row = _committed_rows(self.cache)
             for name, (file, dtype, shape) in columns.items():
                 offset = row * _row_bytes(dtype, shape)
                 fd = os.open(self.cache / file, os.O_WRONLY | os.O_CREAT, 0o644)
                 try:
-                    if name == "images" and self._sparse:
-                        os.ftruncate(fd, offset)  # drop a dead tail, so the hole below reads as zeros
-                        os.ftruncate(fd, offset + self.count * _row_bytes(dtype, shape))
-                    elif name == "images":
-                        if self._images is not None:
-                            with open(self.tmp, "rb") as src:
-                                pos = offset
-                                while chunk := src.read(1 << 22):
-                                    pos += os.pwrite(fd, chunk, pos)
-                    else:
-                        os.pwrite(fd, small[name].tobytes(), offset)
-                    if self.sync:
-                        os.fsync(fd)
+                    self._write_rows(fd, name, offset, dtype, shape, small)
+                except OSError as exc:  # a full disk: say which file (rows past the journal's end are never read)
+                    raise named(exc, self.cache / file) from exc
                 finally:
                     os.close(fd)
             entry = {"id": self.video_id, "subject": meta.get("subject"), "n": self.count, "row": row,
                      "end": row + self.count, "checksum": checksum, "input": input_fingerprint, "written": now()}
-            _trim_partial_line(self.cache / REPORTS_FILE)
-            _append_line(self.cache / REPORTS_FILE, {**meta, "video": self.video_id, "n": self.count,
-                                                     "checksum": checksum, "written": entry["written"]}, self.sync)
-            _trim_partial_line(self.cache / JOURNAL_FILE, journal_size)
-            _append_line(self.cache / JOURNAL_FILE, entry, self.sync)
+            try:
+                _trim_partial_line(self.cache / REPORTS_FILE)
+                _append_line(self.cache / REPORTS_FILE, {**meta, "video": self.video_id, "n": self.count,
+                                                         "checksum": checksum, "written": entry["written"]}, self.sync)
+                check_owner(self.cache, self.owner)  # the rows are written; the journal line is the commit
+                _trim_partial_line(self.cache / JOURNAL_FILE, journal_size)
+                _append_line(self.cache / JOURNAL_FILE, entry, self.sync)
+            except OSError as exc:
+                raise named(exc, self.cache / JOURNAL_FILE) from exc
         self.tmp.unlink(missing_ok=True)
         return entry
+
+    def _write_rows(self, fd: int, name: str, offset: int, dtype: np.dtype, shape: tuple[int, ...],
+                    small: dict[str, np.ndarray]) -> None:
+        """One packed file's rows of this video, at ``offset``, fsynced."""
+        if name == "images" and self._sparse:
+            os.ftruncate(fd, offset)  # drop a dead tail, so the hole below reads as zeros
+            os.ftruncate(fd, offset + self.count * _row_bytes(dtype, shape))
+        elif name == "images":
+            if self._images is not None:
+                with open(self.tmp, "rb") as src:
+                    pos = offset
+                    while chunk := src.read(1 << 22):
+                        pos += os.pwrite(fd, chunk, pos)
+        else:
+            os.pwrite(fd, small[name].tobytes(), offset)
+        if self.sync:
+            os.fsync(fd)
 
     def abort(self) -> None:
         if self._images is not None and not self._images.closed:
@@ -551,7 +685,7 @@ def prepare_cache(cache_dir: Path, header: dict, overwrite: bool = False) -> tup
     if cache_dir.exists() and not cache_dir.is_dir():
         raise UsageError(f"--out {cache_dir} is a file", "give a folder for the cache")
     if cache_dir.is_dir() and any(p.name not in (LOCK_FILE, APPEND_LOCK_FILE) for p in cache_dir.iterdir()):
-        if not (cache_dir / HEADER_FILE).is_file():
+        if not (cache_dir / HEADER_FILE).is_file() and not headless_cache(cache_dir):
             raise UsageError(f"--out {cache_dir} is a non-empty folder that is not an aubench cache", "choose another --out")
         if overwrite:
             shutil.rmtree(cache_dir / STAGING_DIR, ignore_errors=True)
@@ -559,7 +693,7 @@ def prepare_cache(cache_dir: Path, header: dict, overwrite: bool = False) -> tup
                 (cache_dir / name).unlink(missing_ok=True)
             shutil.rmtree(cache_dir / "shards", ignore_errors=True)  # a format-1 cache being rebuilt
             (cache_dir / "index.npz").unlink(missing_ok=True)
-            (cache_dir / HEADER_FILE).unlink()
+            (cache_dir / HEADER_FILE).unlink(missing_ok=True)
         else:
             old = read_header(cache_dir)
             for key in COMPATIBLE_KEYS:
@@ -691,6 +825,129 @@ def _finish_compaction(cache_dir: Path) -> None:
 
 
 # -- reading --------------------------------------------------------------------------------------------------------
+
+
+def missing_videos(path: Path, table: dict[str, list], k: int, size: int) -> dict[str, str]:
+    """Videos of ``table`` (the listing's columns) whose rows lie past the end of a packed file, with what is
+    missing: one ``stat`` per file, nothing read."""
+    path = Path(path)
+    rows = np.asarray(table["row"], dtype=np.int64)
+    counts = np.asarray(table["frames"], dtype=np.int64)
+    ends = rows + counts
+    out: dict[str, str] = {}
+    for file, dtype, shape in _columns(k, size).values():
+        try:
+            have = (path / file).stat().st_size
+        except FileNotFoundError:
+            have = None
+        rb = _row_bytes(dtype, shape)
+        avail = 0 if have is None else have // rb
+        for i in np.flatnonzero((ends > avail) & (counts > 0)).tolist():
+            out.setdefault(table["id"][i], f"{file} is missing" if have is None else
+                           f"{file} holds {avail} rows, the video needs rows {rows[i]}-{ends[i] - 1}")
+    return out
+
+
+def verify_videos(path: str | Path, table: dict[str, list] | None = None, full: bool = True) -> dict[str, str]:
+    """Damaged or missing videos: {id: what is wrong}. Sizes first (``missing_videos``), then, with ``full``,
+    every other video's bytes hashed against its checksum (reads the whole cache once, sequentially).
+    ``table``: the videos to check (by default every finished video of the journal)."""
+    path = Path(path)
+    k, size = _shape_of(path)
+    if table is None:
+        table = _table_from_entries(live_entries(path))
+    bad = missing_videos(path, table, k, size)
+    if not full:
+        return bad
+    columns = _columns(k, size)
+    fds: dict[str, int] = {}
+    try:
+        for name, (file, _, _) in columns.items():
+            if (path / file).exists():
+                fds[name] = os.open(path / file, os.O_RDONLY)
+        for vid, row, n, checksum in zip(table["id"], table["row"], table["frames"], table["checksum"]):
+            if vid in bad:
+                continue
+            sparse = str(checksum).startswith("sparse:")
+            h = hashlib.blake2b(digest_size=16)
+            for name, (file, dtype, shape) in columns.items():
+                if name == "images" and sparse:
+                    continue
+                rb = _row_bytes(dtype, shape)
+                pos, left = int(row) * rb, int(n) * rb
+                while left:
+                    chunk = os.pread(fds[name], min(left, 1 << 22), pos) if name in fds else b""
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    pos, left = pos + len(chunk), left - len(chunk)
+            if ("sparse:" if sparse else "") + h.hexdigest() != checksum:
+                bad[vid] = "its bytes do not match its checksum"
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return bad
+
+
+def damaged_error(path: Path, header: dict, damaged: dict[str, str]) -> UsageError:
+    """The one-line error for listed videos whose data is missing or damaged, with the command that redoes them."""
+    names = list(damaged)
+    shown = ", ".join(f"{v} ({damaged[v]})" for v in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return UsageError(f"cache {path} is damaged: {len(names)} video{'s' if len(names) != 1 else ''} with missing or "
+                      f"damaged data: {shown}{more}", f"re-run '{_rerun_command(path, header)}' to redo them")
+
+
+def _rerun_command(path: Path, header: dict) -> str:
+    import shlex
+
+    source = (header.get("source") or {}).get("path")
+    return f"aubench preprocess {shlex.quote(source) if source else 'INPUT'} --out {shlex.quote(str(path))}"
+
+
+def _video_table(path: Path, header: dict) -> tuple[dict[str, list], str | None]:
+    """The finished videos to read, and what is wrong with the journal (or None).
+
+    The header's listing when the journal is the size it recorded (a finished run); else the journal (a run going
+    on or interrupted, or the crash window of a compaction, where the journal holds the listing's videos at new
+    rows); but the listing when the journal lost some of its videos since (deleted, cut, damaged): the listing is
+    the record of the finished run, and the next ``aubench preprocess`` restores the journal from it. (A journal
+    longer than recorded has commits newer than the listing: it is read.)"""
+    listing = header.get("videos")
+    try:
+        journal_size = (path / JOURNAL_FILE).stat().st_size
+    except FileNotFoundError:
+        journal_size = 0
+    if listing is not None and header.get("journal_bytes") == journal_size:
+        return listing, None
+    lines, damaged = _read_journal(path)
+    entries = _live(lines)
+    shorter = listing is not None and journal_size < int(header.get("journal_bytes") or 0)
+    if shorter and not _same_videos(entries, listing):
+        lost = len(set(listing["id"]) - set(entries))
+        return listing, (f"the journal {JOURNAL_FILE} lost {lost} of the listed videos" if lost else
+                         f"the journal {JOURNAL_FILE} disagrees with the header's listing")
+    if damaged and listing is None:
+        raise UsageError(f"cache {path} is damaged: {damaged} line{'s' if damaged != 1 else ''} of its journal "
+                         f"{JOURNAL_FILE} cannot be read", f"re-run '{_rerun_command(path, header)}' to redo the "
+                         "videos they named")
+    return _table_from_entries(entries), (f"{damaged} damaged journal lines" if damaged else None)
+
+
+def verify_cache(path: str | Path) -> dict:
+    """``aubench preprocess --verify``: every finished video checked (sizes, then bytes against checksums), and the
+    journal against the header; writes nothing. Returns ``{"cache", "videos", "frames", "damaged": [{"video",
+    "reason"}], "journal": problem or None, "ok", "fix"}``."""
+    path = Path(path)
+    header = read_header(path)
+    if _pending_compaction(path) is not None:
+        return {"cache": str(path), "videos": 0, "frames": 0, "damaged": [], "ok": False,
+                "journal": "a compaction was interrupted", "fix": _rerun_command(path, header)}
+    table, journal = _video_table(path, header)
+    damaged = verify_videos(path, table, full=True)
+    return {"cache": str(path), "videos": len(table["id"]), "frames": int(sum(int(n) for n in table["frames"])),
+            "damaged": [{"video": v, "reason": r} for v, r in damaged.items()], "journal": journal,
+            "ok": not damaged and journal is None, "fix": _rerun_command(path, header)}
 
 
 def _memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...], rows: int, random_access: bool = False) -> np.ndarray:
@@ -867,6 +1124,9 @@ class Cache:
         self.checksums: list[str] = list(table["checksum"])
         self.video_offsets = np.concatenate([[0], np.cumsum(self.video_counts)]).astype(np.int64)
         n = int(self.video_offsets[-1])
+        missing = missing_videos(self.path, table, k, size)  # a stat per file: every listed video's rows are there
+        if missing:
+            raise damaged_error(self.path, header, missing)
         rows = int((self.video_rows + self.video_counts).max()) if len(self.videos) else 0
         contiguous = bool(np.array_equal(self.video_rows, self.video_offsets[:-1]))
         position = None if contiguous else _ranges(self.video_rows, self.video_counts)
@@ -947,9 +1207,9 @@ class Cache:
                         break
                     try:
                         r = json.loads(raw)
-                    except json.JSONDecodeError:
-                        break
-                    if wanted.get(r.get("video")) == r.get("checksum"):
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        continue  # a damaged line loses that report only
+                    if isinstance(r, dict) and wanted.get(r.get("video")) == r.get("checksum"):
                         out[r["video"]] = r
         return {v: out.get(v, {"video": v, "subject": s, "n": int(c)})
                 for v, s, c in zip(self.videos, self.video_subject, self.video_counts)}
@@ -1007,7 +1267,8 @@ def _table_from_entries(entries: dict[str, dict]) -> dict[str, list]:
 
 
 def open_cache(path: str | Path) -> Cache:
-    """Open a cache written by ``aubench preprocess`` (UsageError with the fix when missing or incompatible).
+    """Open a cache written by ``aubench preprocess`` (UsageError with the fix when missing, incompatible, or when
+    a listed video's rows are missing from a packed file: checked by size, cheaply; ``verify_cache`` hashes).
 
     Reads the video listing from ``cache.json`` when the journal is the size the header recorded (a finished
     run), else from the journal itself (a run still going, or one that was interrupted)."""
@@ -1016,14 +1277,7 @@ def open_cache(path: str | Path) -> Cache:
     if _pending_compaction(path) is not None:
         raise UsageError(f"cache {path} was being compacted when its writer stopped",
                          "re-run the same 'aubench preprocess' command to finish it (no video is redone)")
-    listing = header.get("videos")
-    try:
-        journal_size = (path / JOURNAL_FILE).stat().st_size
-    except FileNotFoundError:
-        journal_size = 0
-    if listing is not None and header.get("journal_bytes") == journal_size:
-        return Cache(path, header, listing)
-    return Cache(path, header, _table_from_entries(live_entries(path)))
+    return Cache(path, header, _video_table(path, header)[0])
 
 
 def cache_identity(cache_or_path: Cache | str | Path) -> str:

@@ -12,6 +12,7 @@ and reported, never shifted. Progress goes to an optional callback; the result i
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -29,6 +30,7 @@ from aubench_cli import __version__
 from aubench_cli.data.cache import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    HEADER_FILE,
     CacheLock,
     VideoWriter,
     consolidate,
@@ -39,7 +41,10 @@ from aubench_cli.data.cache import (
     read_video,
     record_input,
     remove_video,
+    restore_journal,
+    verify_videos,
 )
+from aubench_cli.data.workers import die_with_parent, ignore_interrupts
 from aubench_cli.data.fingerprint import changed, content_hash, fingerprint, stat_key
 from aubench_cli.data.splits import split_report, split_subjects
 from aubench_cli.errors import UsageError
@@ -183,6 +188,8 @@ def _init_worker(progress_queue, threads: int = 1) -> None:
     """Pool worker set-up: one thread for OpenCV and the math libraries (processes give the parallelism, and
     oversubscribed threads slow all of them), progress reported through the queue."""
     global _progress_queue
+    ignore_interrupts()  # Ctrl-C is the command's: it kills its workers (data/workers.py)
+    die_with_parent()  # and a command killed outright takes them with it
     _silence_native_stderr()  # a pool worker: nothing of ours goes to stderr, mediapipe's chatter does
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -249,7 +256,7 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         frame_key = _frame_key(task.get("layout", "generic"), video.path, table)
         key_is_number = table.key == "number"
         row_of = {int(k): i for i, k in enumerate(table.frames)}
-        writer = VideoWriter(Path(task["cache"]), video.id, len(table.au_names))
+        writer = VideoWriter(Path(task["cache"]), video.id, len(table.au_names), owner=task.get("owner"))
         stats: dict[str, Any] = {}
         seen_keys: list[int] = []
         unlabelled: list[int] = []
@@ -296,6 +303,10 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         writer = None
     except VideoError as exc:
         report.update(status="failed", error=str(exc))
+    except OSError as exc:
+        if fatal_write_error(exc):  # a full disk or a read-only cache fails every video: stop the run
+            raise
+        report.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a decoder or mediapipe failure on one video must not stop the others
         report.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -303,6 +314,14 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
             writer.abort()
     report["seconds"] = round(time.perf_counter() - start, 3)
     return report
+
+
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def fatal_write_error(exc: BaseException) -> bool:
+    """An OSError no other video would escape (disk full, quota, read-only file system): the run stops on it."""
+    return isinstance(exc, OSError) and exc.errno in FATAL_ERRNOS
 
 
 def _frame_key(layout: str, path: Path, table: LabelTable) -> Callable[[int, int], int]:
@@ -427,15 +446,18 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         "splits": {"source": split_source, "seed": options.split_seed, "proportions": list(options.splits)},
         "subjects": subjects,
     }
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the cache folder {out}: {exc.strerror}", "choose a writable --out") from None
+    out.mkdir(parents=True, exist_ok=True)  # an OSError here is the CLI's one line (errors.from_os_error)
     with CacheLock(out):
+        restored = [] if options.overwrite or not (out / HEADER_FILE).is_file() else restore_journal(out)
         done, removed = prepare_cache(out, header, options.overwrite)
+        damaged = verify_videos(out)  # sizes, then every video's bytes against its checksum
+        for vid in damaged:
+            remove_video(out, vid)
+        done -= set(damaged)
         # the video's content hash is taken by the worker that reads it anyway; labels are hashed when compared
         inputs = {v.id: {"video": {"stat": stat_key(v.path), "hash": None}, "labels": None} for v in videos}
         todo, rerun = _plan_rerun(out, videos, tables, inputs)
+        _note_repairs(rerun, damaged, restored, {v.id for v in videos})
         # longest first, so one long video does not run alone at the end
         todo.sort(key=lambda v: -len(tables[v.id].frames))
         tasks = [
@@ -447,6 +469,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
                 "face_side": _face_side(listing.layout, v),
                 "min_confidence": options.min_confidence,
                 "input": inputs[v.id],
+                "owner": os.getpid(),  # a worker commits only while this process holds the cache's lock
             }
             for v in todo
         ]
@@ -467,7 +490,9 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         for split, info in realised.items():
             summary["splits"][split].update(share=info["share"], wanted=info["wanted"])
         summary["videos"].update(labels_refreshed=len(rerun["refreshed"]), redone=len(rerun["redone"]))
-        summary["reruns"] = {k: rerun[k] for k in ("refreshed", "redone", "realigned", "touched", "removed")}
+        summary["videos"]["repaired"] = len(rerun["repaired"])
+        summary["reruns"] = {k: rerun[k] for k in ("refreshed", "redone", "realigned", "touched", "removed",
+                                                  "repaired", "journal_restored")}
         summary["split_warnings"] = split_warnings
         summary["notes"] = rerun["notes"] + split_warnings
         summary.update(label_report(labels, options.strict))
@@ -576,6 +601,25 @@ def _plan_rerun(out: Path, videos: list[VideoSource], tables: dict[str, LabelTab
         notes.append(f"{plural(len(rerun['removed']))} no longer in the dataset (or without usable labels): "
                      "removed from the cache")
     return todo, rerun
+
+
+def _note_repairs(rerun: dict, damaged: dict[str, str], restored: list[str], in_dataset: set[str]) -> None:
+    """What the checks before the run found and did: damaged or missing videos (redone), lost journal lines."""
+    redone = [v for v in damaged if v in in_dataset]
+    rerun["repaired"] = redone
+    rerun["journal_restored"] = restored
+    notes = []
+    if redone:
+        notes.append(f"{len(redone)} video{'s' if len(redone) != 1 else ''} damaged or missing: redone "
+                     f"({', '.join(redone[:5])}{', ...' if len(redone) > 5 else ''})")
+    gone = len(damaged) - len(redone)
+    if gone:
+        notes.append(f"{gone} damaged video{'s' if gone != 1 else ''} no longer in the dataset: removed")
+    if restored:
+        notes.append(f"the journal had lost {len(restored)} of the header's videos: restored from the header (their "
+                     "bytes match their checksums; their input fingerprints are lost, so a later change of their "
+                     "files is not seen: --overwrite redoes everything)")
+    rerun["notes"][:0] = notes
 
 
 def _refresh_labels(out: Path, cache, video: VideoSource, table: LabelTable, fp: dict) -> bool:
@@ -704,21 +748,35 @@ def run_pool(tasks: list[dict], workers: int, work: Callable[[dict], dict], fail
                     report = fut.result()
                 except BrokenProcessPool:
                     report = failed(task, "a worker process died while processing it (re-run to resume)")
+                except OSError as exc:
+                    if fatal_write_error(exc):
+                        raise
+                    report = failed(task, f"{type(exc).__name__}: {exc}")
                 except Exception as exc:  # noqa: BLE001 - reported per video
                     report = failed(task, f"{type(exc).__name__}: {exc}")
                 reports.append(report)
                 on_event({"event": "video", **short(report)})
         _drain(events, on_event)
     except BaseException:
+        _kill_workers(executor)  # they ignore Ctrl-C; a worker killed mid-video leaves nothing visible
         executor.shutdown(wait=False, cancel_futures=True)
         raise
     executor.shutdown(wait=True)
     return reports
 
 
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 # Imported once by the forkserver; a wrong name here is swallowed by multiprocessing (every worker would then
 # re-import mediapipe itself), so tests import each of them.
-FORKSERVER_PRELOAD = ["aubench_cli.data.preprocess", "aubench_cli.data.align", "cv2", "mediapipe"]
+FORKSERVER_PRELOAD = ["aubench_cli.data.preprocess", "aubench_cli.data.align", "cv2",
+                      "mediapipe"]
 
 
 def _mp_context(preload: list[str] | None = None):
@@ -731,9 +789,29 @@ def _mp_context(preload: list[str] | None = None):
     if method not in mp.get_all_start_methods():
         method = "spawn"
     ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(preload or FORKSERVER_PRELOAD)
+    if method == "forkserver":  # data.workers first: the forkserver's children die with it and ignore Ctrl-C
+        ctx.set_forkserver_preload(["aubench_cli.data.workers", *(preload or FORKSERVER_PRELOAD)])
+        _start_forkserver()
     return ctx
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver now, with SIGINT blocked while it is spawned (as multiprocessing does for its
+    resource tracker): the new interpreter inherits the blocked signal, so a Ctrl-C while it starts up (before
+    data.workers makes it ignore SIGINT) cannot print its import traceback beside the command's one line. A
+    Ctrl-C meanwhile stays pending here and is delivered when the mask is lifted."""
+    import signal
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()  # first: it blocks and then unblocks SIGINT around its own spawn
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _drain(events, on_event: Callable[[dict], None]) -> None:

@@ -32,7 +32,7 @@ from aubench_cli.data import preprocess as prep
 from aubench_cli.data.cache import now
 from aubench_cli.data.labels import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, hidden, is_frame_folder
 from aubench_cli.errors import UsageError
-from aubench_cli.fileio import atomic_write_text
+from aubench_cli.fileio import atomic_write_text, check_writable
 from aubench_cli.training import inference
 
 SIDECAR_FORMAT = "aubench-predictions"
@@ -631,6 +631,7 @@ def run_predict(run: str | Path, inputs: list[str | Path], options: PredictOptio
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the output folder {out}: {exc.strerror}", "choose a writable --out") from None
+    check_writable(out)  # a read-only --out: the CLI's one line now, not a failure per video
 
     tasks, kept, removed = [], [], []
     for v in videos:

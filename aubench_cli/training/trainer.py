@@ -42,7 +42,7 @@ from torch import nn
 from aubench_cli import __version__
 from aubench_cli import config as cfgmod
 from aubench_cli.errors import AubenchError, UsageError, suggest
-from aubench_cli.fileio import atomic_write_bytes, atomic_write_text
+from aubench_cli.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from aubench_cli.models import create_model, get_model_info
 from aubench_cli.models.weights import choose_layout, load_pretrained, load_weights_file
 from aubench_cli.device import keep_host_memory, resolve_device
@@ -555,8 +555,12 @@ def train(
     ddp, device = init_distributed(cfg.train.device)
     keep_host_memory()  # each step re-allocates the same large tensors: reuse them (device.keep_host_memory)
     cfg, run_dir, state = open_run(cfg, out, resume, epochs, overwrite, ddp, cache, log)
+    if ddp.main:
+        check_writable(run_dir)  # an unwritable --out fails now, not at the first checkpoint
     run = set_up(cfg, run_dir, state, ddp, device, log)
     if ddp.main:
+        if state is None:  # the run folder appears only now: settings, cache and AUs are checked
+            _make_run_dir(run_dir, overwrite)
         write_run_record(run)
     if progress:
         total = (cfg.train.epochs - run.start_epoch + 1) * run.steps_per_epoch - run.first_step
@@ -595,7 +599,7 @@ def open_run(cfg: cfgmod.Config, out: str | Path | None, resume: bool, epochs: i
                              f"batches and learning rate depend on that number, and this launch has {ddp.world}",
                              f"resume it with {state.get('world_size', 1)} processes")
     else:
-        _prepare_run_dir(run_dir, overwrite, ddp)
+        _check_run_dir(run_dir, overwrite, ddp)
     _validate(cfg)
     # The layout is resolved once and recorded in config.yaml and the checkpoints (resume and evaluate rebuild it).
     cfg.model.layout, layout_note = choose_layout(cfg.model.arch, cfg.model.layout, pretrained=cfg.model.pretrained
@@ -910,12 +914,19 @@ def _validate(cfg: cfgmod.Config) -> None:
         raise UsageError("--weights and --pretrained both given", "choose one source of weights")
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool, ddp: Dist) -> None:
+def _check_run_dir(run_dir: Path, overwrite: bool, ddp: Dist) -> None:
+    """Refuse an existing run folder unless ``overwrite`` (nothing is created or removed here: ``_make_run_dir``
+    does that once every check has passed)."""
     if not ddp.main:
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UsageError(f"run directory {run_dir} already exists",
-                             f"continue it with --resume {run_dir}, replace it with --overwrite, or pick another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file", "give a folder for the run")
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise UsageError(f"run directory {run_dir} already exists",
+                         f"continue it with --resume {run_dir}, replace it with --overwrite, or pick another --out")
+
+
+def _make_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()) and overwrite:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
