@@ -9,7 +9,7 @@ before and after ``open_cache``); the gather is timed on 200 random batches, eac
 first touch is reported too: on a sparse file it allocates zero pages), then 20 rounds of 100 of them from the
 warm page cache: median and quartiles. Prints a table, or JSON with ``--json``.
 
-    python benchmarks/cache_scale.py [--videos 1,1000,10000,50000] [--frames 200] [--dir /tmp] [--dense]
+    python benchmarks/cache_scale.py [--videos 1,1000,10000,50000] [--frames 200] [--dir /tmp] [--dense] [--shuffled]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from aubench_cli.data.cache import FORMAT_NAME, FORMAT_VERSION, VideoWriter, con
 AUS = [f"AU{i:02d}" for i in (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)]
 
 
-def build(path: Path, videos: int, frames: int, dense: bool) -> float:
+def build(path: Path, videos: int, frames: int, dense: bool, shuffled: bool = False) -> float:
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool_version": "bench", "created": "now",
               "source": {"path": "bench", "layout": "generic"}, "au_names": AUS, "settings": {"crop_size": 96},
               "subjects": {f"p{i:05d}": ("train", "val", "test")[i % 3] for i in range((videos + 4) // 5)}}
@@ -43,7 +43,8 @@ def build(path: Path, videos: int, frames: int, dense: bool) -> float:
     zeros2, eye = np.zeros((frames, 4, 2), np.float32), np.tile(np.eye(2, 3, dtype=np.float32), (frames, 1, 1))
     images = rng.integers(0, 256, (frames, 96, 96), dtype=np.uint8) if dense else None
     start = time.perf_counter()
-    for v in range(videos):
+    order = rng.permutation(videos) if shuffled else range(videos)  # shuffled: as parallel workers commit
+    for v in order:
         w = VideoWriter(path, f"v{v:06d}", len(AUS), sync=False)  # a throw-away cache: no fsync per video
         w.add_block(images, labels, np.arange(frames), np.arange(frames), np.ones(frames, bool), zeros2, eye)
         w.commit({"subject": f"p{v // 5:05d}"}, None)
@@ -103,6 +104,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--dir", default=None, help="where to build the caches (default: a temp folder)")
     parser.add_argument("--dense", action="store_true", help="write real crop bytes instead of holes")
+    parser.add_argument("--shuffled", action="store_true",
+                        help="commit the videos in a random order (as parallel workers do): frames are numbered by "
+                             "video id, so the rows need the row map")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = []
@@ -110,7 +114,7 @@ def main() -> None:
     try:
         for videos in (int(v) for v in args.videos.split(",")):
             path = base / f"c{videos}"
-            build_s = build(path, videos, args.frames, args.dense)
+            build_s = build(path, videos, args.frames, args.dense, args.shuffled)
             disk = sum(f.stat().st_blocks * 512 for f in path.iterdir() if f.is_file()) / 2**20
             results.append({"videos_built": videos, "build_s": round(build_s, 1), "disk_mb": round(disk, 1),
                             "load_1min": os.getloadavg()[0], **probe(path)})
