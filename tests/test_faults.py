@@ -25,7 +25,7 @@ failed train:
   9. bad --norm / --arch / --balance / --aug / --frames-frac, unbalanceable AUs, a damaged cache
                                         -> no run folder is created
 workers:
- 10. kill -9 of a preprocess parent     -> no process of it is left (forkserver, workers)
+ 10. kill -9 of a preprocess or predict parent -> no process of it is left (forkserver, workers)
  11. a worker whose command is gone     -> commits nothing
  12. Ctrl-C while the forkserver starts, while a worker starts, mid-work, during option parsing
                                         -> "interrupted", exit 130, no traceback, no process left, nothing
@@ -525,6 +525,25 @@ def test_kill_9_of_preprocess_leaves_no_process(long_dataset, tmp_path):
     lines = _journal_lines(out)
     assert lines < 6 and open_cache(out).videos  # killed mid-run; what is there reads
     assert not _alive(family) and _journal_lines(out) == lines
+
+
+def test_kill_9_of_predict_leaves_no_process(long_dataset, trained, tmp_path):
+    # predict's workers start from the same forkserver and initializer as preprocess's: they die with the command
+    out = tmp_path / "pred"
+    child = subprocess.Popen([sys.executable, "-m", "aubench_cli", "predict", str(trained),
+                              str(long_dataset / "videos"), "--out", str(out), "--workers", "2"], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    family: set[int] = set()
+    try:
+        _wait_for(lambda: len(_workers_of(child.pid)) >= 2 or child.poll() is not None, 300, "predict's workers")
+        assert child.poll() is None, child.stderr.read()
+        family = _descendants(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+        _wait_for(lambda: not _alive(family), 10, "predict's forkserver and workers to exit after their parent")
+    finally:
+        _kill_all(child, family)
+    assert not _alive(family)
 
 
 def _signal_mask(pid: int, field: str) -> int:
