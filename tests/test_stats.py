@@ -270,3 +270,14 @@ def test_seeds_are_resampled_as_well_as_subjects():
     assert fixed["mean"]["p_value"] < 0.05 <= two["mean"]["p_value"]  # seed luck is not significant
     same = stats.paired_seeds(a, a, rng)
     assert same["mean"]["value"] == 0.0
+
+
+def test_intervals_of_a_proportion_stay_inside_0_1():
+    # two subjects, one nearly perfect and one far worse: the jackknife-t (1 d.f., t = 12.7) reaches past 1
+    from aubench_cli.evaluation.stats import interval, pooled
+
+    counts = np.array([[[99, 100, 99, 100]], [[70, 100, 80, 100]]], dtype=np.int64)  # (C=2, K=1, tp pos tn neg)
+    for result in (interval(counts, np.random.default_rng(0)), pooled(counts, np.random.default_rng(0))):
+        lo, hi = result["mean"]["ci95"]
+        assert 0.0 <= lo <= result["mean"]["value"] <= hi <= 1.0
+        assert hi == 1.0 and result["mean"]["half_width"] > 1.0 - result["mean"]["value"]  # clipped, not shrunk

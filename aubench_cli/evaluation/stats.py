@@ -191,6 +191,15 @@ def summarize(point: np.ndarray, reps: np.ndarray, method: str) -> list[dict[str
     return out
 
 
+def _within_unit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Intervals of a proportion (accuracy, F1) kept inside [0, 1]: a jackknife-t over a few subjects can reach
+    past 1 (2 subjects: t = 12.7). ``half_width`` and ``se`` stay the unclipped ones, the interval's precision."""
+    for item in items:
+        if item.get("ci95"):
+            item["ci95"] = [min(max(v, 0.0), 1.0) for v in item["ci95"]]
+    return items
+
+
 def interval(counts: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES) -> dict[str, Any]:
     """Balanced accuracy per AU and of the mean over AUs, with 95 % intervals over the units of ``counts``
     ``(C, K, 4)``. Returns ``{"method", "units", "per_au": [item per AU], "mean": item}``; each item holds
@@ -203,7 +212,7 @@ def interval(counts: np.ndarray, rng: np.random.Generator, resamples: int = RESA
         return _with_mean(balanced_accuracy(summed.reshape(-1, k, 4)))
 
     point = theta(flat.sum(axis=0)[None])[0]
-    items = _items(flat, theta, point, method, rng, resamples, k, paired=False)
+    items = _within_unit(_items(flat, theta, point, method, rng, resamples, k, paired=False))
     for item, value in zip(items, point):
         item["value"] = None if not np.isfinite(value) else float(value)
     return {"method": method, "units": c, "per_au": items[:k], "mean": items[k]}
@@ -232,7 +241,7 @@ def pooled(counts: np.ndarray, rng: np.random.Generator, metric: str = "f1",
 
     point = theta(flat.sum(axis=0)[None])[0]
     reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
-    items = summarize(point, reps, method)
+    items = _within_unit(summarize(point, reps, method))
     for item, value in zip(items, point):
         item["value"] = None if not np.isfinite(value) else float(value)
     return {"method": method, "units": c, "seeds": s, "metric": metric, "per_au": items[:k], "mean": items[k]}
