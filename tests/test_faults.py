@@ -484,10 +484,15 @@ def _workers_of(parent: int) -> set[int]:
     """The pool's workers: the command's grandchildren forked by its forkserver (not the helper programs an import
     in the forkserver may run, such as ctypes' search for a library with gcc)."""
     table = _process_table()
-    children = {p for p, (ppid, _) in table.items() if ppid == parent}
+    return _forkserver_processes(table, {p for p, (ppid, _) in table.items() if ppid == parent})
+
+
+def _forkserver_processes(table: dict[int, tuple[int, str]], parents: set[int]) -> set[int]:
+    """The live processes whose parent is in ``parents`` and whose command line is multiprocessing's forkserver
+    (the forkserver itself and the workers it forks)."""
     out = set()
     for p, (ppid, state) in table.items():
-        if ppid in children and state not in ("Z", "X"):
+        if ppid in parents and state not in ("Z", "X"):
             try:
                 if b"multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_bytes():
                     out.add(p)
@@ -552,16 +557,7 @@ def _signal_mask(pid: int, field: str) -> int:
 
 
 def _forkserver_of(parent: int) -> set[int]:
-    table = _process_table()
-    out = set()
-    for p, (ppid, _) in table.items():
-        if ppid == parent:
-            try:
-                if b"multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_bytes():
-                    out.add(p)
-            except OSError:
-                pass
-    return out
+    return _forkserver_processes(_process_table(), {parent})
 
 
 @pytest.mark.parametrize("moment", ["forkserver start-up", "worker start-up", "mid-work"])
