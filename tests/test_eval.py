@@ -32,6 +32,15 @@ def test_natural_metrics_by_hand():
     # AUC: of the 9 positive-negative pairs, the positive scores higher in 8
     assert m["auc"] == pytest.approx(8 / 9)
     assert m["positive_rate"] == pytest.approx(0.5) and m["frames"] == 6
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for rate in (0.0, 0.05, 0.5):  # no positive at all, few, half
+        labels = np.where(rng.random(300) < 0.1, -1, (rng.random(300) < rate).astype(int))
+        scores = rng.random(300) * rng.choice([0.4, 1.0])  # sometimes nothing predicted positive
+        known = labels >= 0
+        assert natural_metrics(scores, labels)["f1"] == pytest.approx(
+            f1_score(labels[known], scores[known] > 0.5, zero_division=0))
 
 
 def test_an_aus_batches_depend_only_on_that_au(tmp_path):

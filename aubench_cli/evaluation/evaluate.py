@@ -70,13 +70,16 @@ def latest_run(root: str | Path = "runs") -> Path:
 
 def natural_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
     """F1 at 0.5, AUC and rates over every known label of the split (its natural distribution)."""
-    from sklearn.metrics import f1_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     known = labels >= 0
     y, s = labels[known], scores[known]
     out: dict[str, float | None] = {"frames": int(known.sum()), "positive_rate": float(y.mean()) if len(y) else None,
                                     "predicted_rate": float((s > 0.5).mean()) if len(y) else None}
-    out["f1"] = float(f1_score(y, s > 0.5, zero_division=0)) if len(y) else None
+    # F1 from the counts (as stats.f1; sklearn's f1_score with zero_division=0 gives the same, at 3 ms a call)
+    truth, pred = y == 1, s > 0.5
+    tp, errors = int(np.sum(truth & pred)), int(np.sum(truth != pred))
+    out["f1"] = (2 * tp / (2 * tp + errors) if 2 * tp + errors else 0.0) if len(y) else None
     out["auc"] = float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None
     return out
 
