@@ -159,6 +159,7 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
         train_index, val_index, test_index = (subject_frames(cache, folds.parts[p]) for p in ("train", "val", "test"))
         log(f"fold {folds.fold} of {folds.k} ({folds.source}): {len(folds.parts['train'])} training, "
             f"{len(folds.parts['val'])} validation and {len(folds.parts['test'])} test subjects")
+    parts = {"train": train_index, "val": val_index, "test": test_index}  # before any Section V subset
     for split, index in (("train", train_index), ("val", val_index)):
         if len(index) == 0:
             raise UsageError(f"the cache's {split} split has no frames", "re-run aubench preprocess with more subjects")
@@ -188,7 +189,9 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
         "cache_format_version": cache.header.get("format_version"),
         "au_names": [au_names[k] for k in columns],
         "dropped_aus": sorted(bad),
-        "splits": _split_sizes(cache, folds, test_index),
+        # frames and subjects of the run's parts: the cache's splits, or the fold's
+        "splits": {s: {"frames": int(len(ix)), "subjects": int(len(np.unique(cache.subject_index[ix])))}
+                   for s, ix in parts.items()},
         "subset": subset,
         # what evaluate checks its test subjects against
         "subject_roles": subject_roles(cache, train_index, val_index, test_index),
@@ -200,18 +203,6 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
                 log(f"warning: fold {folds.fold}'s test subjects have no positive or no negative frame for {au}: "
                     "evaluating this run will refuse that AU's test")
     return RunData(cache, record["au_names"], columns, labels, train_index, val_index, record)
-
-
-def _split_sizes(cache: Any, folds: Any, test_index: np.ndarray) -> dict[str, dict[str, int]]:
-    """Frames and subjects of the run's train / val / test parts: the cache's splits, or under folds the fold's
-    parts (before any Section V subset)."""
-    from aubench_cli.data.splits import subject_frames
-
-    out = {}
-    for s in ("train", "val", "test"):
-        index = cache.indices(s) if folds is None else subject_frames(cache, folds.parts[s])
-        out[s] = {"frames": int(len(index)), "subjects": int(len(np.unique(cache.subject_index[index])))}
-    return out
 
 
 def check_resumed_folds(run_dir: Path, data: RunData) -> None:
