@@ -9,8 +9,6 @@ summary, or JSON with ``--json``; exits 1 when some video could not be read.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aubench_cli.commands.preprocess import _line, _stderr_console, frames_bar, frames_events
+from aubench_cli.commands.preprocess import _line, _stderr_console, run_with_frames_bar
 
 NAME = "predict"
 
@@ -47,22 +45,14 @@ def command(
     options = PredictOptions(checkpoint=checkpoint, out=out, workers=workers, batch=batch, threshold=threshold,
                              plot=plot, overlay=overlay)
     stderr = _stderr_console()
-    bar = frames_bar("predict", stderr, as_json)
 
     def on_start(event: dict) -> None:
         if event.get("kept"):
             stderr.print(f"resuming: {event['kept']} videos already predicted with this run")
 
-    on_progress = frames_events(bar, on_start)
-
-    started = time.perf_counter()
-    with bar:
-        summary = run_predict(run, inputs, options, progress=on_progress)
-    summary.setdefault("seconds", round(time.perf_counter() - started, 2))
-    if as_json:
-        typer.echo(json.dumps(summary, indent=1))
-    else:
-        render_summary(summary, stderr)
+    summary = run_with_frames_bar("predict", stderr, as_json, on_start,
+                                  lambda progress: run_predict(run, inputs, options, progress=progress),
+                                  render_summary)
     stderr.file.flush()
     if summary["failures"]:
         raise typer.Exit(1)

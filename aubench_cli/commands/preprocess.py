@@ -92,6 +92,22 @@ def frames_bar(label: str, console: Console, as_json: bool) -> Progress:
     )
 
 
+def run_with_frames_bar(label: str, stderr: Console, as_json: bool, on_start: Callable[[dict], None],
+                        job: Callable[[Callable[[dict], None]], dict], render: Callable[[dict, Console], None]) -> dict:
+    """What preprocess and predict share: ``job(progress)`` run under a frames bar on stderr, its duration in
+    ``seconds``, then its summary printed as JSON on stdout (``--json``) or ``render``-ed on stderr."""
+    bar = frames_bar(label, stderr, as_json)
+    started = time.perf_counter()
+    with bar:
+        summary = job(frames_events(bar, on_start))
+    summary.setdefault("seconds", round(time.perf_counter() - started, 2))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        render(summary, stderr)
+    return summary
+
+
 def command(
     input: Annotated[Path | None, typer.Argument(
         metavar="INPUT", help="Dataset folder (generic manifest.csv, DISFA, BP4D or Aff-Wild2 layout).",
@@ -139,7 +155,6 @@ def command(
         overwrite=overwrite, label_scale=label_scale, strict=strict,
     )
     stderr = _stderr_console()
-    bar = frames_bar("preprocess", stderr, as_json)
 
     def on_start(event: dict) -> None:
         if event.get("already_done"):
@@ -147,16 +162,9 @@ def command(
         for note in event.get("notes", []):
             stderr.print(_line("rerun", "cyan", note))
 
-    on_progress = frames_events(bar, on_start)
-
-    started = time.perf_counter()
-    with bar:
-        summary = run_preprocess(input, out, options, progress=on_progress)
-    summary.setdefault("seconds", round(time.perf_counter() - started, 2))
-    if as_json:
-        typer.echo(json.dumps(summary, indent=1))
-    else:
-        render_summary(summary, stderr)
+    summary = run_with_frames_bar("preprocess", stderr, as_json, on_start,
+                                  lambda progress: run_preprocess(input, out, options, progress=progress),
+                                  render_summary)
     if summary.get("strict_failed"):
         stderr.print(_line("--strict", "red", f"{summary['label_problems']} label problems (listed above): exit 1"))
     stderr.file.flush()
