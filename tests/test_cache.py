@@ -304,6 +304,32 @@ def test_reopening_with_other_settings_is_refused_unless_overwrite(cache):
     assert done == set() and len(open_cache(path)) == 0
 
 
+def test_overwrite_after_a_compaction_killed_past_its_marker_keeps_nothing_old(cache, monkeypatch):
+    # a run killed after the compaction's COMPLETE marker, before its renames: the marked folder holds the old
+    # cache's whole journal and rows, which the next writer would roll forward
+    import aubench_cli.data.cache as cache_module
+
+    path, _ = cache
+    remove_video(path, "a")  # dead rows, so consolidate compacts
+
+    def killed(cache_dir):
+        raise KeyboardInterrupt  # stands for the kill: the renames never happen
+
+    monkeypatch.setattr(cache_module, "_finish_compaction", killed)
+    with pytest.raises(KeyboardInterrupt):
+        consolidate(path)
+    monkeypatch.undo()
+    assert [p for p in path.glob(".compact-*") if (p / "COMPLETE").is_file()]  # the state the issue reproduced
+    new = header(settings={"threshold": 3.0, "crop_size": 96})
+    done, _ = prepare_cache(path, new, overwrite=True)
+    assert done == set() and not list(path.glob(".compact-*"))
+    assert len(open_cache(path)) == 0 and open_cache(path).videos == []
+    write_video(path, "d", "s2", 5, 9)  # the rebuild's own video is all there is
+    consolidate(path)
+    c = open_cache(path)
+    assert c.videos == ["d"] and len(c) == 5 and c.header["settings"]["threshold"] == 3.0
+
+
 HOLD_LOCK = """
 import sys, time
 from aubench_cli.data.cache import CacheLock

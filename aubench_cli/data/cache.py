@@ -688,6 +688,10 @@ def prepare_cache(cache_dir: Path, header: dict, overwrite: bool = False) -> tup
         if not (cache_dir / HEADER_FILE).is_file() and not headless_cache(cache_dir):
             raise UsageError(f"--out {cache_dir} is a non-empty folder that is not an aubench cache", "choose another --out")
         if overwrite:
+            # nothing of the old cache may survive: a compaction interrupted after its COMPLETE marker would
+            # otherwise be rolled forward below and bring the old journal and rows back
+            for work in cache_dir.glob(f"{_COMPACT_PREFIX}*"):
+                shutil.rmtree(work)
             shutil.rmtree(cache_dir / STAGING_DIR, ignore_errors=True)
             for name in _DATA_FILES:
                 (cache_dir / name).unlink(missing_ok=True)
