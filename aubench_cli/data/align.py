@@ -67,6 +67,60 @@ UPSIDE_DOWN_MARGIN = 0.1
 MIN_MOUTH_DROP = 0.35
 
 
+@dataclass(frozen=True)
+class MotionLimits:
+    """How far a face's 4 landmarks may move from one estimate to the next: the shift of their centroid (in units of
+    their size, the RMS distance from the centroid), the change of that size (ratio) and of the eye line (degrees)."""
+
+    shift: float
+    scale: float
+    degrees: float
+
+
+# Checking followed landmarks against the face. FaceMesh in tracking mode places its own region from the previous
+# frame's landmarks, so after a jump (a shot cut, a low frame rate, sampled frames) it looks at part of the face, or
+# beside it, and still answers: landmarks from the wrong place, with the wrong size. Two checks that cost almost
+# nothing on continuous footage tell such an answer: the landmarks moved beyond ``TRACK_LIMITS`` since the last
+# frame (30 fps talking heads move a few percent of the face per frame), or the crop they give looks unlike the
+# last frame's (``crop_agreement`` below ``MIN_CROP_AGREEMENT``: the landmarks stayed but the face left them).
+# Either way the still-image FaceMesh, which finds the face in the ROI image itself, aligns the frame instead.
+TRACK_LIMITS = MotionLimits(shift=0.12, scale=0.06, degrees=5.0)
+MIN_CROP_AGREEMENT = 0.7
+_AGREEMENT_SIZE = 24  # crops are compared at this size: the face's layout, not its noise and fine detail
+
+
+def landmark_size(landmarks: np.ndarray) -> float:
+    """The size of a face from its 4 landmarks: their RMS distance from their centroid (frame pixels)."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(4, 2)
+    return float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
+def crop_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """How alike two crops are: the correlation of their 24x24 reductions (1: same picture up to brightness and
+    contrast; a face against a crop of background or of half a face: far lower)."""
+    small = [cv2.resize(c, (_AGREEMENT_SIZE, _AGREEMENT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+             for c in (a, b)]
+    x, y = (v - v.mean() for v in small)
+    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum()) / denom if denom > 1e-6 else 0.0
+
+
+def landmarks_moved(before: np.ndarray, after: np.ndarray, limits: MotionLimits) -> bool:
+    """Did 4 landmarks move beyond ``limits`` from ``before`` to ``after`` (shift, rescaling or turn)?"""
+    a = np.asarray(before, dtype=np.float64).reshape(4, 2)
+    b = np.asarray(after, dtype=np.float64).reshape(4, 2)
+    size_a, size_b = landmark_size(a), landmark_size(b)
+    if size_a < 1e-6 or size_b < 1e-6:
+        return True
+    if float(np.hypot(*(b.mean(axis=0) - a.mean(axis=0)))) > limits.shift * size_a:
+        return True
+    if abs(math.log(size_b / size_a)) > math.log1p(limits.scale):
+        return True
+    (ax, ay), (bx, by) = a[1] - a[0], b[1] - b[0]
+    turn = math.degrees(abs(math.atan2(ax * by - ay * bx, ax * bx + ay * by)))
+    return turn > limits.degrees
+
+
 @dataclass
 class FaceResult:
     """One aligned face: the crop, its 4 landmarks (frame pixels), the frame-to-crop transform, how it was found."""
@@ -252,6 +306,7 @@ class FaceAligner:
         self.size = size
         self.min_confidence = min_confidence
         self._mesh = None
+        self._still = None  # the still-image FaceMesh (_still_mesh), made on first need
         self._detectors: dict[int, object] = {}
         self._track: tuple[np.ndarray, float, float] | None = None  # ROI centre, angle, side for the next frame
         self._fresh = True  # a graph was (re)started: its first frame prints warnings worth hiding
@@ -261,6 +316,10 @@ class FaceAligner:
         self.identity_switches = 0  # re-detections far from the last face, this video
         self.implausible = 0  # faces found but not plausible (upside-down, axes off), not returned, this video
         self.rejected = False  # the last process() found a face and rejected it as implausible
+        self.realigned = 0  # followed frames whose landmarks moved beyond TRACK_LIMITS: looked at afresh, this video
+        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # the last face's 4 landmarks and crop
+        self._stale = False  # the tracking FaceMesh's region disagreed with the face (see _follow)
+        self._since_verified = 0  # followed frames since BlazeFace last confirmed the face
         self._keypoints: np.ndarray | None = None  # BlazeFace's eyes, nose, mouth of the last detection
         # Which face to take when a frame holds several: None, the most confident; "left" / "right", the one
         # nearest that side of the image (Aff-Wild2 labels the two people of a video as video_left / _right).
@@ -284,6 +343,18 @@ class FaceAligner:
                 )
         return self._mesh
 
+    def _still_mesh(self):
+        """FaceMesh in still-image mode: its own face detection on every call, no memory of earlier frames. It
+        re-aligns a followed face whose landmarks moved too far (cheaper than restarting the tracking graph)."""
+        if self._still is None:
+            import mediapipe as mp
+
+            with quiet_native_stderr():
+                self._still = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                    min_detection_confidence=self.min_confidence)
+        return self._still
+
     def _detector(self, model: int):
         if model not in self._detectors:
             import mediapipe as mp
@@ -302,6 +373,10 @@ class FaceAligner:
         self.identity_switches = 0
         self.implausible = 0
         self.rejected = False
+        self.realigned = 0
+        self._previous = None
+        self._stale = False
+        self._since_verified = 0
         self.side = side
         if self._mesh is not None:
             # the graph keeps the last video's face otherwise (13 ms to restart; once per video)
@@ -310,10 +385,11 @@ class FaceAligner:
             self._fresh = True
 
     def close(self) -> None:
-        for graph in [self._mesh, *self._detectors.values()]:
+        for graph in [self._mesh, self._still, *self._detectors.values()]:
             if graph is not None:
                 graph.close()
         self._mesh = None
+        self._still = None
         self._detectors = {}
 
     # -- the per-frame path ------------------------------------------------------------------------------------
@@ -363,11 +439,24 @@ class FaceAligner:
 
     def _landmarks_in_roi(self, frame: np.ndarray, roi: tuple[np.ndarray, float, float]):
         """FaceMesh on the upright ROI; returns (4 landmarks, outline points) in frame pixels, or None."""
-        center, angle, side = roi
-        to_roi = _roi_transform(center, angle, side)
+        return self._mesh_on(*self._roi_patch(frame, roi))
+
+    @staticmethod
+    def _roi_patch(frame: np.ndarray, roi: tuple[np.ndarray, float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The upright ROI cut out of the frame (RGB, _ROI_SIZE square) and the frame -> patch transform."""
+        to_roi = _roi_transform(*roi)
         patch = cv2.warpAffine(frame, to_roi, (_ROI_SIZE, _ROI_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         patch = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB) if patch.ndim == 3 else cv2.cvtColor(patch, cv2.COLOR_GRAY2RGB)
-        result = self._face_mesh().process(patch)
+        return patch, to_roi
+
+    def _mesh_on(self, patch: np.ndarray, to_roi: np.ndarray, fresh: bool = False):
+        """FaceMesh on a patch cut by ``_roi_patch``; (4 landmarks, outline points) in frame pixels, or None.
+        ``fresh``: the still-image FaceMesh, which finds the face in the patch itself, whatever came before."""
+        if fresh:  # rare on continuous footage; the graph prints its start-up warnings on its first frames
+            with quiet_native_stderr():
+                result = self._still_mesh().process(patch)
+        else:
+            result = self._face_mesh().process(patch)
         if not result.multi_face_landmarks:
             return None
         marks = result.multi_face_landmarks[0].landmark
@@ -413,27 +502,57 @@ class FaceAligner:
             return result
         return self._process(frame)
 
+    def _follow(self, frame: np.ndarray):
+        """The followed face in this frame, its landmarks checked against the face: (landmarks, outline, transform,
+        crop), or None when FaceMesh lost it, or when the check failed and a fresh look at the ROI finds no face.
+
+        The check (see TRACK_LIMITS) costs nothing on continuous footage; when it fails, the still-image FaceMesh
+        looks at the same ROI image afresh (``realigned``), and the tracking one, whose region is now wrong, is
+        not trusted again until its own answer passes the check (``_stale``)."""
+        patch, to_roi = self._roi_patch(frame, self._track)
+        found = self._mesh_on(patch, to_roi)
+        if found is None:
+            self._stale = False  # it lost the face: it detects afresh in the next ROI by itself
+            return None
+        transform = alignment_transform(found[0], self.size)
+        crop = warp_crop(frame, transform, self.size)
+        if self._previous is not None and not landmarks_moved(self._previous[0], found[0], TRACK_LIMITS) and (
+                crop_agreement(self._previous[1], crop) >= MIN_CROP_AGREEMENT):
+            self._stale = False
+            return (*found, transform, crop)
+        self.realigned += 1
+        self._stale = True
+        found = self._mesh_on(patch, to_roi, fresh=True)
+        if found is None:
+            return None
+        transform = alignment_transform(found[0], self.size)
+        return (*found, transform, warp_crop(frame, transform, self.size))
+
     def _process(self, frame: np.ndarray) -> FaceResult | None:
         found = None
         detected = False
         if self._track is not None:
-            found = self._landmarks_in_roi(frame, self._track)
+            found = self._follow(frame)
         if found is None:
             roi = self._detect(frame)
             if roi is not None:
-                # no FaceMesh reset here: it has just lost the face itself, so it re-detects inside the new ROI
-                found = self._landmarks_in_roi(frame, roi)
+                # no FaceMesh reset here: it has just lost the face itself, so it re-detects inside the new ROI;
+                # unless its region is only wrong (the check failed): then the still-image FaceMesh looks
+                found = self._mesh_on(*self._roi_patch(frame, roi), fresh=self._stale)
                 detected = True
         self.rejected = False
         if found is None:
             self._track = None
+            self._previous = None
             return None
-        landmarks, outline = found
+        landmarks, outline = found[:2]
         if implausible_alignment(landmarks, outline, self._keypoints if detected else None) is not None or (
                 detected and self._upside_down(frame, landmarks, outline)):
             self.implausible += 1
             self.rejected = True
             self._track = None  # look again from scratch on the next frame, with a FaceMesh that forgot this face
+            self._previous = None
+            self._stale = False
             with quiet_native_stderr():
                 self._face_mesh().reset()
             return None
@@ -444,8 +563,12 @@ class FaceAligner:
                 self.identity_switches += 1
         self._last = (centre, height)
         self._track = self._next_roi(landmarks, outline)
-        transform = alignment_transform(landmarks, self.size)
-        crop = warp_crop(frame, transform, self.size)
+        if len(found) == 4:
+            transform, crop = found[2:]
+        else:
+            transform = alignment_transform(landmarks, self.size)
+            crop = warp_crop(frame, transform, self.size)
+        self._previous = (landmarks, crop)
         return FaceResult(crop, landmarks.astype(np.float32), transform, detected, self._score)
 
     def __enter__(self) -> FaceAligner:
