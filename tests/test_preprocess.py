@@ -14,6 +14,7 @@ import pytest
 from skimage import data
 from typer.testing import CliRunner
 
+from aubench_cli.data.align import CROP_PIPELINE_VERSION
 from aubench_cli.data.cache import open_cache
 from aubench_cli.cli import app
 from aubench_cli.errors import UsageError
@@ -480,7 +481,7 @@ def test_a_stray_value_is_unknown_reported_and_fails_only_with_strict(tmp_path):
             want[2, 1] = -1
         np.testing.assert_array_equal(cache.labels[cache.video == vid], want)  # every other label as written
     header = json.loads((out / "cache.json").read_text())
-    assert header["settings"]["label_scale"] == "binary" and header["settings"]["crop_pipeline"] == 2
+    assert header["settings"]["label_scale"] == "binary" and header["settings"]["crop_pipeline"] == CROP_PIPELINE_VERSION == 3
     # --strict: the same run (resumed, nothing redone) exits 1, and the text summary names the cell
     result = runner.invoke(app, ["preprocess", str(root), "--out", str(out), "--workers", "1", "--strict"])
     assert result.exit_code == 1, result.output

@@ -271,6 +271,19 @@ def test_head_pose_is_applied(renderer):
     assert np.abs(angles).max() <= 20.0 and angles.std() > 2.0
 
 
+def test_jumpy_motion_draws_a_new_pose_every_frame_within_the_smooth_ranges():
+    smooth = synth.pose_track(np.random.default_rng(0), 3000, 30.0)
+    jumpy = synth.pose_track(np.random.default_rng(0), 3000, 30.0, "jumpy")
+    for poses in (smooth, jumpy):
+        values = np.array([[p.angle, p.scale, p.dx, p.dy] for p in poses])
+        assert (np.abs(values[:, 0]) <= 20).all() and (np.abs(values[:, 1] - 1) <= 0.15 + 1e-9).all()
+        assert (np.abs(values[:, 2]) <= 0.08).all() and (np.abs(values[:, 3]) <= 0.06).all()
+    step = lambda poses: np.median(np.abs(np.diff([p.angle for p in poses])))  # noqa: E731
+    assert step(smooth) < 0.5 and step(jumpy) > 8  # degrees from one frame to the next
+    with pytest.raises(UsageError, match="--motion"):
+        synth.SynthConfig(motion="shaky").validate()
+
+
 def test_subjects_differ_in_identity_and_background():
     a = synth.render_frame({}, size=(160, 120), identity=synth.subject_identity(0, 0))
     b = synth.render_frame({}, size=(160, 120), identity=synth.subject_identity(0, 1))

@@ -40,13 +40,15 @@ def command(
     ] = 30.0,
     layout: Annotated[Layout, typer.Option("--layout", case_sensitive=False, help="Dataset layout to write.")] = Layout.generic,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed writes identical labels and frames.")] = 0,
+    motion: Annotated[str, typer.Option("--motion", help="Head motion between frames: smooth (a continuous video) or "
+                                        "jumpy (a new pose every frame, like shot cuts or sampled frames).")] = "smooth",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into OUT even if it is not empty.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Write a labelled synthetic AU dataset."""
     width, height = parse_size(size)
     config = SynthConfig(subjects=subjects, videos_per_subject=videos_per_subject, frames=frames, width=width,
-                         height=height, fps=fps, layout=layout.value, seed=seed)
+                         height=height, fps=fps, layout=layout.value, seed=seed, motion=motion)
     config.validate()  # bad options fail before the progress bar appears
     bar = Progress(
         TextColumn("[bold]synth"),

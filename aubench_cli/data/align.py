@@ -28,8 +28,9 @@ CROP_SIZE = 96
 # change that alters crops bumps it: the cache records it (settings.crop_pipeline) and ``aubench predict`` refuses
 # a run trained on crops of another version, which would be fed crops unlike its training ones. A cache header
 # without the key was made by version 1. 1: one bilinear warp from the frame. 2: filtered downscaling before the
-# warp, nearest face after a lost track, implausible alignments dropped.
-CROP_PIPELINE_VERSION = 2
+# warp, nearest face after a lost track, implausible alignments dropped. 3: followed landmarks checked against the
+# face every frame (motion limits, crop agreement), a failed check re-aligned by the still-image FaceMesh.
+CROP_PIPELINE_VERSION = 3
 
 # FaceMesh indices of the paper's 4 landmarks, in the order the cache stores them: the outer eye corner on the
 # image's left (the subject's right eye), the one on the image's right, the nose tip and the chin. Checked on
@@ -85,7 +86,7 @@ class MotionLimits:
 # last frame's (``crop_agreement`` below ``MIN_CROP_AGREEMENT``: the landmarks stayed but the face left them).
 # Either way the still-image FaceMesh, which finds the face in the ROI image itself, aligns the frame instead.
 TRACK_LIMITS = MotionLimits(shift=0.12, scale=0.06, degrees=5.0)
-MIN_CROP_AGREEMENT = 0.7
+MIN_CROP_AGREEMENT = 0.85  # crops of one face 1/30 s apart: 0.95-1; under other poses, lights, AUs: above 0.9
 _AGREEMENT_SIZE = 24  # crops are compared at this size: the face's layout, not its noise and fine detail
 
 
@@ -95,14 +96,18 @@ def landmark_size(landmarks: np.ndarray) -> float:
     return float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
+def crop_signature(crop: np.ndarray) -> np.ndarray:
+    """A crop reduced to what ``crop_agreement`` compares: its 24x24 area average, zero mean, unit length."""
+    small = cv2.resize(crop, (_AGREEMENT_SIZE, _AGREEMENT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    small -= small.mean()
+    norm = float(np.linalg.norm(small))
+    return small / norm if norm > 1e-6 else small
+
+
 def crop_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """How alike two crops are: the correlation of their 24x24 reductions (1: same picture up to brightness and
-    contrast; a face against a crop of background or of half a face: far lower)."""
-    small = [cv2.resize(c, (_AGREEMENT_SIZE, _AGREEMENT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-             for c in (a, b)]
-    x, y = (v - v.mean() for v in small)
-    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum()) / denom if denom > 1e-6 else 0.0
+    """How alike two crops are: the correlation of their 24x24 reductions (1: the same picture up to brightness
+    and contrast; a face against a crop of background or of half a face: far lower)."""
+    return float(crop_signature(a) @ crop_signature(b))
 
 
 def landmarks_moved(before: np.ndarray, after: np.ndarray, limits: MotionLimits) -> bool:
@@ -316,10 +321,9 @@ class FaceAligner:
         self.identity_switches = 0  # re-detections far from the last face, this video
         self.implausible = 0  # faces found but not plausible (upside-down, axes off), not returned, this video
         self.rejected = False  # the last process() found a face and rejected it as implausible
-        self.realigned = 0  # followed frames whose landmarks moved beyond TRACK_LIMITS: looked at afresh, this video
-        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # the last face's 4 landmarks and crop
+        self.track_corrections = 0  # followed frames whose landmarks failed the check: aligned afresh, this video
+        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # the last face's landmarks, crop signature
         self._stale = False  # the tracking FaceMesh's region disagreed with the face (see _follow)
-        self._since_verified = 0  # followed frames since BlazeFace last confirmed the face
         self._keypoints: np.ndarray | None = None  # BlazeFace's eyes, nose, mouth of the last detection
         # Which face to take when a frame holds several: None, the most confident; "left" / "right", the one
         # nearest that side of the image (Aff-Wild2 labels the two people of a video as video_left / _right).
@@ -373,10 +377,9 @@ class FaceAligner:
         self.identity_switches = 0
         self.implausible = 0
         self.rejected = False
-        self.realigned = 0
+        self.track_corrections = 0
         self._previous = None
         self._stale = False
-        self._since_verified = 0
         self.side = side
         if self._mesh is not None:
             # the graph keeps the last video's face otherwise (13 ms to restart; once per video)
@@ -506,9 +509,9 @@ class FaceAligner:
         """The followed face in this frame, its landmarks checked against the face: (landmarks, outline, transform,
         crop), or None when FaceMesh lost it, or when the check failed and a fresh look at the ROI finds no face.
 
-        The check (see TRACK_LIMITS) costs nothing on continuous footage; when it fails, the still-image FaceMesh
-        looks at the same ROI image afresh (``realigned``), and the tracking one, whose region is now wrong, is
-        not trusted again until its own answer passes the check (``_stale``)."""
+        The check (see TRACK_LIMITS) costs almost nothing on continuous footage; when it fails, the still-image
+        FaceMesh looks at the same ROI image afresh (counted in ``track_corrections``), and the tracking one, whose
+        region is now wrong, is not trusted again until its own answer passes the check (``_stale``)."""
         patch, to_roi = self._roi_patch(frame, self._track)
         found = self._mesh_on(patch, to_roi)
         if found is None:
@@ -517,10 +520,10 @@ class FaceAligner:
         transform = alignment_transform(found[0], self.size)
         crop = warp_crop(frame, transform, self.size)
         if self._previous is not None and not landmarks_moved(self._previous[0], found[0], TRACK_LIMITS) and (
-                crop_agreement(self._previous[1], crop) >= MIN_CROP_AGREEMENT):
+                float(self._previous[1] @ crop_signature(crop)) >= MIN_CROP_AGREEMENT):
             self._stale = False
             return (*found, transform, crop)
-        self.realigned += 1
+        self.track_corrections += 1
         self._stale = True
         found = self._mesh_on(patch, to_roi, fresh=True)
         if found is None:
@@ -568,7 +571,7 @@ class FaceAligner:
         else:
             transform = alignment_transform(landmarks, self.size)
             crop = warp_crop(frame, transform, self.size)
-        self._previous = (landmarks, crop)
+        self._previous = (landmarks, crop_signature(crop))
         return FaceResult(crop, landmarks.astype(np.float32), transform, detected, self._score)
 
     def __enter__(self) -> FaceAligner:

@@ -247,7 +247,7 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
         "video": video.id, "subject": video.subject, "path": str(video.path), "status": "ok", "error": None,
         "frames_read": 0, "frames_labelled": 0, "faces": 0, "no_face": 0, "detected": 0, "unlabelled_frames": 0,
         "label_rows": int(len(table.frames)), "labels_without_frame": 0, "mismatches": list(table.issues),
-        "identity_switches": 0, "implausible": 0,
+        "identity_switches": 0, "implausible": 0, "track_corrections": 0,
     }
     emit = progress if progress is not None else _queue_progress
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -293,6 +293,7 @@ def process_video(task: dict, progress: ProgressFn | None = None) -> dict:
             raise VideoError(f"no frame could be decoded from {video.path} (corrupt file or unsupported codec)")
         report["identity_switches"] = int(getattr(aligner, "identity_switches", 0))
         report["implausible"] = int(getattr(aligner, "implausible", 0))
+        report["track_corrections"] = int(getattr(aligner, "track_corrections", 0))
         all_keys = np.asarray(seen_keys + unlabelled, dtype=np.int64)
         _report_mismatches(report, table, all_keys, np.asarray(unlabelled, dtype=np.int64), stats, key_is_number)
         report["seconds"] = round(time.perf_counter() - start, 3)
@@ -671,7 +672,8 @@ def label_report(labels, strict: bool = False) -> dict:
 
 def face_report(cache) -> dict:
     """The summary's face part: videos with many frames without a face (count and share of their labelled
-    frames, worst first), identity switches and implausible alignments, from every video in the cache."""
+    frames, worst first), identity switches, implausible alignments and track corrections, from every video in the
+    cache."""
     metas = list(cache.video_meta.values())
     faceless = []
     for m in metas:
@@ -686,6 +688,8 @@ def face_report(cache) -> dict:
         "identity_switches": sum(int(m.get("identity_switches", 0)) for m in metas),
         "videos_with_identity_switches": sorted(m["video"] for m in metas if int(m.get("identity_switches", 0))),
         "implausible_alignments": sum(int(m.get("implausible", 0)) for m in metas),
+        # followed frames whose landmarks failed the check against the face and were aligned afresh (jumps, cuts)
+        "track_corrections": sum(int(m.get("track_corrections", 0)) for m in metas),
     }
 
 

@@ -17,7 +17,7 @@ from aubench_cli.errors import UsageError, suggest
 from aubench_cli.data.synth.episodes import PRESENT_AT, Labels, _ensure_each_au_present, generate_labels
 from aubench_cli.data.synth.face import astronaut_landmarks
 from aubench_cli.data.synth.layouts import LAYOUTS, Layout, VideoItem, _au_number, _csv_text, _ImageSequenceSink, _label_files, _VideoSink, _write_text
-from aubench_cli.data.synth.render import (_NOISE_PAD, FaceRenderer, Identity, Lighting, Pose, _noise_bank,
+from aubench_cli.data.synth.render import (_NOISE_PAD, MOTIONS, FaceRenderer, Identity, Lighting, Pose, _noise_bank,
                                           lighting_track, make_background, pose_track)
 
 Progress = Callable[[int, int], None]
@@ -44,6 +44,8 @@ class SynthConfig:
     rates: dict[str, float] = field(default_factory=dict)
     # Share of labels that are unknown (-1), in stretches (not written in the DISFA layout, whose format has none).
     unknown_share: float = 0.01
+    # How the head moves between frames: "smooth" (continuous) or "jumpy" (a new pose every frame; render.MOTIONS).
+    motion: str = "smooth"
 
     def validate(self) -> Layout:
         """Check every setting; return the layout. Raises UsageError naming the bad value and what is allowed."""
@@ -72,6 +74,9 @@ class SynthConfig:
                                  suggest(name, layout.aus))
             if not 0 <= rate <= 0.9:
                 raise UsageError(f"rate of {name} must be between 0 and 0.9, got {rate}")
+        if self.motion not in MOTIONS:
+            raise UsageError(f"--motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}",
+                             suggest(self.motion, MOTIONS))
         if not 0 <= self.unknown_share <= 0.5:
             raise UsageError(f"unknown_share must be between 0 and 0.5, got {self.unknown_share}")
         return layout
@@ -172,7 +177,7 @@ def video_conditions(config: SynthConfig, subject: int, video: int, n: int) -> V
     """The pose, lighting, noise and background of one video of ``n`` frames (seeded by subject and video)."""
     size = (config.width, config.height)
     rng = _rng(config.seed, _CONDITIONS, subject, video)
-    poses = pose_track(rng, n, config.fps)
+    poses = pose_track(rng, n, config.fps, config.motion)
     lights = lighting_track(rng, n, config.fps)
     bank = _noise_bank(rng, size)
     offsets = rng.integers(0, _NOISE_PAD, size=(n, 2))

@@ -376,8 +376,20 @@ def _smooth_signal(rng: np.random.Generator, n: int, fps: float, amplitude: floa
     return amplitude * out
 
 
-def pose_track(rng: np.random.Generator, n: int, fps: float) -> list[Pose]:
-    """Per-frame head poses of one video: rotation within +-20 degrees, scale 0.85-1.15, shifts within +-8 %."""
+# How the head moves from frame to frame (``SynthConfig.motion``): "smooth", a continuous wobble (a video at its
+# frame rate); "jumpy", a new pose drawn independently for every frame within the same ranges (shot cuts, low frame
+# rates, frame-sampled sequences): what tests a face tracker that follows the previous frame.
+MOTIONS = ("smooth", "jumpy")
+
+
+def pose_track(rng: np.random.Generator, n: int, fps: float, motion: str = "smooth") -> list[Pose]:
+    """Per-frame head poses of one video: rotation within +-20 degrees, scale 0.85-1.15, shifts within +-8 %
+    across and +-6 % down; ``motion="jumpy"`` draws each frame's pose on its own, uniformly in those ranges."""
+    if motion not in MOTIONS:
+        raise UsageError(f"unknown motion {motion!r}", suggest(motion, MOTIONS))
+    if motion == "jumpy":
+        values = rng.uniform([-MAX_ANGLE, 0.85, -0.08, -0.06], [MAX_ANGLE, 1.15, 0.08, 0.06], size=(n, 4))
+        return [Pose(float(a), float(s), float(x), float(y)) for a, s, x, y in values]
     angle = np.clip(rng.uniform(-8, 8) + _smooth_signal(rng, n, fps, rng.uniform(3, 14)), -MAX_ANGLE, MAX_ANGLE)
     scale = np.clip(rng.uniform(0.92, 1.08) + _smooth_signal(rng, n, fps, 0.06), 0.85, 1.15)
     dx = np.clip(rng.uniform(-0.04, 0.04) + _smooth_signal(rng, n, fps, 0.04), -0.08, 0.08)
