@@ -506,6 +506,20 @@ def test_faceless_videos_listed_worst_first(tmp_path):
     assert summary["no_face_frames"] == 4 and summary["implausible_alignments"] == 0
 
 
+def test_track_corrections_are_counted_per_video_and_in_the_summary(tmp_path):
+    # synthetic videos whose head pose jumps every frame (aubench synth --motion jumpy): the followed landmarks fail
+    # the check against the face on most frames, and each such frame is aligned afresh and counted
+    from aubench_cli.data.synth import SynthConfig, synthesize
+
+    synthesize(tmp_path / "data", SynthConfig(subjects=2, videos_per_subject=1, frames=12, motion="jumpy"))
+    summary = run_preprocess(tmp_path / "data", tmp_path / "cache", PreprocessOptions(workers=1))
+    meta = open_cache(tmp_path / "cache").video_meta
+    corrections = {vid: m["track_corrections"] for vid, m in meta.items()}
+    assert len(corrections) == 2 and all(n >= 6 for n in corrections.values()), corrections
+    assert summary["track_corrections"] == sum(corrections.values())
+    assert all(m["faces"] == 12 for m in meta.values())
+
+
 def test_truncated_video_is_reported_with_its_frame_counts(tmp_path):
     root = tmp_path / "data"
     make_dataset(root, subjects=("s1", "s2", "s3"))
