@@ -7,12 +7,19 @@ astronaut photo turning and moving), then measures
 * decode only: ``cv2.VideoCapture.read`` over one video (the ceiling no preprocessing can pass);
 * the per-frame path on one video, split into decode, landmarks (BlazeFace/FaceMesh on the ROI) and the crop
   warp, in milliseconds per frame;
+* the check of followed landmarks against the face (crop pipeline 3): ``FaceAligner.process`` per frame with the
+  check and with it switched off (interleaved, CPU ms), the check's own arithmetic, and the share of frames it
+  corrected;
 * ``run_preprocess`` end to end with 1 worker (in-process) and with every core (spawned workers; includes
   their start-up, as a user sees it), in frames/s;
 * a random 96-frame gather from the resulting cache (what a trainer does per batch).
 
-Usage: ``python benchmarks/preprocess.py [--videos 4] [--frames 300] [--workers N] [--json]``. Figures go to
-docs/performance.md with the machine they ran on.
+``--motion jumpy`` renders the synthetic video with a new head pose every frame (``aubench synth --motion
+jumpy``: shot cuts, sampled frames), where most followed frames fail the check and are aligned afresh: what the
+check costs at worst. The default, smooth, is the continuous footage the >= 400 frames/s target is about.
+
+Usage: ``python benchmarks/preprocess.py [--videos 4] [--frames 300] [--workers N] [--motion smooth|jumpy]
+[--json]``. Figures go to docs/performance.md with the machine they ran on.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aubench_cli.data.align import FaceAligner, alignment_transform, quiet_native_stderr, warp_crop  # noqa: E402
+from aubench_cli.data import align  # noqa: E402
+from aubench_cli.data.align import (FaceAligner, alignment_transform, crop_signature, landmarks_moved,  # noqa: E402
+                                    quiet_native_stderr, warp_crop)
 from aubench_cli.data.cache import open_cache  # noqa: E402
 from aubench_cli.data.preprocess import PreprocessOptions, run_preprocess  # noqa: E402
 
@@ -49,7 +58,7 @@ def astronaut_video(path: Path, frames: int, size=(640, 480)) -> None:
     writer.release()
 
 
-def make_dataset(root: Path, videos: int, frames: int) -> str:
+def make_dataset(root: Path, videos: int, frames: int, motion: str = "smooth") -> str:
     """A generic-layout dataset of ``videos`` copies of one 640x480 video; returns where the video came from."""
     (root / "videos").mkdir(parents=True)
     (root / "labels").mkdir()
@@ -59,12 +68,13 @@ def make_dataset(root: Path, videos: int, frames: int) -> str:
         from aubench_cli.data.synth import SynthConfig, synthesize
 
         tmp = root.parent / "synth"
-        synthesize(tmp, SynthConfig(subjects=1, videos_per_subject=1, frames=frames, layout="generic", seed=0))
+        synthesize(tmp, SynthConfig(subjects=1, videos_per_subject=1, frames=frames, layout="generic", seed=0,
+                                    motion=motion))
         manifest = (tmp / "manifest.csv").read_text().splitlines()
         rel = manifest[1].split(",")[0]
         shutil.copy(tmp / rel, first)
         shutil.copy(tmp / "labels" / f"{Path(rel).stem}.csv", root / "labels" / "s00_v1.csv")
-        source = "aubench synth (generic layout, 640x480)"
+        source = f"aubench synth (generic layout, 640x480, {motion} motion)"
     except ImportError:
         astronaut_video(first, frames)
         rows = ["frame,AU01,AU12"] + [f"{i},{i % 2},{(i // 7) % 2}" for i in range(frames)]
@@ -113,19 +123,68 @@ def per_frame_breakdown(path: Path) -> dict:
         aligner.reset()
         aligner.process(frames[0])
         t_land = t_warp = 0.0
+        timed = 0
         for f in frames[1:]:
             t0 = time.perf_counter()
             found = aligner._landmarks_in_roi(f, aligner._track)
             t1 = time.perf_counter()
+            if found is None:  # lost (a jumpy video): found again outside the timing
+                aligner.reset()
+                aligner.process(f)
+                continue
+            timed += 1
             landmarks, outline = found
             aligner._track = aligner._next_roi(landmarks, outline)
             warp_crop(f, alignment_transform(landmarks))
             t2 = time.perf_counter()
             t_land += t1 - t0
             t_warp += t2 - t1
-    n = len(frames) - 1
+    n = max(timed, 1)
     return {"decode_ms": round(1e3 * decode, 3), "landmarks_ms": round(1e3 * t_land / n, 3),
             "warp_ms": round(1e3 * t_warp / n, 3)}
+
+
+def check_cost(path: Path, rounds: int = 2) -> dict:
+    """What the check of followed landmarks costs: CPU ms per frame of ``FaceAligner.process`` over one video with
+    the check and with it off (motion limits and crop agreement that never fail), interleaved ``rounds`` times so a
+    load change hits both alike; the check's own arithmetic (crop signature and motion test) per frame; and the
+    share of frames it corrected (each a still-image FaceMesh run)."""
+    cv2.setNumThreads(1)
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    limits, agreement = align.TRACK_LIMITS, align.MIN_CROP_AGREEMENT
+    cpu = {"checked": 0.0, "unchecked": 0.0}
+    corrections, faces = 0, []
+    with quiet_native_stderr(), FaceAligner() as aligner:
+        aligner.process(frames[0])  # graphs built outside the timing
+        for _ in range(rounds):
+            for mode in cpu:
+                if mode == "unchecked":
+                    align.TRACK_LIMITS = align.MotionLimits(shift=1e9, scale=1e9, degrees=1e9)
+                    align.MIN_CROP_AGREEMENT = -2.0
+                try:
+                    aligner.reset()
+                    start = time.process_time()
+                    found = [aligner.process(f) for f in frames]
+                    cpu[mode] += time.process_time() - start
+                finally:
+                    align.TRACK_LIMITS, align.MIN_CROP_AGREEMENT = limits, agreement
+                if mode == "checked":
+                    corrections, faces = aligner.track_corrections, [f for f in found if f is not None]
+    start = time.process_time()
+    for a, b in zip(faces, faces[1:]):
+        landmarks_moved(a.landmarks, b.landmarks, limits)
+        float(crop_signature(a.crop) @ crop_signature(b.crop))
+    arithmetic = (time.process_time() - start) / max(len(faces) - 1, 1)
+    n = rounds * len(frames)
+    return {"checked_cpu_ms": round(1e3 * cpu["checked"] / n, 3), "unchecked_cpu_ms": round(1e3 * cpu["unchecked"] / n, 3),
+            "check_arithmetic_ms": round(1e3 * arithmetic, 3),
+            "corrected_pct": round(100.0 * corrections / len(frames), 1)}
 
 
 def preprocess_fps(root: Path, out: Path, workers: int) -> dict:
@@ -141,7 +200,7 @@ def preprocess_fps(root: Path, out: Path, workers: int) -> dict:
     cpu = sum(m.get("cpu_seconds", 0.0) for m in open_cache(out).video_meta.values())
     return {"workers": workers, "frames": frames, "seconds": round(seconds, 2),
             "frames_per_second": round(frames / seconds, 1), "cpu_ms_per_frame": round(1e3 * cpu / frames, 2),
-            "faces_found_pct": summary["faces_found_pct"]}
+            "faces_found_pct": summary["faces_found_pct"], "track_corrections": summary.get("track_corrections", 0)}
 
 
 def gather_us(cache_dir: Path, repeats: int = 200) -> float:
@@ -159,11 +218,14 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--motion", choices=["smooth", "jumpy"], default="smooth",
+                        help="head motion of the synthetic video: smooth (continuous footage) or jumpy (a new pose "
+                             "every frame)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
-        source = make_dataset(root, args.videos, args.frames)
+        source = make_dataset(root, args.videos, args.frames, args.motion)
         video = root / "videos" / "s00_v1.avi"
         result = {
             "load_average_at_start": round(os.getloadavg()[0], 2),
@@ -171,6 +233,7 @@ def main() -> None:
             "dataset": f"{args.videos} videos x {args.frames} frames, 640x480 MJPG, from {source}",
             "decode_fps": round(decode_fps(video), 1),
             "per_frame": per_frame_breakdown(video),
+            "check": check_cost(video),
             "one_worker": preprocess_fps(root, Path(tmp) / "c1", 1),
             "all_workers": preprocess_fps(root, Path(tmp) / "cN", args.workers),
         }
@@ -184,10 +247,15 @@ def main() -> None:
     pf = result["per_frame"]
     print(f"per frame (1 thread): decode {pf['decode_ms']:.2f} ms, landmarks {pf['landmarks_ms']:.2f} ms, "
           f"warp {pf['warp_ms']:.2f} ms")
+    c = result["check"]
+    print(f"check against the face: process {c['checked_cpu_ms']:.2f} CPU ms/frame with it, "
+          f"{c['unchecked_cpu_ms']:.2f} without; its arithmetic {c['check_arithmetic_ms']:.3f} ms/frame; "
+          f"{c['corrected_pct']}% of frames corrected")
     for key in ("one_worker", "all_workers"):
         r = result[key]
         print(f"preprocess, {r['workers']} worker(s): {r['frames_per_second']:8.1f} frames/s ({r['frames']} frames in "
-              f"{r['seconds']} s, {r['cpu_ms_per_frame']} CPU ms/frame, faces {r['faces_found_pct']}%)")
+              f"{r['seconds']} s, {r['cpu_ms_per_frame']} CPU ms/frame, faces {r['faces_found_pct']}%, "
+              f"{r['track_corrections']} track corrections)")
     print(f"random 96-frame gather from the cache: {result['gather_96_us']:.0f} us")
 
 

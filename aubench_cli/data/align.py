@@ -90,18 +90,12 @@ MIN_CROP_AGREEMENT = 0.85  # crops of one face 1/30 s apart: 0.95-1; under other
 _AGREEMENT_SIZE = 24  # crops are compared at this size: the face's layout, not its noise and fine detail
 
 
-def landmark_size(landmarks: np.ndarray) -> float:
-    """The size of a face from its 4 landmarks: their RMS distance from their centroid (frame pixels)."""
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(4, 2)
-    return float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean()))
-
-
 def crop_signature(crop: np.ndarray) -> np.ndarray:
     """A crop reduced to what ``crop_agreement`` compares: its 24x24 area average, zero mean, unit length."""
-    small = cv2.resize(crop, (_AGREEMENT_SIZE, _AGREEMENT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-    small -= small.mean()
-    norm = float(np.linalg.norm(small))
-    return small / norm if norm > 1e-6 else small
+    small = cv2.resize(crop, (_AGREEMENT_SIZE, _AGREEMENT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    mean, std = cv2.meanStdDev(small)
+    norm = float(std[0, 0]) * _AGREEMENT_SIZE  # the length of the centred vector: std x sqrt(24 x 24)
+    return ((small - float(mean[0, 0])) / max(norm, 1e-6)).ravel()
 
 
 def crop_agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,20 +104,30 @@ def crop_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(crop_signature(a) @ crop_signature(b))
 
 
+def _centre_and_size(points: list[float]) -> tuple[float, float, float]:
+    """Centroid and RMS distance from it of 4 landmarks given flat (x0, y0, ..., x3, y3): plain floats, as this runs
+    on every followed frame and numpy's per-call overhead on 8 numbers is larger than the arithmetic."""
+    xs, ys = points[0::2], points[1::2]
+    cx, cy = sum(xs) / 4, sum(ys) / 4
+    return cx, cy, math.sqrt(sum((x - cx) ** 2 + (y - cy) ** 2 for x, y in zip(xs, ys)) / 4)
+
+
 def landmarks_moved(before: np.ndarray, after: np.ndarray, limits: MotionLimits) -> bool:
-    """Did 4 landmarks move beyond ``limits`` from ``before`` to ``after`` (shift, rescaling or turn)?"""
-    a = np.asarray(before, dtype=np.float64).reshape(4, 2)
-    b = np.asarray(after, dtype=np.float64).reshape(4, 2)
-    size_a, size_b = landmark_size(a), landmark_size(b)
+    """Did 4 landmarks move beyond ``limits`` from ``before`` to ``after``: their centroid shifted by more than
+    ``limits.shift`` times their size (RMS distance from the centroid), that size changed by more than
+    ``limits.scale``, or the eye line turned by more than ``limits.degrees``?"""
+    a = np.asarray(before, dtype=np.float64).ravel().tolist()
+    b = np.asarray(after, dtype=np.float64).ravel().tolist()
+    ax, ay, size_a = _centre_and_size(a)
+    bx, by, size_b = _centre_and_size(b)
     if size_a < 1e-6 or size_b < 1e-6:
         return True
-    if float(np.hypot(*(b.mean(axis=0) - a.mean(axis=0)))) > limits.shift * size_a:
+    if math.hypot(bx - ax, by - ay) > limits.shift * size_a:
         return True
     if abs(math.log(size_b / size_a)) > math.log1p(limits.scale):
         return True
-    (ax, ay), (bx, by) = a[1] - a[0], b[1] - b[0]
-    turn = math.degrees(abs(math.atan2(ax * by - ay * bx, ax * bx + ay * by)))
-    return turn > limits.degrees
+    ex, ey, fx, fy = a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]
+    return math.degrees(abs(math.atan2(ex * fy - ey * fx, ex * fx + ey * fy))) > limits.degrees
 
 
 @dataclass
