@@ -310,6 +310,7 @@ runner = CliRunner()
         ["--layout", "bp5d"],
         ["--layout", "disfa", "--videos-per-subject", "2"],
         ["--fps", "0"],
+        ["--motion", "shaky"],
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path, args):

@@ -75,8 +75,7 @@ class SynthConfig:
             if not 0 <= rate <= 0.9:
                 raise UsageError(f"rate of {name} must be between 0 and 0.9, got {rate}")
         if self.motion not in MOTIONS:
-            raise UsageError(f"--motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}",
-                             suggest(self.motion, MOTIONS))
+            raise UsageError(f"--motion must be {' or '.join(MOTIONS)}, got {self.motion!r}")
         if not 0 <= self.unknown_share <= 0.5:
             raise UsageError(f"unknown_share must be between 0 and 0.5, got {self.unknown_share}")
         return layout
