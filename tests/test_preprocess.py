@@ -520,6 +520,32 @@ def test_track_corrections_are_counted_per_video_and_in_the_summary(tmp_path):
     assert all(m["faces"] == 12 for m in meta.values())
 
 
+def test_overwrite_after_a_killed_compaction_brings_back_no_old_video(tmp_path, monkeypatch):
+    # issue 22: a run killed after its compaction's COMPLETE marker, then --overwrite with other settings on a
+    # dataset that has only 2 of the 4 videos: the rebuild must hold those 2, made anew, and nothing old
+    import aubench_cli.data.cache as cache_module
+    from aubench_cli.data.cache import consolidate, remove_video
+
+    old_root, new_root, out = tmp_path / "old", tmp_path / "new", tmp_path / "cache"
+    make_dataset(old_root)
+    run_preprocess(old_root, out, PreprocessOptions(workers=1))
+    remove_video(out, "videos__s4_v1")  # dead rows: the next consolidate compacts
+
+    def killed(cache_dir):
+        raise KeyboardInterrupt  # the kill, after the marker, before the renames
+
+    monkeypatch.setattr(cache_module, "_finish_compaction", killed)
+    with pytest.raises(KeyboardInterrupt):
+        consolidate(out)
+    monkeypatch.undo()
+    make_dataset(new_root, subjects=("s1", "s2"))
+    summary = run_preprocess(new_root, out, PreprocessOptions(workers=1, threshold=3, overwrite=True))
+    cache = open_cache(out)
+    assert sorted(cache.videos) == ["videos__s1_v1", "videos__s2_v1"]
+    assert summary["videos"]["processed_now"] == 2 and summary["videos"]["already_done"] == 0
+    assert cache.header["settings"]["threshold"] == 3 and not list(out.glob(".compact-*"))
+
+
 def test_truncated_video_is_reported_with_its_frame_counts(tmp_path):
     root = tmp_path / "data"
     make_dataset(root, subjects=("s1", "s2", "s3"))
