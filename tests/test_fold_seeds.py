@@ -162,7 +162,7 @@ def test_three_runs_two_fold_seeds_through_the_cli_reported_in_every_format(tmp_
     assert ranked["ranked"] == ["raw", "snorm", "fnorm"] and r["assignments"] == 2 and r["subjects"] == 8
     assert sum(x["p_best"] for x in r["runs"]) == pytest.approx(1.0) and r["rope"] == pytest.approx(0.02)
     assert ("raw", "fnorm") in [(c["a"], c["b"]) for c in r["rope_comparisons"]]
-    assert sorted(sum(r["critical_difference"]["groups"], [])) == ["fnorm", "raw", "snorm"]
+    assert set(sum(r["critical_difference"]["groups"], [])) == {"fnorm", "raw", "snorm"}  # groups may overlap
     nf = ranked["noise_floor"]["metrics"]
     assert len(nf["f1"]["best_per_assignment"]) == 2 and set(nf["balanced_accuracy"]["runs"]) == {"raw", "snorm", "fnorm"}
     md = (out / "report.md").read_text()

@@ -83,7 +83,7 @@ def cd_figure(name: str, result: dict[str, Any], path: Path) -> Path | None:
     verdict = ("Nemenyi groups" if cd.get("p_matrix") is not None
                else "the Friedman test does not reject: one group")
     ax.set_title(f"{name}: critical-difference diagram (Friedman p = {cd['p_value']:.2g}, {cd['subjects']} subjects; "
-                 f"{verdict}; CD = {cd['cd']:.2f})", fontsize=9)
+                 f"{verdict}; CD = {cd['cd']:.2f})", fontsize=9, pad=30)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

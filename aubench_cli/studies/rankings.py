@@ -298,7 +298,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown_section(name: str, result: dict[str, Any], figures: list[str]) -> list[str]:
     """A study's ranking section in Markdown (``figures``: paths relative to the report)."""
-    out = [f"### Which run to choose: {name}", ""]
+    out = [f"### {name}", ""]
     if result["ranking"] is None:
         return out + [f"No ranking: {result['note']}.", ""]
     out += [_method_line(result), ""] + _md_table(*_rank_rows(result)) + _md_table(*_better_rows(result))
@@ -317,7 +317,7 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def html_section(name: str, result: dict[str, Any], figures: list[str]) -> str:
-    out = [f"<h3>Which run to choose: {html.escape(name)}</h3>"]
+    out = [f"<h3>{html.escape(name)}</h3>"]
     if result["ranking"] is None:
         return out[0] + f"<p>No ranking: {html.escape(result['note'])}.</p>"
     out += [f"<p>{html.escape(_method_line(result))}</p>", _html_table(*_rank_rows(result)),
