@@ -298,7 +298,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown_section(name: str, result: dict[str, Any], figures: list[str]) -> list[str]:
     """A study's ranking section in Markdown (``figures``: paths relative to the report)."""
-    out = [f"### {name}", ""]
+    out = [f"**{name}.**", ""]  # not a heading: the report's ### headings are its tables
     if result["ranking"] is None:
         return out + [f"No ranking: {result['note']}.", ""]
     out += [_method_line(result), ""] + _md_table(*_rank_rows(result)) + _md_table(*_better_rows(result))
@@ -429,7 +429,8 @@ def into_report(text: str, fmt: str, results: dict[str, dict[str, Any]]) -> str:
         part = "<h2>Which run to choose</h2>\n" + "\n".join(html_section(n, r, []) for n, r in results.items())
         return text.replace("</body>", part + "\n</body>", 1) if "</body>" in text else text + part
     if fmt == "tex":
-        return text.rstrip("\n") + "\n\n" + "\n".join(line for n, r in results.items() for line in tex_section(n, r))
+        return (text.rstrip("\n") + "\n\n% Which run to choose\n\n"
+                + "\n".join(line for n, r in results.items() for line in tex_section(n, r)))
     return text
 
 
