@@ -79,6 +79,8 @@ def test_identical_runs_overlap_and_share_one_group():
     lows, highs = zip(*(x["rank_ci95"] for x in r["runs"]))
     assert max(lows) <= min(highs)
     assert r["critical_difference"]["p_value"] > 0.5
+    assert r["critical_difference"]["p_matrix"] is None  # no post-hoc test after a Friedman test that keeps H0
+    assert "cannot be told apart (one group)" in r["critical_difference"]["note"]
     assert "not distinguishable from" in r["summary"]
 
 
@@ -142,3 +144,38 @@ def test_caveats_name_few_subjects_and_seeds():
     text = " ".join(r["caveats"])
     assert "only 8 test subjects" in text and "one training seed" in text
     assert "Caveats:" in r["summary"]
+
+
+def test_subjects_are_resampled_together_for_every_run():
+    """A gain of 1 point on every subject, under a subject spread of 10 points: paired, it is certain; resampling
+    each run's subjects on their own would drown it in the spread between subjects."""
+    rng = np.random.default_rng(6)
+    labels = labels_of(rng, 40)
+    skill = rng.uniform(0.55, 0.95, 40)
+    right = rng.random(labels.shape)  # the same draws for both: b is a with 1 point more per subject
+    counts = []
+    for gain in (0.0, 0.01):
+        pred = np.where(right < (skill + gain)[:, None, None], labels, ~labels)
+        counts.append(np.stack([(pred & labels).sum(1), labels.sum(1), (~pred & ~labels).sum(1), (~labels).sum(1)], -1))
+    r = ranking.rank_uncertainty(counts, ["a", "b"], np.random.default_rng(0), 1000)
+    assert r["runs"][1]["p_best"] > 0.99 and r["p_better"][1][0] > 0.99
+
+
+def test_the_report_opens_with_the_summary_and_ends_with_the_rankings(clear):
+    r, _, _ = clear
+    result = {"ranking": ranking.public(r), "ranked": ["good", "a", "b", "c"], "left_out": {"d": "missing"},
+              "aus": ["AU01"], "note": "", "noise_floor": None}
+    from aubench_cli.studies import rankings as rankmod
+
+    md = rankmod.into_report("# aubench report\n\n## Study\n\n| x |\n", "md", {"s": result})
+    lines = md.split("\n")
+    assert lines[0] == "# aubench report" and lines[2].startswith("**Summary.** s: Best: good")
+    assert "Not ranked: d (missing)" in lines[2]
+    assert md.index("## Study") < md.index("## Which run to choose") and "| good | " in md
+    page = rankmod.into_report("<html><body><h1>aubench report</h1><p>x</p></body></html>", "html", {"s": result})
+    assert page.index("<b>Summary.</b>") < page.index("<p>x</p>") < page.index("Which run to choose") < page.index("</body>")
+    tex = rankmod.into_report("% first line\n\\begin{table}", "tex", {"s": result})
+    assert tex.split("\n")[1].startswith("% Summary: s: Best: good") and "\\caption{s: rankings" in tex
+    assert rankmod.into_report("a,b\n", "csv", {"s": result}) == "a,b\n"
+    rows = rankmod.render_csv({"s": result}).splitlines()
+    assert rows[1].startswith("s,good,") and len(rows) == 5
