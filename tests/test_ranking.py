@@ -179,3 +179,21 @@ def test_the_report_opens_with_the_summary_and_ends_with_the_rankings(clear):
     assert rankmod.into_report("a,b\n", "csv", {"s": result}) == "a,b\n"
     rows = rankmod.render_csv({"s": result}).splitlines()
     assert rows[1].startswith("s,good,") and len(rows) == 5
+
+
+def test_an_au_without_positives_leaves_no_resample_and_nothing_breaks(tmp_path):
+    """Every resample degenerate (an AU with no positive frame at all): no ranks, said, and the report's
+    sections and figures still render."""
+    rng = np.random.default_rng(8)
+    labels = labels_of(rng, 12)
+    labels[..., 0] = False
+    counts = [counts_of(labels, rng.uniform(0.6, 0.8, 12), rng) for _ in range(3)]
+    r = ranking.rankings(counts, ["a", "b", "c"], resamples=100)
+    assert r["resamples"] == 0 and r["degenerate"] == 100 and all(x["mean_rank"] is None for x in r["runs"])
+    assert "100 resamples left out" in r["summary"]
+    from aubench_cli.studies import rankfig, rankings as rankmod
+
+    result = {"ranking": ranking.public(r), "ranked": ["a", "b", "c"], "left_out": {}, "aus": ["AU01"], "note": ""}
+    assert "| a | - | - | - |" in rankmod.into_report("# r\n", "md", {"s": result})
+    assert rankmod.render_csv({"s": result}).count("\n") == 4
+    assert rankfig.rank_figure("s", result, tmp_path / "r.png") is None

@@ -20,10 +20,12 @@ def _pyplot():
     return plt
 
 
-def rank_figure(name: str, result: dict[str, Any], path: Path) -> Path:
+def rank_figure(name: str, result: dict[str, Any], path: Path) -> Path | None:
     """Left: each run's mean rank and 95 % rank interval, P(best) beside it. Right: P(row better than column)."""
     plt = _pyplot()
     r = result["ranking"]
+    if any(x["mean_rank"] is None for x in r["runs"]):  # no valid resample: nothing to draw
+        return None
     runs = sorted(r["runs"], key=lambda x: x["mean_rank"])
     k = len(runs)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * k + 2.2), gridspec_kw={"width_ratios": [1.1, 1]})
@@ -95,6 +97,6 @@ def make(name: str, result: dict[str, Any], folder: Path) -> list[Path]:
     if result.get("ranking") is None:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    made = [rank_figure(name, result, folder / f"{name}-ranks.png")]
-    cd = cd_figure(name, result, folder / f"{name}-critical-difference.png")
-    return made + ([cd] if cd else [])
+    made = [rank_figure(name, result, folder / f"{name}-ranks.png"),
+            cd_figure(name, result, folder / f"{name}-critical-difference.png")]
+    return [p for p in made if p is not None]

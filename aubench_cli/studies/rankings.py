@@ -209,10 +209,10 @@ def _rank_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     group = {n: ", ".join(str(i + 1) for i, g in enumerate(cd["groups"]) if n in g) for n in result["ranked"]}
     header = ["Run", "Balanced (%)", "Mean rank", "95 % rank interval", "P(best)", "CD group(s)", "Friedman mean rank"]
     rows = []
-    for x in sorted(r["runs"], key=lambda x: x["mean_rank"]):
+    for x in sorted(r["runs"], key=_by_rank):
         ci = x["rank_ci95"]
-        rows.append([x["run"], f"{100 * x['value']:.1f}", f"{x['mean_rank']:.2f}", f"{ci[0]:g}-{ci[1]:g}",
-                     f"{x['p_best']:.2f}", group[x["run"]] or "-", _f2(cd["mean_ranks"].get(x["run"]))])
+        rows.append([x["run"], _pct(x["value"]), _f2(x["mean_rank"]), "-" if not ci else f"{ci[0]:g}-{ci[1]:g}",
+                     _f2(x["p_best"]), group[x["run"]] or "-", _f2(cd["mean_ranks"].get(x["run"]))])
     return header, rows
 
 
@@ -230,7 +230,8 @@ def _rope_lines(result: dict[str, Any]) -> list[str]:
     for c in r["rope_comparisons"]:
         if c["p_a"] is None:
             continue
-        out.append(f"{c['a']} vs {c['b']} (difference {100 * c['diff']:+.2f} points; ROPE ±{100 * c['rope']:g} "
+        diff = "-" if c["diff"] is None else f"{100 * c['diff']:+.2f}"
+        out.append(f"{c['a']} vs {c['b']} (difference {diff} points; ROPE ±{100 * c['rope']:g} "
                    f"points; Bayesian signed-rank test over {c['subjects']} subjects): P({c['a']} better) "
                    f"{c['p_a']:.3f}, P(practically equivalent) {c['p_equivalent']:.3f}, P({c['b']} better) "
                    f"{c['p_b']:.3f}: {c['verdict']}.")
@@ -289,6 +290,15 @@ def _noise_text(result: dict[str, Any]) -> str:
 
 def _f2(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _by_rank(x: dict[str, Any]) -> float:
+    """Sort key: the mean rank, runs without one (no valid resample) last."""
+    return float("inf") if x["mean_rank"] is None else x["mean_rank"]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -370,8 +380,9 @@ def render_csv(results: dict[str, dict[str, Any]]) -> str:
             groups = " ".join(str(g + 1) for g, members in enumerate(cd["groups"]) if x["run"] in members)
             better = " ".join(f"{n}={v:.3f}" for n, v in zip(names, r["p_better"][i]) if v is not None)
             noise = nf["runs"][x["run"]] if nf else {}
-            writer.writerow([study, x["run"], f"{100 * x['value']:.2f}", f"{x['mean_rank']:.3f}", x["rank_ci95"][0],
-                             x["rank_ci95"][1], f"{x['p_best']:.3f}", groups, _f2(cd["mean_ranks"].get(x["run"])),
+            ci = x["rank_ci95"] or ["", ""]
+            writer.writerow([study, x["run"], _csv(x["value"], 100, 2), _csv(x["mean_rank"], 1, 3), ci[0], ci[1],
+                             _csv(x["p_best"], 1, 3), groups, _f2(cd["mean_ranks"].get(x["run"])),
                              "" if cd.get("p_value") is None else f"{cd['p_value']:.3g}", better,
                              "" if not noise else f"{100 * noise['sd_assignment']:.2f}",
                              "" if not noise or noise["sd_seed"] is None else f"{100 * noise['sd_seed']:.2f}",
@@ -432,6 +443,10 @@ def into_report(text: str, fmt: str, results: dict[str, dict[str, Any]]) -> str:
         return (text.rstrip("\n") + "\n\n% Which run to choose\n\n"
                 + "\n".join(line for n, r in results.items() for line in tex_section(n, r)))
     return text
+
+
+def _csv(v: float | None, scale: float, decimals: int) -> str:
+    return "" if v is None else f"{scale * v:.{decimals}f}"
 
 
 def csv_path(report: Path) -> Path:
