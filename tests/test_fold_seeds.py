@@ -59,6 +59,9 @@ def test_fold_seeds_dry_run_and_bad_uses(tmp_path):
     rows = json.loads(runner.invoke(app, args + ["--folds", "2", "--fold-seeds", "3", "--json"]).stdout)
     assert [(r["assignment"], r["fold"]) for r in rows] == [(r, f) for r in range(3) for f in range(2)]
     assert not out.exists()
+    table = runner.invoke(app, args + ["--folds", "2", "--fold-seeds", "3"])
+    assert table.exit_code == 0 and "1 runs x 3 fold assignments x 2 folds" in table.stdout
+    assert "raw.foldseed2.fold1" in table.stdout
     # the assignments differ: fold seed 0, 1, 2 deal other folds on this cache
     subjects = list(open_cache(cache).subjects)
     dealt = [fold_assignment(subjects, 2, r, None)[0] for r in range(3)]

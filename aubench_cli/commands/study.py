@@ -95,7 +95,7 @@ def command(
         if json_out:
             print_json(rows)
             return
-        _render_plan(study.name, rows, out_dir, per_fold, folds, seeds)
+        _render_plan(study.name, rows, out_dir, per_fold, folds, seeds, fold_seeds)
         return
     if not runs:
         stderr.print(f"no run of {study.name} selected (--shard {shard} --only {only}): nothing to do")
@@ -199,7 +199,7 @@ def _render_status(name: str, rows: list[dict], out_dir: Path) -> None:
 
 
 def _render_plan(name: str, rows: list[dict], out_dir: Path, per_fold: Optional[list[dict]] = None,
-                 folds: Optional[int] = None, seeds: Optional[int] = None) -> None:
+                 folds: Optional[int] = None, seeds: Optional[int] = None, fold_seeds: Optional[int] = None) -> None:
     from aubench_cli.studies.study import human_flops
 
     if folds:
@@ -219,7 +219,8 @@ def _render_plan(name: str, rows: list[dict], out_dir: Path, per_fold: Optional[
         total += r["total_flops"]
     stdout.print(table)
     aus = {(r["aus"], r["aus_from"]) for r in rows}
-    units = (f" ({len({r['name'] for r in rows})} runs" + (f" x {folds} folds" if folds else "")
+    units = (f" ({len({r['name'] for r in rows})} runs" + (f" x {fold_seeds} fold assignments" if fold_seeds else "")
+             + (f" x {folds} folds" if folds else "")
              + (f" x {seeds} seeds" if seeds else "") + ")") if folds or seeds else ""
     stdout.print(f"total {human_flops(total)}{units}; batches of 8 x K frames with K = "
                  + ", ".join(f"{k} AUs ({src})" for k, src in sorted(aus)))
