@@ -5,8 +5,11 @@ the statistics see only labels, decisions and unit codes, never images. Timed: t
 of one run over subjects and videos (2000 resamples each) and frames (100k units: the normal, linearised limit),
 and one paired comparison over subjects (2000 resamples, 10000 Monte Carlo permutations), each from counts made
 beforehand; then the whole of what `aubench eval` adds for two runs (counts, intervals over subjects, the paired
-comparison). Prints the median and the range
-of --repeats runs. Usage: python benchmarks/stats.py [--repeats 7]
+comparison). Then the rankings of a Table I study (`evaluation/ranking.py`): 11 runs x 50 subjects x 12 AUs
+from per-subject counts: the rank distributions (2000 paired resamples), the Friedman test with the Nemenyi
+post-hoc, one Bayesian signed-rank comparison (20000 posterior samples), all of it (what `aubench report` adds per
+study, with the top two compared), and all of it with 3 training seeds x 3 fold assignments per run. Prints the
+median and the range of --repeats runs. Usage: python benchmarks/stats.py [--repeats 7]
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 
 import numpy as np
 
-from aubench_cli.evaluation import stats
+from aubench_cli.evaluation import ranking, stats
 
 
 def split(rng: np.random.Generator, subjects: int = 50, videos: int = 4, frames: int = 500, k: int = 12):
@@ -76,6 +79,19 @@ def main() -> None:
                                                                              np.random.default_rng(2)),
         "all of it for two runs over subjects": everything,
     }
+    runs = [stats.unit_counts(np.where(rng.random(a.shape) < 0.8 + 0.005 * i, labels == 1, labels == 0), labels,
+                              subject, 50) for i in range(11)]  # 11 runs, 50 subjects, 12 AUs
+    levels = [np.stack([np.stack([c] * 3)] * 3) for c in runs]  # (3 assignments, 3 seeds, 50, 12, 4)
+    names = [f"run{i}" for i in range(11)]
+    scores, _ = ranking.score_matrix(runs)
+    cases.update({
+        "rank distributions, 11 runs x 50 subjects (2000)": lambda: ranking.rank_uncertainty(
+            runs, names, np.random.default_rng(3)),
+        "Friedman + Nemenyi, 11 runs x 50 subjects": lambda: ranking.critical_difference(scores, names),
+        "one ROPE comparison (signed-rank, 20000 samples)": lambda: ranking.rope_compare(scores[:, 0], scores[:, 1]),
+        "rankings of 11 runs x 50 subjects, all of it": lambda: ranking.rankings(runs, names),
+        "the same with 3 seeds x 3 fold assignments": lambda: ranking.rankings(levels, names),
+    })
     for name, fn in cases.items():
         median, lo, hi = timed(fn, args.repeats)
         print(f"{name:50s} median {1000 * median:8.1f} ms  (range {1000 * lo:.1f}-{1000 * hi:.1f}, {args.repeats} runs)")

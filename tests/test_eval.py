@@ -295,3 +295,23 @@ def test_folds_pooled_from_real_evaluations_equal_one_evaluation_of_every_frame(
         assert row.cells["balanced_accuracy"][au].pooled == pytest.approx(whole["per_au"][au]["balanced_accuracy"])
         assert row.cells["f1"][au].mean == pytest.approx(np.mean([f["per_au"][au]["f1"] for f in folds]))
     assert row.cells["f1"]["Avg."].pooled == pytest.approx(whole["mean_f1"])
+
+
+def test_multi_run_rankings_in_json_and_table(runs):
+    _, (a, b) = runs
+    result = runner.invoke(app, ["eval", str(a), str(b), "--batches", "40", "--json", "--rope", "2",
+                                 "--pair", "b,a"])
+    assert result.exit_code == 0, result.output
+    ranked = json.loads(result.stdout)["rankings"]
+    assert {x["run"] for x in ranked["runs"]} == {"a", "b"} and ranked["rope"] == pytest.approx(0.02)
+    assert sum(x["p_best"] for x in ranked["runs"]) == pytest.approx(1.0)
+    assert ranked["subjects"] == len(json.loads(result.stdout)["runs"][0]["subjects"])
+    assert [(c["a"], c["b"]) for c in ranked["rope_comparisons"]][1:] == [("b", "a")]
+    c = ranked["rope_comparisons"][0]
+    assert c["p_a"] + c["p_equivalent"] + c["p_b"] == pytest.approx(1.0)
+    assert ranked["summary"].startswith(f"Best: {ranked['best']}")
+    table = runner.invoke(app, ["eval", str(a), str(b), "--batches", "40"])
+    assert table.exit_code == 0 and "Rankings on mean balanced accuracy" in table.stdout
+    assert "summary: Best:" in table.stdout
+    bad = runner.invoke(app, ["eval", str(a), str(b), "--batches", "40", "--rope", "-1"])
+    assert bad.exit_code == 2 and "--rope must be a positive" in bad.stderr

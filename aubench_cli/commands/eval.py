@@ -34,8 +34,13 @@ def command(
     ci_unit: Annotated[CiUnit, typer.Option("--ci-unit", help="Unit resampled for intervals and swapped by the paired test.")] = CiUnit.subject,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", autocompletion=complete_device)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    rope: Annotated[float, typer.Option("--rope", help="With several runs: region of practical equivalence, in points of balanced accuracy.")] = 1.0,
+    pair: Annotated[Optional[list[str]], typer.Option("--pair", help="A,B: also test these two runs for practical equivalence (repeatable; the top two always).")] = None,
 ) -> None:
     from aubench_cli.evaluation.evaluate import compare, evaluate_run, latest_run, public
+    from aubench_cli.evaluation.ranking import eval_rankings, parse_pairs, rope_from_points
+
+    rope_fraction, pairs_asked = rope_from_points(rope), parse_pairs(pair)  # bad options fail before evaluating
 
     run_dirs = runs or [str(latest_run())]
     results = []
@@ -46,11 +51,14 @@ def command(
                                         checkpoint=checkpoint.value, device=device, ci_unit=ci_unit.value,
                                         progress=lambda done, total, t=task: bar.update(t, completed=done, total=total)))
     pairs = compare(results) if len(results) > 1 else []
+    ranked = eval_rankings(results, rope=rope_fraction, pairs=pairs_asked, seed=seed) if len(results) > 1 else None
     if json_out:
         print_json(public(results[0]) if len(results) == 1 else
-                   {"runs": [public(r) for r in results], "comparisons": pairs})
+                   {"runs": [public(r) for r in results], "comparisons": pairs, "rankings": ranked})
         return
     render(results, pairs)
+    if ranked:
+        render_rankings(ranked)
     for r in results:
         for line in not_tested(r):
             stdout.print(line, markup=False)
@@ -120,6 +128,33 @@ def render(results: list[dict], pairs: list[dict]) -> None:
                  markup=False)
     for note in dict.fromkeys(p["note"] for p in pairs):
         stdout.print(f"note: {note}", markup=False)
+
+
+def render_rankings(r: dict) -> None:
+    """The rank table (mean rank, 95 % rank interval, P(best), CD group), the ROPE comparisons and the summary."""
+    cd = r["critical_difference"]
+    group_of = {name: i + 1 for i, g in enumerate(cd["groups"]) for name in g}
+    table = Table(title=f"Rankings on mean balanced accuracy: {r['resamples']} paired resamples of "
+                        f"{r['subjects']} test subjects; CD groups: {cd['note']}")
+    for col in ("run", "balanced", "mean rank", "95 % rank interval", "P(best)", "CD group", "Friedman mean rank"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for row in sorted(r["runs"], key=lambda x: x["mean_rank"] if x["mean_rank"] is not None else 1e9):
+        ci = row["rank_ci95"]
+        table.add_row(escape(row["run"]), _pct(row["value"]), _f2(row["mean_rank"]),
+                      "-" if not ci else f"{ci[0]:g}-{ci[1]:g}", _f2(row["p_best"]), str(group_of.get(row["run"], "-")),
+                      _f2(cd["mean_ranks"].get(row["run"])))
+    stdout.print(table)
+    for c in r["rope_comparisons"]:
+        if c["p_a"] is None:
+            continue
+        stdout.print(f"{c['a']} vs {c['b']} (ROPE {100 * c['rope']:g} points, Bayesian signed-rank over "
+                     f"{c['subjects']} subjects): P({c['a']} better) {c['p_a']:.3f}, P(equivalent) "
+                     f"{c['p_equivalent']:.3f}, P({c['b']} better) {c['p_b']:.3f}: {c['verdict']}", markup=False)
+    stdout.print(f"summary: {r['summary']}", markup=False)
+
+
+def _f2(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def ranked_cells(values: list[float | None]) -> list[str]:

@@ -29,11 +29,14 @@ def command(
     layout: Annotated[ReportLayout, typer.Option("--layout", help="paper: AUs as rows, the paper's numbers beside ours; literature: runs as rows, AUs as columns, F1 and folds (md, tex, csv).")] = ReportLayout.paper,
     aus: Annotated[Optional[str], typer.Option("--aus", help="Literature layout: only these AUs, in this order, e.g. AU01,AU02,AU04 (Avg. over them).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written (paths, run states) as JSON.")] = False,
+    rope: Annotated[float, typer.Option("--rope", help="Region of practical equivalence of the rankings' Bayesian comparisons, in points of balanced accuracy.")] = 1.0,
+    pair: Annotated[Optional[list[str]], typer.Option("--pair", help="A,B: also compare these two runs for practical equivalence (repeatable; the top two always).")] = None,
 ) -> None:
+    from aubench_cli.evaluation.ranking import parse_pairs, rope_from_points
     from aubench_cli.studies.report import write_report
 
     only = [a.strip() for a in aus.split(",") if a.strip()] if aus else None
-    written = write_report(folder, fmt.value, out, layout.value, only)
+    written = write_report(folder, fmt.value, out, layout.value, only, rope_from_points(rope), parse_pairs(pair))
     if written["text"] is not None:
         sys.stdout.write(written["text"])
         sys.stdout.flush()

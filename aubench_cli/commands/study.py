@@ -5,6 +5,8 @@ resumed, a failed run is reported while the others go on (exit code 1 at the end
 their estimated compute; --seeds N repeats every run with training seeds 0..N-1 (DIR/<run>/seed<k>/); --folds K
 (or --fold-file FILE) runs every run on every fold of a subject-exclusive K-fold cross-validation
 (DIR/<run>/fold<i>/[seed<k>/]);
+--fold-seeds R (with --folds) repeats the K-fold protocol over R assignments of subjects to folds
+(DIR/<run>/foldseed<r>/fold<i>/ for r > 0: the fold-assignment noise floor);
 --launcher local|slurm submits each pending run as a submitit job (one array), --status shows each run's state and
 job; --shard I/N does every N-th run from I (other schedulers); --set applies to every run (e.g. --set
 train.epochs=2 for a quick pass). `aubench report DIR` then makes the tables.
@@ -37,6 +39,7 @@ def command(
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs (with --dry-run) or their results as JSON on stdout.")] = False,
     seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Repeat every run with training seeds 0..N-1 (the test batches stay the same).")] = None,
     folds: Annotated[Optional[int], typer.Option("--folds", min=2, help="Subject-exclusive K-fold cross-validation: every run on every fold (DIR/<run>/fold<i>/).")] = None,
+    fold_seeds: Annotated[Optional[int], typer.Option("--fold-seeds", min=1, help="With --folds: repeat the K-fold protocol over R assignments of subjects to folds (fold seeds 0..R-1; DIR/<run>/foldseed<r>/fold<i>/ for r > 0): the fold-assignment noise floor.")] = None,
     fold_file: Annotated[Optional[str], typer.Option("--fold-file", help="CSV of subject,fold rows (a published fold list); wins over the hash; K from the file.")] = None,
     launcher: Annotated[Optional[Launcher], typer.Option("--launcher", help="One submitit job per pending run, on this machine or SLURM; without it the study runs here, in this process.", case_sensitive=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --launcher: wait for the jobs to end.")] = False,
@@ -56,6 +59,8 @@ def command(
         load_study,
         parse_shard,
         parse_weights,
+        check_fold_seeds,
+        recorded_fold_seeds,
         recorded_folds,
         recorded_seeds,
         resolve_folds,
@@ -70,7 +75,9 @@ def command(
     given_weights = parse_weights(weights, study)
     seeds = recorded_seeds(out_dir, seeds)
     folds, fold_file = recorded_folds(out_dir, *resolve_folds(folds, fold_file))
-    units = expand_units(runs, seeds, folds)
+    fold_seeds = recorded_fold_seeds(out_dir, fold_seeds)
+    check_fold_seeds(fold_seeds, folds, fold_file)
+    units = expand_units(runs, seeds, folds, fold_seeds)
     if dry_run or show_status:
         cfgs = unit_configs(study, units, sets, cache, given_weights, folds, fold_file)
         if show_status:
@@ -88,7 +95,7 @@ def command(
         if json_out:
             print_json(rows)
             return
-        _render_plan(study.name, rows, out_dir, per_fold, folds, seeds)
+        _render_plan(study.name, rows, out_dir, per_fold, folds, seeds, fold_seeds)
         return
     if not runs:
         stderr.print(f"no run of {study.name} selected (--shard {shard} --only {only}): nothing to do")
@@ -96,7 +103,7 @@ def command(
     if launcher is not None:
         _launch(study, preset, out_dir, units, sets or [], cache, given_weights, seeds, json_out, wait,
                 launcher.value, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism, slurm,
-                folds, fold_file)
+                folds, fold_file, fold_seeds)
         return
 
     bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -114,12 +121,14 @@ def command(
         elif kind == "eval" and name in tasks:
             bar.update(tasks[name], description=f"{name}: eval")
 
-    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs" + (f" x {folds} folds" if folds else "")
+    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs"
+                 + (f" x {fold_seeds} fold assignments" if fold_seeds else "") + (f" x {folds} folds" if folds else "")
                  + (f" x {seeds} seeds" if seeds else "") + f" into {out_dir}")
     with bar:
         try:
             results = run_study(study, out_dir, units=units, sets=sets, cache=cache, weights=given_weights, seeds=seeds,
-                                folds=folds, fold_file=fold_file, log=lambda m: stderr.print(m, markup=False),
+                                folds=folds, fold_file=fold_file, fold_seeds=fold_seeds,
+                                log=lambda m: stderr.print(m, markup=False),
                                 progress=on_progress, debug=debug_enabled())
         except KeyboardInterrupt:
             stderr.print(f"[yellow]interrupted: the current run saved its checkpoint; the same command resumes "
@@ -147,7 +156,7 @@ def command(
 def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cache: Optional[str], weights: dict,
             seeds: Optional[int], json_out: bool, wait: bool, launcher: str, partition: Optional[str], time_min: int,
             gpus_per_run: int, cpus_per_run: Optional[int], array_parallelism: int, slurm: Optional[list[str]],
-            folds: Optional[int] = None, fold_file: Optional[str] = None) -> None:
+            folds: Optional[int] = None, fold_file: Optional[str] = None, fold_seeds: Optional[int] = None) -> None:
     from aubench_cli.errors import AubenchError
     from aubench_cli.studies.launcher import LAUNCHERS, LaunchOptions, parse_slurm_items, submit, wait_all
 
@@ -158,7 +167,8 @@ def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cac
     options = LaunchOptions(launcher, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism,
                             parse_slurm_items(slurm))
     outcome = submit(study, out_dir, units, preset=preset, sets=sets, cache=cache, weights=weights, seeds=seeds,
-                     options=options, log=lambda m: stderr.print(m, markup=False), folds=folds, fold_file=fold_file)
+                     options=options, log=lambda m: stderr.print(m, markup=False), folds=folds, fold_file=fold_file,
+                     fold_seeds=fold_seeds)
     results = wait_all() if wait else None
     if json_out:
         print_json({**outcome, **({"results": results} if results is not None else {})})
@@ -189,7 +199,7 @@ def _render_status(name: str, rows: list[dict], out_dir: Path) -> None:
 
 
 def _render_plan(name: str, rows: list[dict], out_dir: Path, per_fold: Optional[list[dict]] = None,
-                 folds: Optional[int] = None, seeds: Optional[int] = None) -> None:
+                 folds: Optional[int] = None, seeds: Optional[int] = None, fold_seeds: Optional[int] = None) -> None:
     from aubench_cli.studies.study import human_flops
 
     if folds:
@@ -209,7 +219,8 @@ def _render_plan(name: str, rows: list[dict], out_dir: Path, per_fold: Optional[
         total += r["total_flops"]
     stdout.print(table)
     aus = {(r["aus"], r["aus_from"]) for r in rows}
-    units = (f" ({len({r['name'] for r in rows})} runs" + (f" x {folds} folds" if folds else "")
+    units = (f" ({len({r['name'] for r in rows})} runs" + (f" x {fold_seeds} fold assignments" if fold_seeds else "")
+             + (f" x {folds} folds" if folds else "")
              + (f" x {seeds} seeds" if seeds else "") + ")") if folds or seeds else ""
     stdout.print(f"total {human_flops(total)}{units}; batches of 8 x K frames with K = "
                  + ", ".join(f"{k} AUs ({src})" for k, src in sorted(aus)))

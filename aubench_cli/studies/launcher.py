@@ -83,6 +83,7 @@ class UnitSpec:
     fold: int | None = None
     folds: int | None = None
     fold_file: str | None = None
+    assignment: int | None = None  # --fold-seeds: the folds dealt with fold seed + assignment
 
 
 def ddp_environment(env: Any, job_id: str) -> dict[str, str]:
@@ -122,7 +123,7 @@ class StudyJob:
         except RuntimeError:
             pass
         study = studymod.load_study(spec.preset)
-        unit = studymod.Unit(study.run(spec.run), spec.seed, spec.fold)
+        unit = studymod.Unit(study.run(spec.run), spec.seed, spec.fold, spec.assignment)
         out = Path(spec.out)
         main = studymod._main_process()
         if main and not claim_lease(out, unit.key, job_id):
@@ -281,9 +282,12 @@ def make_executor(out: Path, options: LaunchOptions) -> Any:
 
 def submit(study: studymod.Study, out: Path, units: list[studymod.Unit], *, preset: str, sets: list[str],
            cache: str | None, weights: dict[str, str], seeds: int | None, options: LaunchOptions,
-           log: Any = lambda msg: None, folds: int | None = None, fold_file: str | None = None) -> dict[str, Any]:
+           log: Any = lambda msg: None, folds: int | None = None, fold_file: str | None = None,
+           fold_seeds: int | None = None) -> dict[str, Any]:
     """Submit every unit that is not done and not leased to a live job, as one array; returns what was done."""
     folds, fold_file = studymod.recorded_folds(out, *studymod.resolve_folds(folds, fold_file))
+    fold_seeds = studymod.recorded_fold_seeds(out, fold_seeds)
+    studymod.check_fold_seeds(fold_seeds, folds, fold_file)
     cfgs = studymod.unit_configs(study, units, sets, cache, weights, folds, fold_file)
     studymod.check_caches(cfgs)
     studymod.check_folds(cfgs)
@@ -291,7 +295,7 @@ def submit(study: studymod.Study, out: Path, units: list[studymod.Unit], *, pres
         problem = studymod.weights_problem(cfgs[unit.key])
         if problem:
             raise UsageError(problem, f"give it with --weights {unit.run.name}=FILE, or leave it out with --only")
-    studymod.write_study_file(study, out, sets, cache, seeds, folds, fold_file)
+    studymod.write_study_file(study, out, sets, cache, seeds, folds, fold_file, fold_seeds)
     for unit in units:  # before states are read: a run trained before --seeds is seed 0
         studymod.adopt_unseeded(out, unit, log)
     done, held, pending = [], [], []
@@ -308,7 +312,7 @@ def submit(study: studymod.Study, out: Path, units: list[studymod.Unit], *, pres
     if pending:
         executor = make_executor(out, options)
         specs = [UnitSpec(preset, str(out.resolve()), u.run.name, u.seed, list(sets), cache, dict(weights), seeds,
-                          u.fold, folds, fold_file) for u in pending]
+                          u.fold, folds, fold_file, u.assignment) for u in pending]
         try:
             submitted = executor.map_array(StudyJob(), specs)
         except Exception:
@@ -359,7 +363,8 @@ def status(study: studymod.Study, out: Path, units: list[studymod.Unit], cfgs: d
             alive = lease_alive(lease)
             job = {"id": lease.get("job"), "launcher": lease.get("launcher"),
                    "state": ("running" if lease.get("started") else "pending") if alive else "gone (stale lease)"}
-        rows.append({"key": unit.key, "name": unit.run.name, "seed": unit.seed, "fold": unit.fold, "state": state,
+        rows.append({"key": unit.key, "name": unit.run.name, "seed": unit.seed, "fold": unit.fold,
+                     "assignment": unit.assignment, "state": state,
                      "job": job, "error": recorded.get("error") if state == "failed" else None,
                      "run_dir": str(run_dir)})
     return rows

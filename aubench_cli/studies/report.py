@@ -693,21 +693,27 @@ def make_figures(studies: list[StudyResults], folder: Path) -> dict[str, list[Pa
 
 
 def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
-                 layout: str = "paper", aus: list[str] | None = None) -> dict[str, Any]:
+                 layout: str = "paper", aus: list[str] | None = None, rope: float | None = None,
+                 pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Write the report of the study (or studies) in ``folder``; returns what was written.
 
     ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
     ``figures/`` folder beside the report (beside ``folder``'s report when the text goes to stdout).
     ``layout="literature"``: the AU literature's tables instead (``literature_report``), without figures;
-    ``aus`` there restricts its columns (and Avg.) to those AUs.
+    ``aus`` there restricts its columns (and Avg.) to those AUs. Both layouts open with a plain summary and end
+    with each study's rankings (``studies/rankings.py``; ``rope``: the ROPE as a fraction, ``pairs``: runs to
+    compare for practical equivalence besides the top two).
     """
+    from aubench_cli.studies import rankings as rankmod
+
+    rope = rankmod.ranking.DEFAULT_ROPE if rope is None else rope
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     if layout not in LAYOUTS:
         raise UsageError(f"unknown report layout {layout!r}", f"use one of {', '.join(LAYOUTS)}")
     if layout == "literature":
-        return literature_report(folder, fmt, out, aus)
+        return literature_report(folder, fmt, out, aus, rope, pairs)
     if aus:
         raise UsageError("--aus is for the literature's layout", "add --layout literature")
     if fmt == "tex":
@@ -718,16 +724,22 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
     base = path.parent
     base.mkdir(parents=True, exist_ok=True)
     figures = make_figures(studies, base / "figures")
+    ranked = rankmod.for_report([(s.name, s.dir) for s in studies], rope=rope, pairs=pairs or [])
+    rankmod.add_figures(ranked, figures, base / "figures")
     if fmt == "md":
         text = render_markdown(studies, figures, base)
     elif fmt == "html":
         text = render_html(studies, figures, base)
     else:
         text = render_csv(studies)
+    text = rankmod.into_report(text, fmt, ranked)
     if not to_stdout:
         atomic_write_text(path, text)
+        if fmt == "csv":
+            atomic_write_text(rankmod.csv_path(path), rankmod.render_csv(ranked))
     return {
         "report": None if to_stdout else str(path), "text": text if to_stdout else None,
+        "rankings": ranked, **({"rankings_csv": str(rankmod.csv_path(path))} if fmt == "csv" and not to_stdout else {}),
         "figures": [str(p) for paths in figures.values() for p in paths],
         "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.runs},
                      "resolution": resolution(s)} for s in studies],
@@ -735,9 +747,11 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
 
 
 def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
-                      aus: list[str] | None = None) -> dict[str, Any]:
+                      aus: list[str] | None = None, rope: float | None = None,
+                      pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """``write_report`` in the literature's layout (md, tex or csv): methods as rows, AUs as columns, Avg. last."""
     from aubench_cli.studies import literature
+    from aubench_cli.studies import rankings as rankmod
 
     renderers = {"md": literature.render_markdown, "tex": literature.render_tex, "csv": literature.render_csv}
     if fmt not in renderers:
@@ -746,10 +760,16 @@ def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | Non
     text = renderers[fmt](studies)
     to_stdout = str(out) == "-"
     path = Path(folder) / f"report-literature.{fmt}" if out is None or to_stdout else Path(out)
+    ranked = rankmod.for_report([(s.name, s.dir) for s in studies], pairs=pairs or [],
+                                rope=rankmod.ranking.DEFAULT_ROPE if rope is None else rope)
+    text = rankmod.into_report(text, fmt, ranked)
     if not to_stdout:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
+        if fmt == "csv":
+            atomic_write_text(rankmod.csv_path(path), rankmod.render_csv(ranked))
     return {"report": None if to_stdout else str(path), "text": text if to_stdout else None, "figures": [],
+            "rankings": ranked,
             "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.rows},
                          "literature": literature.as_json(s)} for s in studies]}
 

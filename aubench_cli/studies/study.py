@@ -30,6 +30,7 @@ from aubench_cli.studies import catalog
 
 STUDY_FILE = "study.json"
 STATUS_DIR = "status"
+FOLD_SEED_DIR = "foldseed"  # DIR/<run>/foldseed<r>/fold<i>/: the folds dealt with fold seed + r (--fold-seeds)
 # Training costs about 3 forward passes per image (forward, then backward for activations and for weights), the
 # usual rule of thumb (Kaplan et al. 2020); validation and test cost one forward pass per image.
 TRAIN_FLOPS_FACTOR = 3
@@ -81,39 +82,63 @@ class Unit:
     training seed when ``--seeds`` does.
 
     Each level of the directory exists only when asked for: ``DIR/<run>/`` without either,
-    ``DIR/<run>/fold<i>/`` with folds, ``DIR/<run>/[fold<i>/]seed<k>/`` with seeds.
+    ``DIR/<run>/fold<i>/`` with folds, ``DIR/<run>/[fold<i>/]seed<k>/`` with seeds. ``assignment`` r > 0
+    (``--fold-seeds``: the folds dealt with fold seed + r) adds ``foldseed<r>/`` above the folds; assignment 0 is
+    the study's usual folds, where they always lay, so a K-fold study grows fold seeds without moving anything.
     """
 
     run: StudyRun
     seed: int | None = None
     fold: int | None = None
+    assignment: int | None = None
 
     @property
     def key(self) -> str:
-        """The unit's name in status/ and leases/ files and in logs: ``run``, ``run.seed1``, ``run.fold2.seed1``."""
-        return self.run.name + ("" if self.fold is None else f".fold{self.fold}") + (
-            "" if self.seed is None else f".seed{self.seed}")
+        """The unit's name in status/ and leases/ files and in logs: ``run``, ``run.seed1``, ``run.fold2.seed1``,
+        ``run.foldseed1.fold2.seed1``."""
+        return self.run.name + (f".{FOLD_SEED_DIR}{self.assignment}" if self.assignment else "") + (
+            "" if self.fold is None else f".fold{self.fold}") + ("" if self.seed is None else f".seed{self.seed}")
 
     def dir(self, out: Path) -> Path:
-        path = out / self.run.name if self.fold is None else out / self.run.name / f"fold{self.fold}"
+        path = out / self.run.name
+        if self.assignment:
+            path = path / f"{FOLD_SEED_DIR}{self.assignment}"
+        path = path if self.fold is None else path / f"fold{self.fold}"
         return path if self.seed is None else path / f"seed{self.seed}"
 
     @property
     def unseeded(self) -> Unit:
         """The same run (and fold) without a seed level: where a run trained before ``--seeds`` lies."""
-        return Unit(self.run, None, self.fold)
+        return Unit(self.run, None, self.fold, self.assignment)
 
 
-def expand_units(runs: list[StudyRun], seeds: int | None = None, folds: int | None = None) -> list[Unit]:
-    """Every run on folds 0..folds-1 at training seeds 0..seeds-1 (run-major, then fold, then seed); a level not
-    asked for (None) is left out."""
+def expand_units(runs: list[StudyRun], seeds: int | None = None, folds: int | None = None,
+                 fold_seeds: int | None = None) -> list[Unit]:
+    """Every run on folds 0..folds-1 at training seeds 0..seeds-1 (run-major, then fold assignment, then fold,
+    then seed), over ``fold_seeds`` assignments of subjects to folds; a level not asked for (None) is left out."""
     if seeds is not None and seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}", "e.g. --seeds 3 repeats every run with seeds 0, 1, 2")
     if folds is not None and folds < 2:
         raise UsageError(f"--folds must be at least 2, got {folds}", "e.g. --folds 3, the protocol of most AU papers")
     fold_list = [None] if folds is None else list(range(folds))
     seed_list = [None] if seeds is None else list(range(seeds))
-    return [Unit(run, k, i) for run in runs for i in fold_list for k in seed_list]
+    check_fold_seeds(fold_seeds, folds)
+    assignments = [None] if not fold_seeds else list(range(fold_seeds))
+    return [Unit(run, k, i, r) for run in runs for r in assignments for i in fold_list for k in seed_list]
+
+
+def check_fold_seeds(fold_seeds: int | None, folds: int | None, fold_file: str | None = None) -> None:
+    """``--fold-seeds R`` repeats a K-fold protocol: it needs ``--folds`` and a hash to re-deal (no fold file)."""
+    if fold_seeds is None:
+        return
+    if fold_seeds < 1:
+        raise UsageError(f"--fold-seeds must be at least 1, got {fold_seeds}", "e.g. --folds 3 --fold-seeds 5")
+    if folds is None:
+        raise UsageError("--fold-seeds repeats a K-fold protocol over other assignments of subjects to folds, and "
+                         "no folds were given", "add --folds K, e.g. --folds 3 --fold-seeds 5")
+    if fold_file:
+        raise UsageError("--fold-seeds re-deals the folds by their hash, but --fold-file fixes them",
+                         "drop --fold-file, or --fold-seeds")
 
 
 def unit_run_dir(out: Path, unit: Unit) -> Path:
@@ -195,10 +220,12 @@ def load_study(preset: str | Path) -> Study:
 
 def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache: str | None = None,
                weights: str | None = None, seed: int | None = None, fold: int | None = None,
-               folds: int | None = None, fold_file: str | None = None) -> cfgmod.Config:
+               folds: int | None = None, fold_file: str | None = None,
+               assignment: int | None = None) -> cfgmod.Config:
     """A run's settings: defaults < the study's shared sections < the run's ``set`` < ``sets`` < ``cache``; with
     ``seed`` (``--seeds``) the training seed alone is replaced: the test batches stay the same for every seed;
-    with ``fold`` (``--folds``) the run trains on fold ``fold`` of ``folds`` (or of ``fold_file``)."""
+    with ``fold`` (``--folds``) the run trains on fold ``fold`` of ``folds`` (or of ``fold_file``); with
+    ``assignment`` r (``--fold-seeds``) the folds are dealt with ``data.fold_seed`` + r."""
     cfg = cfgmod.Config()
     cfgmod.apply_mapping(cfg, study.shared, source=f"preset {study.path}")
     for key, value in run.overrides.items():
@@ -215,6 +242,8 @@ def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache
         cfg.train.seed = seed
     if fold is not None:
         cfg.data.folds, cfg.data.fold, cfg.data.fold_file = folds, fold, fold_file
+    if assignment:
+        cfg.data.fold_seed += assignment
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
     return cfg
@@ -391,8 +420,8 @@ def unit_configs(study: Study, units: list[Unit], sets: list[str] | None = None,
                  fold_file: str | None = None) -> dict[str, cfgmod.Config]:
     """Each unit's settings, keyed by ``unit.key`` (bad settings fail here, before anything is trained)."""
     weights = weights or {}
-    cfgs = {u.key: run_config(study, u.run, sets, cache, weights.get(u.run.name), u.seed, u.fold, folds, fold_file)
-            for u in units}
+    cfgs = {u.key: run_config(study, u.run, sets, cache, weights.get(u.run.name), u.seed, u.fold, folds, fold_file,
+                              u.assignment) for u in units}
     for u in units:
         d = cfgs[u.key].data
         if u.fold is None and (d.folds is not None or d.fold is not None or d.fold_file):
@@ -428,7 +457,8 @@ def estimate(study: Study, units: list[Unit], cfgs: dict[str, cfgmod.Config], ou
             state = f"unreadable ({exc.message})"
         problem = weights_problem(cfg)
         rows.append({
-            "name": run.name, "seed": unit.seed, "fold": unit.fold, "key": unit.key, "title": run.title,
+            "name": run.name, "seed": unit.seed, "fold": unit.fold, "assignment": unit.assignment, "key": unit.key,
+            "title": run.title,
             "index": run.index,
             "arch": cfg.model.arch, "train_seed": cfg.train.seed,
             "overrides": run.overrides, "x": run.x,
@@ -492,7 +522,7 @@ def _now() -> str:
 
 
 def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None, seeds: int | None = None,
-                     folds: int | None = None, fold_file: str | None = None) -> None:
+                     folds: int | None = None, fold_file: str | None = None, fold_seeds: int | None = None) -> None:
     """``DIR/study.json``: what ``aubench report`` needs (each shard writes the same content)."""
 
     if not _main_process():
@@ -500,10 +530,11 @@ def write_study_file(study: Study, out: Path, sets: list[str], cache: str | None
     out.mkdir(parents=True, exist_ok=True)
     seeds = recorded_seeds(out, seeds)
     folds, fold_file = recorded_folds(out, folds, fold_file)
+    fold_seeds = recorded_fold_seeds(out, fold_seeds)
     record = {
         "preset": study.name, "preset_path": str(study.path), "description": study.data.get("description"),
         "study": study.meta, "sets": list(sets), "cache": cache, "shared": study.shared, "seeds": seeds,
-        "folds": folds, "fold_file": fold_file,
+        "folds": folds, "fold_file": fold_file, **({"fold_seeds": fold_seeds} if fold_seeds else {}),
         "runs": [{"name": r.name, "title": r.title, "x": r.x, "set": r.overrides, "paper": r.paper} for r in study.runs],
     }
     atomic_write_text(out / STUDY_FILE, json.dumps(record, indent=2))
@@ -582,6 +613,16 @@ def recorded_seeds(out: Path, seeds: int | None) -> int | None:
         return None
 
 
+def recorded_fold_seeds(out: Path, fold_seeds: int | None) -> int | None:
+    """``--fold-seeds`` as given, else what the study directory was run with (as ``recorded_seeds``)."""
+    if fold_seeds is not None:
+        return fold_seeds
+    try:
+        return json.loads((out / STUDY_FILE).read_text()).get("fold_seeds")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def resolve_folds(folds: int | None, fold_file: str | Path | None) -> tuple[int | None, str | None]:
     """``--folds`` and ``--fold-file`` as a study uses them: the file's absolute path, and K (from the file when
     ``--folds`` is not given; a file with another number of folds than ``--folds`` is an error)."""
@@ -642,12 +683,13 @@ def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg:
     run = unit.run
     adopt_unseeded(out, unit, log)
     started = _now()
-    base = {"name": run.name, "seed": unit.seed, "fold": unit.fold, "key": unit.key, "title": run.title,
-            "arch": cfg.model.arch}
+    base = {"name": run.name, "seed": unit.seed, "fold": unit.fold, "assignment": unit.assignment, "key": unit.key,
+            "title": run.title, "arch": cfg.model.arch}
     try:
         outcome = _do_run(run, cfg, unit.dir(out), log, progress, label=unit.key)
     except KeyboardInterrupt:
-        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold, "state": "interrupted",
+        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold,
+                                      "assignment": unit.assignment, "state": "interrupted",
                                       "at": _now()})
         raise
     except Exception as exc:  # noqa: BLE001  one failed run must not stop the study
@@ -656,13 +698,15 @@ def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg:
         message = exc.message if isinstance(exc, AubenchError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, AubenchError) and exc.hint:
             message += f" - {exc.hint}"
-        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold, "state": "failed",
+        _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold,
+                                      "assignment": unit.assignment, "state": "failed",
                                       "error": message, "started": started, "at": _now()})
         log(f"{unit.key}: FAILED: {message}")
         return {**base, "state": "failed", "error": message, "trained": False, "evaluated": False,
                 "mean_accuracy": None}
     state = "done" if (outcome["trained"] or outcome["evaluated"]) else "skipped"
-    _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold, "state": "done",
+    _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold,
+                                  "assignment": unit.assignment, "state": "done",
                                   "started": started, "at": _now(), **outcome})
     return {**base, "state": state, "error": None, **outcome}
 
@@ -682,6 +726,7 @@ def run_study(
     log: LogFn = lambda msg: None,
     progress: Callable[[str, dict], None] | None = None,
     debug: bool = False,
+    fold_seeds: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train then evaluate ``units`` (or ``runs`` on ``folds`` at ``seeds``) into
     ``out/<name>[/fold<i>][/seed<k>]/``; one result per unit, a failure not stopping the others.
@@ -691,12 +736,14 @@ def run_study(
     """
     sets = list(sets or [])
     folds, fold_file = recorded_folds(out, *resolve_folds(folds, fold_file))
+    fold_seeds = recorded_fold_seeds(out, fold_seeds)
+    check_fold_seeds(fold_seeds, folds, fold_file)
     if units is None:
-        units = expand_units(runs if runs is not None else study.runs, seeds, folds)
+        units = expand_units(runs if runs is not None else study.runs, seeds, folds, fold_seeds)
     cfgs = unit_configs(study, units, sets, cache, weights, folds, fold_file)  # bad settings fail first
     check_caches(cfgs)
     check_folds(cfgs)
-    write_study_file(study, out, sets, cache, seeds, folds, fold_file)
+    write_study_file(study, out, sets, cache, seeds, folds, fold_file, fold_seeds)
     return [run_unit(unit, cfgs[unit.key], out, log, progress, debug) for unit in units]
 
 
