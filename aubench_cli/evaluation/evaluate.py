@@ -163,7 +163,7 @@ def evaluate_run(
     """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with the per-frame decisions
     kept in memory under ``_pred`` / ``_labels`` / ``_units`` for paired comparisons."""
     from aubench_cli.data.cache import cache_identity, open_cache, split_map_digest
-    from aubench_cli.data.splits import check_held_out, fold_eval_index
+    from aubench_cli.data.splits import check_held_out, empty_split_error, fold_eval_index
 
     run = Path(run)
     check_ci_unit(ci_unit)
@@ -181,6 +181,8 @@ def evaluate_run(
     labels = np.ascontiguousarray(data.labels[:, columns])
     fold = fold_eval_index(run, data, split)  # a fold run on its own cache: its fold's subjects (never "all")
     index = fold["index"] if fold else split_index(run, data, split, cache_path, Path(cfg.data.cache))
+    if len(index) == 0:
+        raise empty_split_error(split, cache_path)
     check_held_out(run, data, split, index)  # no subject it tests may be one the run trained or validated on
     bad = check_balanceable(labels, index, au_names, split)
     if bad:

@@ -148,7 +148,7 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
 
 def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     from aubench_cli.data.cache import cache_identity, open_cache
-    from aubench_cli.data.splits import fold_plan, subject_frames, subject_roles
+    from aubench_cli.data.splits import empty_split_error, fold_plan, subject_frames, subject_roles
 
     cache = open_cache(cfg.data.cache)
     au_names = list(cache.au_names)
@@ -162,7 +162,7 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     parts = {"train": train_index, "val": val_index, "test": test_index}  # before any Section V subset
     for split, index in (("train", train_index), ("val", val_index)):
         if len(index) == 0:
-            raise UsageError(f"the cache's {split} split has no frames", "re-run aubench preprocess with more subjects")
+            raise empty_split_error(split, cfg.data.cache)
 
     train_index, subset = select_subset(cache, train_index, cfg.data.frames_frac, cfg.data.subjects_frac,
                                         _seed_rng(cfg.train.seed, 4))
