@@ -171,6 +171,45 @@ def test_three_subjects_can_never_be_significant():
     assert r["min_p_value"] == 0.25 and r["mean"]["p_value"] == 0.25 and r["mean"]["value"] > 0.5
 
 
+def test_subjects_with_zero_difference_do_not_count_towards_the_smallest_p():
+    """Issue 22, item 9: 10 subjects of which 7 have a zero paired difference reach p = 2 / 2^3 = 0.25 at best."""
+    from aubench_cli.evaluation.evaluate import compare_counts
+
+    rng = np.random.default_rng(3)
+    c, f = 10, 40
+    labels, units, a, _ = _runs(rng, c, frames=f)
+    b = a.copy()
+    differ = units < 3  # the runs decide differently only on subjects 0..2, and there as differently as possible
+    b[differ] = labels[differ] == 0
+    ca, cb = stats.unit_counts(a, labels, units, c), stats.unit_counts(b, labels, units, c)
+    r = stats.paired(ca, cb, rng)
+    assert r["min_p_value"] == 0.25 and r["mean"]["min_p_value"] == 0.25 and r["units_differing"] == 3
+    assert r["mean"]["p_value"] >= r["min_p_value"]
+    aus = ["AU1", "AU2"]
+    run = {"per_au": {au: {"accuracy": 0.5} for au in aus}}
+    pair = compare_counts({**run, "run": "a"}, {**run, "run": "b"}, ca, cb, aus, {}, "subject", 0)
+    assert pair["min_p_value"] == 0.25 and not pair["can_be_significant"]
+    assert "no difference can be significant" in pair["note"] and "3 of which" in pair["note"]
+    # the same through the Monte Carlo and the exact paths: per column, n is that column's non-zero terms
+    delta = np.zeros((30, 2))
+    delta[:3, 0] = [0.2, 0.1, 0.3]
+    delta[:, 1] = 0.01
+    mc = stats.permutation_test(delta, np.random.default_rng(0), permutations=999, exact_max=4)
+    assert mc["kind"] == "monte-carlo" and mc["min_p_values"][0] == 0.25 and mc["min_p_values"][1] == 1 / 1000
+    assert mc["min_p_value"] == 1 / 1000 and mc["p_values"][0] == 0.25  # its 3 terms, tested exactly
+    assert stats.permutation_test(np.zeros((5, 1)), np.random.default_rng(0))["min_p_value"] == 1.0
+
+
+def test_monte_carlo_p_value_counts_the_observed_arrangement():
+    """(1 + hits) / (R + 1): where no random sign pattern reaches the observed sum, p is exactly 1 / (R + 1)
+    (30 equal terms: only the all-plus and all-minus patterns reach it, odds 2^-29 per draw)."""
+    delta = np.ones((30, 1))
+    for permutations in (99, 999):
+        mc = stats.permutation_test(delta, np.random.default_rng(1), permutations=permutations, exact_max=4)
+        assert mc["kind"] == "monte-carlo" and mc["p_values"][0] == 1 / (permutations + 1)
+        assert mc["min_p_value"] == 1 / (permutations + 1)
+
+
 def test_holm_by_hand():
     assert stats.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
     assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])

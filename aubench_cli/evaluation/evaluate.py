@@ -353,7 +353,8 @@ def compare_counts(a: dict[str, Any], b: dict[str, Any], counts_a: np.ndarray, c
     can = test["min_p_value"] < alpha
     note = stats.method_reason(test["method"], test["units"], unit)
     if not can:
-        note += (f"; with {test['units']} {unit}s the smallest possible p-value of the permutation test is "
+        note += (f"; with {test['units']} {unit}s, {test['units_differing']} of which the two runs decide "
+                 f"differently on, the smallest possible p-value of the permutation test is "
                  f"{test['min_p_value']:.3g}, so no difference can be significant at {alpha:g}")
     mean_acc = float(np.mean([per_au[au]["accuracy_diff"] for au in shared]))
     return {

@@ -292,7 +292,7 @@ def resolution(study: StudyResults, seed: int = 0) -> dict[str, Any] | None:
     if not pairs:
         return None
     summary: dict[str, Any] = {"pairs": pairs, "subjects": pairs[0]["subjects"], "method": pairs[0]["method"],
-                               "min_p_value": pairs[0]["min_p_value"]}
+                               "min_p_value": min(p["min_p_value"] for p in pairs)}  # the best any pair can reach
     for key in ("half_width", "min_detectable_diff"):
         values = [p[key] for p in known]
         summary[key] = {"median": float(np.median(values)), "min": min(values), "max": max(values)} if values else None
@@ -315,8 +315,9 @@ def _resolution_text(study: StudyResults) -> str | None:
             f"({100 * mdd['min']:.1f}-{100 * mdd['max']:.1f}). Gaps between columns smaller than that are not "
             "resolved by this split.")
     if res["min_p_value"] >= 0.05:
-        text += (f" With {n} {unit} the paired permutation test cannot reach p < 0.05 (its smallest p is "
-                 f"{res['min_p_value']:.3g}): no difference can be called significant.")
+        text += (f" With {n} {unit} (only those on which two runs differ count) the paired permutation test "
+                 f"cannot reach p < 0.05 (its smallest p is {res['min_p_value']:.3g}): no difference can be called "
+                 "significant.")
     return text
 
 
