@@ -97,6 +97,36 @@ def test_degenerate_resamples_are_left_out_and_counted():
     assert one["method"] == "none" and one["mean"]["ci95"] is None and one["mean"]["value"] is not None
 
 
+def test_the_jackknife_gives_no_interval_where_one_subject_holds_an_aus_positives():
+    """Issue 22, item 10: leaving out the subject that holds all of AU 0's positives has no balanced accuracy;
+    dropping that replicate would leave the most influential subject out, so AU 0 and the mean get no interval
+    (and say why) while AU 1 keeps its jackknife interval; the same in a paired comparison."""
+    c = 8
+    pos = np.zeros(c, int)
+    pos[0] = 10
+    tp = np.where(pos > 0, 7, 0)
+    neg, tn = np.full(c, 10), np.array([8, 9, 7, 8, 6, 9, 8, 7])
+    second = _counts(np.array([4, 3, 5, 4, 2, 5, 4, 3]), np.full(c, 5), np.full(c, 4), np.full(c, 5))
+    counts = np.concatenate([_counts(tp, pos, tn, neg), second], axis=1)
+    ci = stats.interval(counts, np.random.default_rng(0))
+    assert ci["method"] == "jackknife-t"
+    first, other, mean = ci["per_au"][0], ci["per_au"][1], ci["mean"]
+    assert first["ci95"] is None and first["value"] is not None and first["degenerate"] == 1
+    assert "1 of the 8 leave-one-out replicates" in first["unavailable"]
+    assert mean["ci95"] is None and mean["unavailable"]
+    assert other["ci95"] is not None and "unavailable" not in other and other["degenerate"] == 0
+    better = counts.copy()
+    better[:, 0, 0] = np.minimum(better[:, 0, 1], better[:, 0, 0] + 2)
+    pair = stats.paired(better, counts, np.random.default_rng(0))
+    assert pair["per_au"][0]["ci95"] is None and pair["per_au"][0]["unavailable"]
+    assert pair["per_au"][1]["ci95"] is not None
+    # what eval prints and writes says so
+    from aubench_cli.evaluation.evaluate import _unavailable_note
+
+    note = _unavailable_note(["AU01", "AU02"], ci, "subject")
+    assert "no interval for AU01 and for the mean" in note and "AU02" not in note
+
+
 def _runs(rng, subjects, frames=30, k=2, skill=None):
     """Labels and two runs' decisions that are exchangeable within each subject (the null)."""
     units = np.repeat(np.arange(subjects), frames)

@@ -221,6 +221,8 @@ def evaluate_run(
         per_au[au].update(balanced_accuracy=item["value"], ci95=item["ci95"],
                           degenerate_resamples=item["degenerate"],
                           **natural_metrics(scores[:, k], split_labels[:, k]))
+        if item.get("unavailable"):
+            per_au[au]["ci_unavailable"] = item["unavailable"]
     subject_codes, subject_names = split_units(data, index, "subject")
     digest = {"cache": cache_identity(data), "split_map": split_map_digest(data.header), "split": split,
               "seed": seed, "batches": batches, "per_au": au_digests}
@@ -236,7 +238,7 @@ def evaluate_run(
         "mean_accuracy": float(np.mean([v["accuracy"] for v in per_au.values()])),
         "balanced_accuracy": ci["mean"]["value"], "mean_ci95": ci["mean"]["ci95"],
         "ci_unit": ci_unit, "ci_method": ci["method"], "ci_units": ci["units"],
-        "ci_note": stats.method_reason(ci["method"], ci["units"], ci_unit),
+        "ci_note": stats.method_reason(ci["method"], ci["units"], ci_unit) + _unavailable_note(au_names, ci, ci_unit),
         "ci_replicates": ci["mean"]["replicates"], "degenerate_resamples": ci["mean"]["degenerate"],
         "per_au": per_au,
         "mean_f1": _mean([v["f1"] for v in per_au.values()]), "mean_auc": _mean([v["auc"] for v in per_au.values()]),
@@ -267,6 +269,17 @@ def shared_aus(run_aus: list[str], cache_aus: list[str], run_name: str,
             "evaluate on a cache of a dataset coding at least one of the run's AUs")
     return (shared, [run_aus.index(au) for au in shared], [au for au in run_aus if au not in cache_aus],
             [au for au in cache_aus if au not in run_aus])
+
+
+def _unavailable_note(au_names: list[str], ci: dict[str, Any], unit: str) -> str:
+    """The AUs (and the mean) the jackknife gives no interval, and why (stats.JACKKNIFE_UNAVAILABLE)."""
+    missing = [au for au, item in zip(au_names, ci["per_au"]) if item.get("unavailable")]
+    if not missing:
+        return ""
+    mean = " and for the mean over AUs" if ci["mean"].get("unavailable") else ""
+    return (f"; no interval for {', '.join(missing)}{mean}: one {unit} holds all the positives (or negatives) of "
+            f"{'it' if len(missing) == 1 else 'each'}, so leaving that {unit} out leaves none and their spread between "
+            f"{unit}s cannot be estimated (an interval without that {unit} would be too narrow)")
 
 
 def split_index(run: Path, data: Any, split: str, cache_path: Path, own_cache: Path) -> np.ndarray:

@@ -11,9 +11,11 @@ only reweights those rows, so thousands of resamples are one matrix product.
   accuracy, ``SE^2 = C / (C - 1) * sum_c psi_c^2`` with ``psi_c`` unit c's influence, which costs one pass
   instead of thousands; with fewer than ``SMALL_SAMPLE`` (a BP4D or DISFA test split has a handful of subjects), where the percentile
   bootstrap under-covers, a leave-one-unit-out jackknife with Student t quantiles on ``n - 1`` degrees of
-  freedom. With one unit there is no interval. **Degenerate resamples**: a resample (or leave-one-out replicate)
-  in which an AU has no positive or no negative frame has no balanced accuracy for that AU; it is left out of
-  that AU's interval and of the mean's, and counted (``degenerate``).
+  freedom. With one unit there is no interval. **Degenerate resamples**: a bootstrap resample in which an AU has
+  no positive or no negative frame has no balanced accuracy for that AU; it is left out of that AU's interval
+  and of the mean's, and counted (``degenerate``). A degenerate leave-one-out replicate is the unit that holds all
+  of an AU's positives (or negatives) left out: dropping it would drop the most influential unit, so the
+  jackknife gives that AU (and the mean, which needs every AU) no interval, and says why (``unavailable``).
 - Paired comparisons (``paired``): the difference of two runs' balanced accuracies on the same frames, its
   interval by the same rule, and a permutation test that swaps the two runs' predictions within each unit. Since
   a swap leaves the labels (so each AU's positives and negatives) unchanged, the difference is a sum of
@@ -51,6 +53,9 @@ RESAMPLES = 2000
 PERMUTATIONS = 10000
 EXACT_MAX_UNITS = 16  # 2^16 sign patterns enumerated exactly
 TP, POS, TN, NEG = range(4)
+JACKKNIFE_UNAVAILABLE = ("no interval: {degenerate} of the {n} leave-one-out replicates have no positive or no "
+                         "negative frame (one unit holds all of them), so their spread between units cannot be "
+                         "estimated")
 
 
 def unit_counts(pred: np.ndarray, labels: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarray:
@@ -176,6 +181,13 @@ def summarize(point: np.ndarray, reps: np.ndarray, method: str) -> list[dict[str
         item: dict[str, Any] = {"ci95": None, "se": None, "half_width": None, "min_detectable_diff": None,
                                 "degenerate": degenerate, "replicates": int(col.size)}
         if method == "none" or not np.isfinite(point[q]) or valid.size < 2:
+            out.append(item)
+            continue
+        if method == "jackknife-t" and degenerate:
+            # Leaving out the unit that holds all of an AU's positives (or negatives) leaves no balanced accuracy:
+            # dropping that replicate would leave out the most influential unit and narrow the interval, and no
+            # other replicate sees how that class varies between units. The interval is not given.
+            item["unavailable"] = JACKKNIFE_UNAVAILABLE.format(degenerate=degenerate, n=col.size)
             out.append(item)
             continue
         if method == "jackknife-t":
