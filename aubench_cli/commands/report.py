@@ -30,10 +30,15 @@ def command(
     aus: Annotated[Optional[str], typer.Option("--aus", help="Literature layout: only these AUs, in this order, e.g. AU01,AU02,AU04 (Avg. over them).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was written (paths, run states) as JSON.")] = False,
 ) -> None:
-    from aubench_cli.studies.report import write_report
-
     only = [a.strip() for a in aus.split(",") if a.strip()] if aus else None
-    written = write_report(folder, fmt.value, out, layout.value, only)
+    if layout == ReportLayout.literature:
+        from aubench_cli.studies.literature import literature_report
+
+        written = literature_report(folder, fmt.value, out, only)
+    else:
+        from aubench_cli.studies.report import write_report
+
+        written = write_report(folder, fmt.value, out, aus=only)
     if written["text"] is not None:
         sys.stdout.write(written["text"])
         sys.stdout.flush()

@@ -35,13 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from aubench_cli.errors import UsageError
 from aubench_cli.evaluation import stats
+from aubench_cli.fileio import atomic_write_text
+# one way: this layout builds on report.py's reading of a study (report.py never imports this module)
+from aubench_cli.studies.report import FOLD_DIR, _read_run, collect, fold_count
 from aubench_cli.studies.study import STATUS_DIR
 
 METRICS = {"f1": "F1 (%) at 0.5", "balanced_accuracy": "Balanced accuracy (%)"}
 AVG = "Avg."
 REPORT_STREAM = 10  # the pooled intervals' resamples: np.random.default_rng([0, 10])
-FOLD_DIR = "fold"
 
 
 @dataclass
@@ -90,18 +93,6 @@ class LiteratureStudy:
         for row in self.rows:
             out += [au for au in row.aus if au not in out]
         return out
-
-
-def fold_count(study_dir: Path, record: dict[str, Any]) -> int | None:
-    """``study.json``'s ``folds`` (K, or a record with ``k``), else the number of ``fold<i>`` folders under the
-    runs; None without folds."""
-    folds = record.get("folds")
-    if folds:
-        return int(folds["k"] if isinstance(folds, dict) else folds)
-    found = {int(p.name[len(FOLD_DIR):]) for entry in record.get("runs", [])
-             for p in (study_dir / entry["name"]).glob(f"{FOLD_DIR}*")
-             if p.is_dir() and p.name[len(FOLD_DIR):].isdigit()}
-    return max(found) + 1 if found else None
 
 
 def unit_grid(study_dir: Path, name: str, folds: int | None, seeds: int | None) -> list[list[tuple[Path, Path]]]:
@@ -162,8 +153,6 @@ def pooled_counts(units: list[list[Any]], aus: list[str]) -> tuple[np.ndarray | 
 
 def literature_row(study_dir: Path, entry: dict[str, Any], folds: int | None, seeds: int | None,
                    aus: list[str] | None = None) -> Row:
-    from aubench_cli.studies.report import _read_run
-
     name = entry["name"]
     grid = unit_grid(study_dir, name, folds, seeds)
     units = [[_read_run(path, status, entry) for path, status in line] for line in grid]
@@ -389,9 +378,25 @@ def as_json(study: LiteratureStudy) -> dict[str, Any]:
 def read(folder: Path, aus: list[str] | None = None) -> list[LiteratureStudy]:
     """The study (or studies) in ``folder``, in the order ``report.collect`` reports them; ``aus``: only those
     AUs, in that order (a run lacking one of them gets its Avg. over the others it has, and says so)."""
-    from aubench_cli.studies.report import collect
-
     out = []
     for study in collect(folder):
         out.append(load(study.dir, json.loads((study.dir / "study.json").read_text()), aus))
     return out
+
+
+def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
+                      aus: list[str] | None = None) -> dict[str, Any]:
+    """``report.write_report`` in the literature's layout (md, tex or csv): methods as rows, AUs as columns, Avg. last."""
+    renderers = {"md": render_markdown, "tex": render_tex, "csv": render_csv}
+    if fmt not in renderers:
+        raise UsageError(f"--layout literature writes md, tex or csv, not {fmt}", "e.g. --format tex")
+    studies = read(Path(folder), aus)
+    text = renderers[fmt](studies)
+    to_stdout = str(out) == "-"
+    path = Path(folder) / f"report-literature.{fmt}" if out is None or to_stdout else Path(out)
+    if not to_stdout:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return {"report": None if to_stdout else str(path), "text": text if to_stdout else None, "figures": [],
+            "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.rows},
+                         "literature": as_json(s)} for s in studies]}

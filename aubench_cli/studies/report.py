@@ -42,6 +42,7 @@ PAPER_ORDER = ["table1-architectures", "table2-normalization", "table2-augmentat
                "fig2-frames", "fig2-subjects"]
 FORMATS = ("md", "csv", "html", "tex")
 LAYOUTS = ("paper", "literature")  # literature: methods as rows, AUs as columns, F1 and folds (studies/literature.py)
+FOLD_DIR = "fold"  # a k-fold study's runs: DIR/<run>/fold<i>/
 
 
 @dataclass
@@ -65,6 +66,7 @@ class RunResult:
     seeds: list[RunResult] = field(default_factory=list)
     mean_sd: float | None = None
     spread_over: str = "seeds"  # what ``seeds`` holds: the training seeds, or the folds of a k-fold study
+    subset: dict[str, Any] | None = None  # data.json's Section V subset (realised frames where the budget was not met)
 
     @property
     def label(self) -> str:
@@ -154,6 +156,10 @@ def _read_run(run_dir: Path, status_path: Path, entry: dict[str, Any]) -> RunRes
         run.detail = status.get("error", "") if failed else "trained; run aubench study again to evaluate it"
         return run
     result = json.loads(eval_path.read_text())
+    try:
+        run.subset = json.loads((run_dir / "data.json").read_text()).get("subset")
+    except (OSError, ValueError, AttributeError):
+        run.subset = None
     run.state = "done"
     run.detail = f"epoch {result.get('epoch')} checkpoint, {result.get('batches')} test batches"
     run.arch = result.get("arch", run.arch)
@@ -217,14 +223,24 @@ def _combine(entry: dict[str, Any], parts: list[RunResult], over: str) -> RunRes
     return run
 
 
+def fold_count(study_dir: Path, record: dict[str, Any]) -> int | None:
+    """``study.json``'s ``folds`` (K, or a record with ``k``), else the number of ``fold<i>`` folders under the
+    runs; None without folds."""
+    folds = record.get("folds")
+    if folds:
+        return int(folds["k"] if isinstance(folds, dict) else folds)
+    found = {int(p.name[len(FOLD_DIR):]) for entry in record.get("runs", [])
+             for p in (study_dir / entry["name"]).glob(f"{FOLD_DIR}*")
+             if p.is_dir() and p.name[len(FOLD_DIR):].isdigit()}
+    return max(found) + 1 if found else None
+
+
 def load_study_dir(study_dir: Path) -> StudyResults:
     path = study_dir / STUDY_FILE
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}", "run aubench study into this directory first") from exc
-    from aubench_cli.studies.literature import fold_count
-
     folds = fold_count(study_dir, record)
     runs = [run_result(study_dir, entry, record.get("seeds"), folds) for entry in record.get("runs", [])]
     return StudyResults(record.get("preset") or study_dir.name, study_dir, record.get("study") or {}, record, runs)
@@ -440,7 +456,25 @@ def _caption(study: StudyResults) -> str:
     if study.has_costs():
         parts.append("FLOPs, #params and memory per 96x96 image in the paper's conventions (aubench profile), with "
                      "as many outputs as AUs evaluated here (the paper's counts fit 14 outputs).")
+    short = _short_subsets(study)
+    if short:
+        parts.append("Frame budget not met (no draw of that many subjects holds it; every frame of the subjects "
+                     "drawn was used instead): " + "; ".join(short) + ".")
     return " ".join(parts)
+
+
+def _short_subsets(study: StudyResults) -> list[str]:
+    """Runs (or their seeds / folds) whose Section V subset fell short of its frame budget, with the realised
+    total and share of the training frames (``select_subset``)."""
+    out = []
+    for run in study.runs:
+        for part in [run, *run.seeds, *(s for f in run.seeds for s in f.seeds)]:
+            sub = part.subset
+            if sub and sub.get("budget_met") is False:
+                out.append(f"{run.title}: {sub['frames']} frames, {100 * sub['frames_share']:.1f} % of the training "
+                           f"frames (asked {100 * sub['frames_frac']:.0f} %, from {sub['subjects']} of "
+                           f"{sub['subjects_available']} subjects)")
+    return list(dict.fromkeys(out))
 
 
 def _not_done(study: StudyResults) -> list[str]:
@@ -699,16 +733,16 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
 
     ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
     ``figures/`` folder beside the report (beside ``folder``'s report when the text goes to stdout).
-    ``layout="literature"``: the AU literature's tables instead (``literature_report``), without figures;
-    ``aus`` there restricts its columns (and Avg.) to those AUs.
+    The AU literature's layout is ``studies.literature.literature_report`` (which builds on this module).
     """
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     if layout not in LAYOUTS:
         raise UsageError(f"unknown report layout {layout!r}", f"use one of {', '.join(LAYOUTS)}")
-    if layout == "literature":
-        return literature_report(folder, fmt, out, aus)
+    if layout == "literature":  # the command calls studies.literature.literature_report (one-way imports)
+        raise UsageError("write_report writes the paper's layout",
+                         "for the literature's, call aubench_cli.studies.literature.literature_report")
     if aus:
         raise UsageError("--aus is for the literature's layout", "add --layout literature")
     if fmt == "tex":
@@ -733,26 +767,6 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
         "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.runs},
                      "resolution": resolution(s)} for s in studies],
     }
-
-
-def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
-                      aus: list[str] | None = None) -> dict[str, Any]:
-    """``write_report`` in the literature's layout (md, tex or csv): methods as rows, AUs as columns, Avg. last."""
-    from aubench_cli.studies import literature
-
-    renderers = {"md": literature.render_markdown, "tex": literature.render_tex, "csv": literature.render_csv}
-    if fmt not in renderers:
-        raise UsageError(f"--layout literature writes md, tex or csv, not {fmt}", "e.g. --format tex")
-    studies = literature.read(Path(folder), aus)
-    text = renderers[fmt](studies)
-    to_stdout = str(out) == "-"
-    path = Path(folder) / f"report-literature.{fmt}" if out is None or to_stdout else Path(out)
-    if not to_stdout:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
-    return {"report": None if to_stdout else str(path), "text": text if to_stdout else None, "figures": [],
-            "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.rows},
-                         "literature": literature.as_json(s)} for s in studies]}
 
 
 __all__ = ["collect", "write_report", "study_table", "make_figures", "COSTS_FILE"]
