@@ -149,7 +149,7 @@ def test_fold_mean_and_sd_by_hand(folded):
 
 def test_markdown_layout_runs_as_rows_aus_as_columns_avg_last(folded, tmp_path):
     out, _, _ = folded
-    text = write_report(out, "md", "-", layout="literature")["text"]
+    text = literature.literature_report(out, "md", "-")["text"]
     tables = [block for block in text.split("## Which run to choose")[0].split("### ")[1:]]  # before the rankings
     assert len(tables) == 4  # F1 and balanced accuracy, each mean over folds and pooled
     assert tables[0].startswith("F1 (%) at 0.5: mean ± sd over the 3 folds")
@@ -178,7 +178,7 @@ def test_markdown_layout_runs_as_rows_aus_as_columns_avg_last(folded, tmp_path):
 
 def test_latex_layout_booktabs_and_escaping(folded):
     out, _, _ = folded
-    text = write_report(out, "tex", "-", layout="literature")["text"].split("% Which run to choose")[0]
+    text = literature.literature_report(out, "tex", "-")["text"].split("% Which run to choose")[0]
     assert text.count("\\begin{tabular}{lrrrr}") == 4 and text.count("\\toprule") == 4
     assert text.count("\\bottomrule") == 4 and text.count("\\end{table}") == 4
     block = text.split("\\begin{tabular}")[1]
@@ -208,7 +208,7 @@ def test_seeds_pool_per_seed_then_mean_and_sd(tmp_path):
     cell = row.cells["f1"]["AU01"]
     assert cell.pooled == pytest.approx(np.mean(pooled)) and cell.pooled_sd == pytest.approx(statistics.stdev(pooled))
     assert [r.state for r in study.rows[1:]] == ["missing", "missing"]
-    text = write_report(out, "md", "-", layout="literature")["text"]
+    text = literature.literature_report(out, "md", "-")["text"]
     assert "mean ± sd over 2 seeds" in text and "each fold averaged over 2 seeds" in text
 
 
@@ -231,7 +231,7 @@ def test_a_study_without_folds_has_one_number_per_cell(tmp_path):
         _write_unit(out / name, _predictions(labels, noise, 3), labels, SUBJECTS)
     (study,) = literature.read(out)
     assert study.folds is None
-    text = write_report(out, "md", "-", layout="literature")["text"]
+    text = literature.literature_report(out, "md", "-")["text"]
     blocks = text.split("### ")[1:]
     assert [b.splitlines()[0] for b in blocks] == ["F1 (%) at 0.5 on the test split",
                                                    "Balanced accuracy (%) on the test split"]

@@ -455,6 +455,33 @@ def test_adding_subjects_keeps_every_split_in_the_cache(tmp_path):
     assert realised == {s: sum(v == s for v in grown.values()) for s in ("train", "val", "test")}
     assert summary["split_warnings"] and all("--split-seed" in w for w in summary["split_warnings"])
     assert first["splits"]["train"]["wanted"] == 0.74
+def test_default_split_fills_every_split_and_a_rerun_with_added_subjects_keeps_it(tmp_path):
+    """Issue 22, item 1: seed 0 puts s1..s3 all in train; the default uses the first seed that fills train, val and
+    test, records it and says so; adding subjects and rerunning keeps that seed, so no subject moves (a fresh
+    choice for the six would be another seed); --overwrite starts afresh."""
+    from aubench_cli.data.splits import choose_split_seed
+
+    root, out = tmp_path / "data", tmp_path / "cache"
+    make_dataset(root, subjects=("s1", "s2", "s3"))
+    assert set(split_subjects(["s1", "s2", "s3"], seed=0).values()) == {"train"}
+    first = run_preprocess(root, out, PreprocessOptions(workers=1))
+    header = json.loads((out / "cache.json").read_text())
+    seed = header["splits"]["seed"]
+    assert header["splits"]["seed_from"] == "first-filling" and first["split_seed"] == {"seed": seed,
+                                                                                      "from": "first-filling"}
+    assert sorted(header["subjects"].values()) == ["test", "train", "val"]
+    assert any(n.startswith(f"split seed {seed}:") for n in first["notes"])
+    make_dataset(root, subjects=("s1", "s2", "s3", "s4", "s5", "s6"))
+    grown = run_preprocess(root, out, PreprocessOptions(workers=1))
+    after = json.loads((out / "cache.json").read_text())
+    assert grown["split_seed"] == {"seed": seed, "from": "recorded"} and after["splits"]["seed"] == seed
+    assert all(after["subjects"][s] == header["subjects"][s] for s in ("s1", "s2", "s3"))
+    fresh = choose_split_seed([f"s{i}" for i in range(1, 7)])[0]
+    assert fresh != seed  # without the record the rerun would have re-split
+    again = run_preprocess(root, out, PreprocessOptions(workers=1, overwrite=True))
+    assert again["split_seed"] == {"seed": fresh, "from": "first-filling"}
+
+
 # -- labels read exactly, reports ---------------------------------------------------------------------------------
 
 

@@ -13,6 +13,8 @@ from aubench_cli import config as cfgmod
 from aubench_cli.data.cache import open_cache, record_input
 from aubench_cli.data.splits import (
     check_held_out,
+    choose_split_seed,
+    empty_split_error,
     seed_closest_to_shares,
     seed_with_every_split,
     split_report,
@@ -83,6 +85,70 @@ def test_seed_with_every_split():
     seed = seed_with_every_split(names, SHARES, start=0)
     assert set(split_subjects(names, SHARES, seed).values()) == {"train", "val", "test"}
     assert all(set(split_subjects(names, SHARES, s).values()) != {"train", "val", "test"} for s in range(seed))
+
+
+def _filled(names, seed, shares=SHARES):
+    return set(split_subjects(names, shares, seed).values())
+
+
+def test_the_default_seed_fills_every_wanted_split():
+    """Item 1 of issue 22: with default options every split with a share holds a subject whenever there are at
+    least as many subjects as such splits; seed 0 when it does, else the first seed that does, said in a note."""
+    seen_search = 0
+    for n in (3, 4, 6, 10, 20, 30):
+        for draw in range(40):
+            names = [f"d{draw}-s{i}" for i in range(n)]
+            seed, how, note = choose_split_seed(names, SHARES)
+            assert _filled(names, seed) == {"train", "val", "test"}, (n, draw)
+            if _filled(names, 0) == {"train", "val", "test"}:
+                assert (seed, how, note) == (0, "default", None)
+            else:
+                seen_search += 1
+                assert how == "first-filling" and seed == seed_with_every_split(names, SHARES, 0)
+                assert note and f"split seed {seed}" in note and "recorded in the cache" in note
+    assert seen_search > 20  # the rule was exercised, not only seed 0
+    # a zero share need not be filled; fewer subjects than wanted splits: seed 0 (split_report warns)
+    assert choose_split_seed(["a", "b"], SHARES)[:2] == (0, "default")
+    two = [f"z{i}" for i in range(8)]
+    assert "val" not in _filled(two, choose_split_seed(two, (0.8, 0.0, 0.2))[0], (0.8, 0.0, 0.2))
+
+
+def test_a_given_seed_is_obeyed_even_when_it_leaves_a_split_empty():
+    names = [f"s{i}" for i in range(6)]
+    empty = next(s for s in range(100) if _filled(names, s) != {"train", "val", "test"})
+    assert choose_split_seed(names, SHARES, given=empty) == (empty, "given", None)
+    recorded = {"source": "seed", "seed": 1, "proportions": list(SHARES)}
+    assert choose_split_seed(names, SHARES, given=empty, recorded=recorded)[:2] == (empty, "given")
+
+
+def test_a_rerun_keeps_the_recorded_seed_so_added_subjects_move_no_one():
+    names = next(ns for ns in ([f"g{d}-s{i}" for i in range(6)] for d in range(100))
+                 if _filled(ns, 0) != {"train", "val", "test"})
+    seed, how, _ = choose_split_seed(names, SHARES)
+    assert how == "first-filling" and seed > 0
+    before = split_subjects(names, SHARES, seed)
+    recorded = {"source": "seed", "seed": seed, "seed_from": how, "proportions": list(SHARES)}
+    for extra in range(1, 40):
+        grown = names + [f"new{i}" for i in range(extra)]
+        again, how_again, _ = choose_split_seed(grown, SHARES, recorded=recorded)
+        after = split_subjects(grown, SHARES, again)
+        assert (again, how_again) == (seed, "recorded") and all(after[s] == before[s] for s in names)
+    # a fresh run on a grown set may pick another seed: the record is what keeps the split
+    assert any(choose_split_seed(names + [f"new{i}" for i in range(k)], SHARES)[0] != seed for k in range(1, 40))
+    # other shares, a manifest's record, or a recorded seed that no longer fills: chosen afresh
+    assert choose_split_seed(names, (0.6, 0.2, 0.2), recorded=recorded)[1] != "recorded"
+    assert choose_split_seed(names, SHARES, recorded={**recorded, "source": "manifest"})[1] != "recorded"
+    shrunk = [s for s in names if before[s] != "val"] + [n for n in names if before[n] == "val"][1:]
+    if _filled(shrunk, seed) != {"train", "val", "test"}:
+        assert choose_split_seed(shrunk, SHARES, recorded=recorded)[1] != "recorded"
+
+
+def test_the_empty_split_message_gives_preprocess_fixes():
+    err = empty_split_error("val", "ds-cache")
+    text = str(err)
+    for fix in ("--split-seed", "split column", "--folds"):
+        assert fix in text, fix
+    assert "more subjects" not in text
 
 
 def test_seed_closest_to_shares_gives_the_demo_two_test_subjects():

@@ -97,6 +97,36 @@ def test_degenerate_resamples_are_left_out_and_counted():
     assert one["method"] == "none" and one["mean"]["ci95"] is None and one["mean"]["value"] is not None
 
 
+def test_the_jackknife_gives_no_interval_where_one_subject_holds_an_aus_positives():
+    """Issue 22, item 10: leaving out the subject that holds all of AU 0's positives has no balanced accuracy;
+    dropping that replicate would leave the most influential subject out, so AU 0 and the mean get no interval
+    (and say why) while AU 1 keeps its jackknife interval; the same in a paired comparison."""
+    c = 8
+    pos = np.zeros(c, int)
+    pos[0] = 10
+    tp = np.where(pos > 0, 7, 0)
+    neg, tn = np.full(c, 10), np.array([8, 9, 7, 8, 6, 9, 8, 7])
+    second = _counts(np.array([4, 3, 5, 4, 2, 5, 4, 3]), np.full(c, 5), np.full(c, 4), np.full(c, 5))
+    counts = np.concatenate([_counts(tp, pos, tn, neg), second], axis=1)
+    ci = stats.interval(counts, np.random.default_rng(0))
+    assert ci["method"] == "jackknife-t"
+    first, other, mean = ci["per_au"][0], ci["per_au"][1], ci["mean"]
+    assert first["ci95"] is None and first["value"] is not None and first["degenerate"] == 1
+    assert "1 of the 8 leave-one-out replicates" in first["unavailable"]
+    assert mean["ci95"] is None and mean["unavailable"]
+    assert other["ci95"] is not None and "unavailable" not in other and other["degenerate"] == 0
+    better = counts.copy()
+    better[:, 0, 0] = np.minimum(better[:, 0, 1], better[:, 0, 0] + 2)
+    pair = stats.paired(better, counts, np.random.default_rng(0))
+    assert pair["per_au"][0]["ci95"] is None and pair["per_au"][0]["unavailable"]
+    assert pair["per_au"][1]["ci95"] is not None
+    # what eval prints and writes says so
+    from aubench_cli.evaluation.evaluate import _unavailable_note
+
+    note = _unavailable_note(["AU01", "AU02"], ci, "subject")
+    assert "no interval for AU01 and for the mean" in note and "AU02" not in note
+
+
 def _runs(rng, subjects, frames=30, k=2, skill=None):
     """Labels and two runs' decisions that are exchangeable within each subject (the null)."""
     units = np.repeat(np.arange(subjects), frames)
@@ -169,6 +199,45 @@ def test_three_subjects_can_never_be_significant():
     b = labels == 0  # every decision wrong: as different as two runs can be
     r = stats.paired(stats.unit_counts(a, labels, units, 3), stats.unit_counts(b, labels, units, 3), rng)
     assert r["min_p_value"] == 0.25 and r["mean"]["p_value"] == 0.25 and r["mean"]["value"] > 0.5
+
+
+def test_subjects_with_zero_difference_do_not_count_towards_the_smallest_p():
+    """Issue 22, item 9: 10 subjects of which 7 have a zero paired difference reach p = 2 / 2^3 = 0.25 at best."""
+    from aubench_cli.evaluation.evaluate import compare_counts
+
+    rng = np.random.default_rng(3)
+    c, f = 10, 40
+    labels, units, a, _ = _runs(rng, c, frames=f)
+    b = a.copy()
+    differ = units < 3  # the runs decide differently only on subjects 0..2, and there as differently as possible
+    b[differ] = labels[differ] == 0
+    ca, cb = stats.unit_counts(a, labels, units, c), stats.unit_counts(b, labels, units, c)
+    r = stats.paired(ca, cb, rng)
+    assert r["min_p_value"] == 0.25 and r["mean"]["min_p_value"] == 0.25 and r["units_differing"] == 3
+    assert r["mean"]["p_value"] >= r["min_p_value"]
+    aus = ["AU1", "AU2"]
+    run = {"per_au": {au: {"accuracy": 0.5} for au in aus}}
+    pair = compare_counts({**run, "run": "a"}, {**run, "run": "b"}, ca, cb, aus, {}, "subject", 0)
+    assert pair["min_p_value"] == 0.25 and not pair["can_be_significant"]
+    assert "no difference can be significant" in pair["note"] and "3 of which" in pair["note"]
+    # the same through the Monte Carlo and the exact paths: per column, n is that column's non-zero terms
+    delta = np.zeros((30, 2))
+    delta[:3, 0] = [0.2, 0.1, 0.3]
+    delta[:, 1] = 0.01
+    mc = stats.permutation_test(delta, np.random.default_rng(0), permutations=999, exact_max=4)
+    assert mc["kind"] == "monte-carlo" and mc["min_p_values"][0] == 0.25 and mc["min_p_values"][1] == 1 / 1000
+    assert mc["min_p_value"] == 1 / 1000 and mc["p_values"][0] == 0.25  # its 3 terms, tested exactly
+    assert stats.permutation_test(np.zeros((5, 1)), np.random.default_rng(0))["min_p_value"] == 1.0
+
+
+def test_monte_carlo_p_value_counts_the_observed_arrangement():
+    """(1 + hits) / (R + 1): where no random sign pattern reaches the observed sum, p is exactly 1 / (R + 1)
+    (30 equal terms: only the all-plus and all-minus patterns reach it, odds 2^-29 per draw)."""
+    delta = np.ones((30, 1))
+    for permutations in (99, 999):
+        mc = stats.permutation_test(delta, np.random.default_rng(1), permutations=permutations, exact_max=4)
+        assert mc["kind"] == "monte-carlo" and mc["p_values"][0] == 1 / (permutations + 1)
+        assert mc["min_p_value"] == 1 / (permutations + 1)
 
 
 def test_holm_by_hand():

@@ -165,6 +165,46 @@ def test_section_v_total_is_exact_and_proportional(seed):
         assert np.abs(taken - len(subset) * have / have.sum()).max() < 1  # each subject in proportion
 
 
+def _sized(sizes):
+    from types import SimpleNamespace
+
+    c = SimpleNamespace(subject_index=np.repeat(np.arange(len(sizes)), sizes),
+                        subjects=[f"S{i}" for i in range(len(sizes))])
+    return c, np.arange(sum(sizes))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fig2_subjects_runs_where_no_draw_holds_the_budget(seed):
+    """Issue 22, item 2: 11 equal subjects, s = F = 20 %: round(0.2 x 11) = 2 subjects hold 60 frames, the budget is
+    66. The run trains on every frame of the 2 drawn and records the realised total and share."""
+    c, train_idx = _sized([30] * 11)
+    subset, rec = select_subset(c, train_idx, 0.2, 0.2, np.random.default_rng(seed))
+    chosen = np.unique(c.subject_index[subset])
+    assert len(chosen) == 2 and len(subset) == 60 == len(np.unique(subset))
+    assert set(subset) == set(train_idx[np.isin(c.subject_index[train_idx], chosen)])  # every frame of the drawn
+    assert rec["budget_met"] is False and rec["frames_budget"] == 66 and rec["frames"] == 60
+    assert rec["frames_share"] == pytest.approx(60 / 330) and rec["per_subject_frac"] == 1.0
+
+
+def test_fig2_subjects_redraws_to_keep_the_budget_where_a_draw_can():
+    """8 small subjects and 2 large: a draw of 2 small ones cannot give 20 % of the frames; another draw, with a
+    large subject, can, and then the total is the budget exactly, in proportion to each drawn subject's size."""
+    sizes = [10] * 8 + [100, 100]
+    c, train_idx = _sized(sizes)
+    redrawn = 0
+    for seed in range(12):
+        subset, rec = select_subset(c, train_idx, 0.2, 0.2, np.random.default_rng(seed))
+        first = np.sort(np.random.default_rng(seed).choice(np.arange(10), 2, replace=False))
+        assert rec["budget_met"] is True and len(subset) == rec["frames_budget"] == round(0.2 * 280)
+        assert rec["frames_share"] == pytest.approx(56 / 280)
+        redrawn += rec["draws"] > 1
+        if rec["draws"] == 1:  # the first draw could: the subset is the one drawn before redraws existed
+            assert rec["subject_names"] == [f"S{i}" for i in first]
+        else:
+            assert sum(sizes[i] for i in first) < 56
+    assert redrawn >= 3  # the redraw path was exercised
+
+
 def test_subjects_frac_alone_is_all_frames_of_those_subjects(cache):
     from aubench_cli.data.cache import open_cache
 
@@ -182,6 +222,35 @@ def test_subset_is_recorded_in_the_run(cache, tmp_path):
     record = json.loads((tmp_path / "r" / "data.json").read_text())
     assert record["subset"]["subjects"] == 2 and len(record["subset"]["subject_names"]) == 2
     assert len(np.load(tmp_path / "r" / "train_frames.npy")) == summary["train_frames"] == record["subset"]["frames"]
+    assert record["subset"]["budget_met"] is True
+
+
+def test_a_subset_short_of_its_budget_is_recorded_said_and_reported(tmp_path):
+    """The fig2-subjects 20 % point on 11 equal training subjects trains, logs the shortfall, records the realised
+    total and share in data.json, and the study report's caption states them."""
+    from aubench_cli.data.cache import open_cache
+    from aubench_cli.studies.report import _caption, _short_subsets
+
+    path = make_cache(tmp_path / "c11", subjects=13, videos_per_subject=1, frames=30)
+    assert len(set(open_cache(path).subjects)) == 13  # 11 train, 1 val, 1 test
+    cfg = _cfg(path, **{"train.epochs": 1, "train.batches_per_epoch": 1, "train.val_batches": 1, **SMALL_ONE})
+    cfg.data.frames_frac, cfg.data.subjects_frac = 0.2, 0.2
+    lines = []
+    train(cfg, tmp_path / "r", log=lines.append)
+    sub = json.loads((tmp_path / "r" / "data.json").read_text())["subset"]
+    assert sub["budget_met"] is False and sub["frames"] == 60 and sub["frames_budget"] == 66
+    assert sub["frames_share"] == pytest.approx(60 / 330, abs=1e-6)
+    assert any("training on every frame of the 2 drawn: 60 frames, 18.2% of the training frames" in l for l in lines)
+    from aubench_cli.studies.report import RunResult, StudyResults
+
+    run = RunResult("subjects-20", "20 %", "done", subset=sub)
+    study = StudyResults("fig2-subjects", tmp_path, {}, {}, [run])
+    assert _short_subsets(study) == ["20 %: 60 frames, 18.2 % of the training frames (asked 20 %, from 2 of 11 "
+                                     "subjects)"]
+    assert "Frame budget not met" in _caption(study) and _short_subsets(study)[0] in _caption(study)
+
+
+SMALL_ONE = {"train.pos_per_au": 2, "train.neg_per_au": 2}
 
 
 # ---- several processes: the same experiment as one ----------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,75 @@ def test_group_a_is_identity_and_groups_grow():
     assert ops[0] < ops[1] < ops[2]
     with pytest.raises(UsageError):
         build_augmentation("E", AugmentConfig())
+
+
+# -- Table II's groups, pinned against docs/training.md (issue 22, item 11) --------------------------------------
+# What each group does and how strongly, as the table in docs/training.md states it: a group that gains or loses
+# an operation, or two magnitudes swapped, is a different experiment that would otherwise pass unnoticed.
+GROUP_OPS = {
+    "A": set(),
+    "B": {"flip", "brightness", "contrast"},
+    "C": {"flip", "brightness", "contrast", "blur", "zoom"},
+    "D": {"flip", "brightness", "contrast", "blur", "zoom", "shift", "rotate"},
+}
+MAGNITUDES = {"flip_p": 0.5, "brightness": 0.2, "contrast": 0.2, "blur_p": 0.3, "blur_sigma": 1.2, "zoom": 0.1,
+              "shift": 0.08, "rotate": 10.0}
+# each operation alone, at a value its documented range allows
+ONE_OP = {"flip": {"flip": 1.0}, "brightness": {"brightness": 0.8}, "contrast": {"contrast": 1.2},
+          "blur": {"blur": 1.0, "sigma": 1.2}, "zoom": {"scale": 1.1}, "shift": {"shift_x": 0.08},
+          "rotate": {"angle": 10.0}}
+DOC_ROWS = {  # the words of each group's row in the docs table that carry its operations and magnitudes
+    "B": ["horizontal flip (p 0.5)", "brightness", "[0.8, 1.2]", "contrast", "c in [0.8, 1.2]"],
+    "C": ["B, then", "Gaussian blur (p 0.3, sigma in [0.1, 1.2] px", "zoom around the centre (scale in [0.9, 1.1])"],
+    "D": ["C, with the zoom", "a shift (up to 8 % of the side", "a rotation (up to 10 degrees"],
+}
+
+
+def _doc_aug_rows() -> dict[str, str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = cells[1].split("`")[1] if len(cells) == 3 and cells[1].startswith("`") else None
+        if cells[0] == "`--aug`" or (cells[0] == "" and rows and name in GROUP_OPS):
+            rows[name] = cells[2]
+    return rows
+
+
+def test_the_docs_table_states_each_groups_operations_and_magnitudes():
+    rows = _doc_aug_rows()
+    assert set(rows) == set(GROUP_OPS) and rows["A"] == "none"
+    for group, words in DOC_ROWS.items():
+        for w in words:
+            assert w in rows[group], (group, w)
+    assert {f.name: getattr(AugmentConfig(), f.name) for f in fields(AugmentConfig)} == MAGNITUDES
+
+
+def test_presets_use_the_documented_magnitudes():
+    from pathlib import Path
+
+    import yaml
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "presets").glob("*.yaml"))
+    checked = 0
+    for path in presets:
+        section = (yaml.safe_load(path.read_text()) or {}).get("augment")
+        if section:
+            assert section == MAGNITUDES, path.name
+            checked += 1
+    assert checked >= 1
+
+
+@pytest.mark.parametrize("group", list(GROUP_OPS))
+def test_each_group_applies_exactly_its_documented_operations(group):
+    x = torch.rand(1, 1, 96, 96, generator=torch.Generator().manual_seed(5)) * 0.6 + 0.2
+    x[..., :30, :20] = 0.95  # an asymmetric patch, so that a flip, a shift and a turn all show
+    pipeline = build_augmentation(group, AugmentConfig())
+    if group == "A":
+        assert pipeline is None
+        return
+    for op, values in ONE_OP.items():
+        changed = not torch.allclose(pipeline(x, _params(**values)), x, atol=1e-4)
+        assert changed == (op in GROUP_OPS[group]), (group, op)

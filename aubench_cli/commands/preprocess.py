@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -126,8 +126,9 @@ def command(
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 1 when a label value is outside the scale or an AU is named twice (they are read "
         "as unknown / the first column, and reported, either way).")] = False,
-    split_seed: Annotated[int, typer.Option(
-        "--split-seed", help="Seed of the subject split (when the manifest gives none).")] = 0,
+    split_seed: Annotated[Optional[int], typer.Option(
+        "--split-seed", help="Seed of the subject split (when the manifest gives none). Default: the cache's "
+        "recorded seed, else 0, else the first seed that gives every split a subject.", show_default=False)] = None,
     splits: Annotated[str, typer.Option(
         "--splits", help="Train,val,test shares of subjects (the paper's by default).")] = "0.74,0.11,0.15",
     overwrite: Annotated[bool, typer.Option(

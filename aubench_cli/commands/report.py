@@ -33,10 +33,16 @@ def command(
     pair: Annotated[Optional[list[str]], typer.Option("--pair", help="A,B: also compare these two runs for practical equivalence (repeatable; the top two always).")] = None,
 ) -> None:
     from aubench_cli.evaluation.ranking import parse_pairs, rope_from_points
-    from aubench_cli.studies.report import write_report
 
     only = [a.strip() for a in aus.split(",") if a.strip()] if aus else None
-    written = write_report(folder, fmt.value, out, layout.value, only, rope_from_points(rope), parse_pairs(pair))
+    if layout == ReportLayout.literature:
+        from aubench_cli.studies.literature import literature_report
+
+        written = literature_report(folder, fmt.value, out, only, rope_from_points(rope), parse_pairs(pair))
+    else:
+        from aubench_cli.studies.report import write_report
+
+        written = write_report(folder, fmt.value, out, aus=only, rope=rope_from_points(rope), pairs=parse_pairs(pair))
     if written["text"] is not None:
         sys.stdout.write(written["text"])
         sys.stdout.flush()

@@ -13,6 +13,7 @@ and reported, never shifted. Progress goes to an optional callback; the result i
 from __future__ import annotations
 
 import errno
+import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -46,7 +47,7 @@ from aubench_cli.data.cache import (
 )
 from aubench_cli.data.workers import die_with_parent, ignore_interrupts
 from aubench_cli.data.fingerprint import changed, content_hash, fingerprint, stat_key
-from aubench_cli.data.splits import split_report, split_subjects
+from aubench_cli.data.splits import choose_split_seed, split_report, split_subjects
 from aubench_cli.errors import UsageError
 from aubench_cli.data.labels import (
     IMAGE_EXTENSIONS,
@@ -73,7 +74,7 @@ class PreprocessOptions:
     layout: str = "auto"
     threshold: float = 2.0  # DISFA-style intensities count as present at >= 2 (the field's convention, B level)
     workers: int = 0  # 0: one per CPU core
-    split_seed: int = 0
+    split_seed: int | None = None  # None: the cache's recorded seed, else 0, else the first seed filling every split
     splits: tuple[float, float, float] = PAPER_SPLITS
     overwrite: bool = False
     min_confidence: float = 0.5  # mediapipe's default for both detection and tracking
@@ -88,8 +89,10 @@ class VideoError(Exception):
 # -- splits ------------------------------------------------------------------------------------------------------
 
 
-def assign_splits(listing: DatasetListing, proportions, seed: int) -> tuple[dict[str, str], str]:
-    """Subject -> split, from the manifest when it gives splits (checked subject-exclusive), else by seed."""
+def assign_splits(listing: DatasetListing, proportions, seed: int | None,
+                  recorded: dict | None = None) -> tuple[dict[str, str], str]:
+    """Subject -> split, from the manifest when it gives splits (checked subject-exclusive), else by seed (None:
+    ``choose_split_seed``'s default, with the cache's ``recorded`` splits record)."""
     given = {v.split for v in listing.videos}
     if listing.videos and None not in given:
         subjects: dict[str, str] = {}
@@ -101,7 +104,10 @@ def assign_splits(listing: DatasetListing, proportions, seed: int) -> tuple[dict
                     "splits must be subject-exclusive: give all of a subject's videos one split",
                 )
         return dict(sorted(subjects.items())), "manifest"
-    return split_subjects([v.subject for v in listing.videos], proportions, seed), "seed"
+    names = [v.subject for v in listing.videos]
+    if seed is None:
+        seed = choose_split_seed(names, proportions, None, recorded)[0]
+    return split_subjects(names, proportions, seed), "seed"
 
 
 def parse_splits(text: str) -> tuple[float, float, float]:
@@ -432,7 +438,12 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         raise UsageError(f"no AU in {input_dir} has a single known label", "check the label files")
     tables = {k: t.reorder(au_names) for k, t in tables.items()}
     usable = DatasetListing(listing.layout, listing.root, videos)
-    subjects, split_source = assign_splits(usable, options.splits, options.split_seed)
+    recorded = _recorded_splits(out) if not options.overwrite else None
+    seed, seed_from, seed_note = choose_split_seed([v.subject for v in videos], options.splits, options.split_seed,
+                                                   recorded)
+    subjects, split_source = assign_splits(usable, options.splits, seed)
+    if split_source != "seed":
+        seed_from, seed_note = "given", None
 
     header = {
         "format": FORMAT_NAME,
@@ -444,7 +455,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         "source": {"path": str(input_dir.resolve()), "layout": listing.layout},
         "au_names": au_names,
         "settings": {**_settings(options), "label_scale": labels.scale["scale"]},
-        "splits": {"source": split_source, "seed": options.split_seed, "proportions": list(options.splits)},
+        "splits": {"source": split_source, "seed": seed, "seed_from": seed_from, "proportions": list(options.splits)},
         "subjects": subjects,
     }
     out.mkdir(parents=True, exist_ok=True)  # an OSError here is the CLI's one line (errors.from_os_error)
@@ -495,7 +506,8 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         summary["reruns"] = {k: rerun[k] for k in ("refreshed", "redone", "realigned", "touched", "removed",
                                                   "repaired", "journal_restored")}
         summary["split_warnings"] = split_warnings
-        summary["notes"] = rerun["notes"] + split_warnings
+        summary["split_seed"] = {"seed": seed, "from": seed_from} if split_source == "seed" else None
+        summary["notes"] = rerun["notes"] + ([seed_note] if seed_note else []) + split_warnings
         summary.update(label_report(labels, options.strict))
         summary.update(face_report(cache))
         summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -504,6 +516,16 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
                   "summary": {k: summary[k] for k in ("videos", "frames_read", "faces_found", "failures", "skipped")}}
         consolidate(out, header)
     return summary
+
+
+def _recorded_splits(out: Path) -> dict | None:
+    """The ``splits`` record of the cache at ``out`` (None when there is none, or it cannot be read): a rerun
+    without ``--split-seed`` keeps its seed (``choose_split_seed``)."""
+    try:
+        record = json.loads((out / HEADER_FILE).read_text()).get("splits")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 # -- reruns: what changed since the cache was written ----------------------------------------------------------

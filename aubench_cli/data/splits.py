@@ -27,7 +27,8 @@ from aubench_cli.errors import UsageError
 SPLITS = ("train", "val", "test")
 ROLES_FILE = "data.json"  # the run directory's data record, where ``train`` writes ``subject_roles``
 SPLIT_FIX = ("choose another --split-seed, give the splits in the manifest's split column, "
-             "or evaluate with k-fold cross-validation over subjects")
+             "or train with k-fold cross-validation over subjects (--folds K --fold I)")
+SEED_HOW = ("given", "default", "first-filling", "recorded")  # cache.json splits.seed_from: where the seed came from
 
 
 def subject_position(name: str, proportions: tuple[float, float, float], seed: int) -> float:
@@ -70,6 +71,13 @@ def split_report(subjects: dict[str, str], proportions, source: str) -> tuple[di
                 warnings.append(f"the {s} split holds {sizes[s] / n:.0%} of the {n} subjects, far from its {want:.0%}: "
                                 f"{SPLIT_FIX}")
     return realised, warnings
+
+
+def empty_split_error(split: str, cache_path: str | Path) -> UsageError:
+    """What train and evaluate say when a split of the cache holds no frame: the fixes preprocess gives."""
+    return UsageError(f"the {split} split of cache {cache_path} has no frames (no subject was placed in it)",
+                      f"re-run aubench preprocess without --split-seed (its default gives every split a subject), "
+                      f"{SPLIT_FIX}")
 
 
 # -- the run's record, and the check before testing -------------------------------------------------------------
@@ -145,6 +153,41 @@ def seed_with_every_split(subjects: list[str], proportions=(0.74, 0.11, 0.15), s
         if wanted <= set(split_subjects(subjects, proportions, seed).values()):
             return seed
     return start
+
+
+def choose_split_seed(subjects: list[str], proportions=(0.74, 0.11, 0.15), given: int | None = None,
+                      recorded: dict[str, Any] | None = None) -> tuple[int, str, str | None]:
+    """The split seed of a preprocess run, where it came from (``SEED_HOW``) and a note to print (None: nothing
+    to say). ``given`` (``--split-seed``) is obeyed as given. Without it: the seed the existing cache records
+    (``recorded``: its header's ``splits``) when made with the same shares and it still gives every wanted split a
+    subject, so a rerun with added subjects moves no one (adding subjects never empties a split); else seed 0 when
+    it fills every split with a share above 0, else the first seed from 0 that does (``seed_with_every_split``);
+    seed 0 when none can (fewer subjects than wanted splits: ``split_report`` warns)."""
+    if given is not None:
+        return int(given), "given", None
+    wanted = [s for s, p in zip(SPLITS, proportions) if p > 0]
+
+    def fills(seed: int) -> bool:
+        return set(wanted) <= set(split_subjects(subjects, proportions, seed).values())
+
+    if recorded and recorded.get("source") == "seed" and recorded.get("seed") is not None \
+            and [round(float(p), 6) for p in recorded.get("proportions", [])] == [round(float(p), 6) for p in proportions]:
+        seed = int(recorded["seed"])
+        if fills(seed):
+            note = None if seed == 0 else (f"split seed {seed}, as recorded in the cache (kept so that added subjects "
+                                           "move no one; --split-seed N chooses another)")
+            return seed, "recorded", note
+    if fills(0) or len(set(subjects)) < len(wanted):
+        return 0, "default", None
+    seed = seed_with_every_split(subjects, proportions, 0)
+    if not fills(seed):
+        return 0, "default", None
+    empty = [s for s in wanted if s not in set(split_subjects(subjects, proportions, 0).values())]
+    return seed, "first-filling", (
+        f"split seed {seed}: the default seed 0 leaves the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+        f"empty with these {len(set(subjects))} subjects, so the first seed that gives {', '.join(wanted)} a subject "
+        "each is used and recorded in the cache (a rerun keeps it; --split-seed N or the manifest's split column "
+        "choose the split yourself)")
 
 
 def seed_closest_to_shares(subjects: list[str], proportions=(0.74, 0.11, 0.15), start: int = 0,

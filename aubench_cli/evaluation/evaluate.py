@@ -163,7 +163,7 @@ def evaluate_run(
     """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with the per-frame decisions
     kept in memory under ``_pred`` / ``_labels`` / ``_units`` for paired comparisons."""
     from aubench_cli.data.cache import cache_identity, open_cache, split_map_digest
-    from aubench_cli.data.splits import check_held_out, fold_eval_index
+    from aubench_cli.data.splits import check_held_out, empty_split_error, fold_eval_index
 
     run = Path(run)
     check_ci_unit(ci_unit)
@@ -181,6 +181,8 @@ def evaluate_run(
     labels = np.ascontiguousarray(data.labels[:, columns])
     fold = fold_eval_index(run, data, split)  # a fold run on its own cache: its fold's subjects (never "all")
     index = fold["index"] if fold else split_index(run, data, split, cache_path, Path(cfg.data.cache))
+    if len(index) == 0:
+        raise empty_split_error(split, cache_path)
     check_held_out(run, data, split, index)  # no subject it tests may be one the run trained or validated on
     bad = check_balanceable(labels, index, au_names, split)
     if bad:
@@ -219,6 +221,8 @@ def evaluate_run(
         per_au[au].update(balanced_accuracy=item["value"], ci95=item["ci95"],
                           degenerate_resamples=item["degenerate"],
                           **natural_metrics(scores[:, k], split_labels[:, k]))
+        if item.get("unavailable"):
+            per_au[au]["ci_unavailable"] = item["unavailable"]
     subject_codes, subject_names = split_units(data, index, "subject")
     digest = {"cache": cache_identity(data), "split_map": split_map_digest(data.header), "split": split,
               "seed": seed, "batches": batches, "per_au": au_digests}
@@ -234,7 +238,7 @@ def evaluate_run(
         "mean_accuracy": float(np.mean([v["accuracy"] for v in per_au.values()])),
         "balanced_accuracy": ci["mean"]["value"], "mean_ci95": ci["mean"]["ci95"],
         "ci_unit": ci_unit, "ci_method": ci["method"], "ci_units": ci["units"],
-        "ci_note": stats.method_reason(ci["method"], ci["units"], ci_unit),
+        "ci_note": stats.method_reason(ci["method"], ci["units"], ci_unit) + _unavailable_note(au_names, ci, ci_unit),
         "ci_replicates": ci["mean"]["replicates"], "degenerate_resamples": ci["mean"]["degenerate"],
         "per_au": per_au,
         "mean_f1": _mean([v["f1"] for v in per_au.values()]), "mean_auc": _mean([v["auc"] for v in per_au.values()]),
@@ -265,6 +269,17 @@ def shared_aus(run_aus: list[str], cache_aus: list[str], run_name: str,
             "evaluate on a cache of a dataset coding at least one of the run's AUs")
     return (shared, [run_aus.index(au) for au in shared], [au for au in run_aus if au not in cache_aus],
             [au for au in cache_aus if au not in run_aus])
+
+
+def _unavailable_note(au_names: list[str], ci: dict[str, Any], unit: str) -> str:
+    """The AUs (and the mean) the jackknife gives no interval, and why (stats.JACKKNIFE_UNAVAILABLE)."""
+    missing = [au for au, item in zip(au_names, ci["per_au"]) if item.get("unavailable")]
+    if not missing:
+        return ""
+    mean = " and for the mean over AUs" if ci["mean"].get("unavailable") else ""
+    return (f"; no interval for {', '.join(missing)}{mean}: one {unit} holds all the positives (or negatives) of "
+            f"{'it' if len(missing) == 1 else 'each'}, so leaving that {unit} out leaves none and their spread between "
+            f"{unit}s cannot be estimated (an interval without that {unit} would be too narrow)")
 
 
 def split_index(run: Path, data: Any, split: str, cache_path: Path, own_cache: Path) -> np.ndarray:
@@ -351,7 +366,8 @@ def compare_counts(a: dict[str, Any], b: dict[str, Any], counts_a: np.ndarray, c
     can = test["min_p_value"] < alpha
     note = stats.method_reason(test["method"], test["units"], unit)
     if not can:
-        note += (f"; with {test['units']} {unit}s the smallest possible p-value of the permutation test is "
+        note += (f"; with {test['units']} {unit}s, {test['units_differing']} of which the two runs decide "
+                 f"differently on, the smallest possible p-value of the permutation test is "
                  f"{test['min_p_value']:.3g}, so no difference can be significant at {alpha:g}")
     mean_acc = float(np.mean([per_au[au]["accuracy_diff"] for au in shared]))
     return {

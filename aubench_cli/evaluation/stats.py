@@ -11,15 +11,19 @@ only reweights those rows, so thousands of resamples are one matrix product.
   accuracy, ``SE^2 = C / (C - 1) * sum_c psi_c^2`` with ``psi_c`` unit c's influence, which costs one pass
   instead of thousands; with fewer than ``SMALL_SAMPLE`` (a BP4D or DISFA test split has a handful of subjects), where the percentile
   bootstrap under-covers, a leave-one-unit-out jackknife with Student t quantiles on ``n - 1`` degrees of
-  freedom. With one unit there is no interval. **Degenerate resamples**: a resample (or leave-one-out replicate)
-  in which an AU has no positive or no negative frame has no balanced accuracy for that AU; it is left out of
-  that AU's interval and of the mean's, and counted (``degenerate``).
+  freedom. With one unit there is no interval. **Degenerate resamples**: a bootstrap resample in which an AU has
+  no positive or no negative frame has no balanced accuracy for that AU; it is left out of that AU's interval
+  and of the mean's, and counted (``degenerate``). A degenerate leave-one-out replicate is the unit that holds all
+  of an AU's positives (or negatives) left out: dropping it would drop the most influential unit, so the
+  jackknife gives that AU (and the mean, which needs every AU) no interval, and says why (``unavailable``).
 - Paired comparisons (``paired``): the difference of two runs' balanced accuracies on the same frames, its
   interval by the same rule, and a permutation test that swaps the two runs' predictions within each unit. Since
   a swap leaves the labels (so each AU's positives and negatives) unchanged, the difference is a sum of
   per-unit terms and a permutation only flips their signs: exact over all ``2^C`` sign patterns for up to
   ``EXACT_MAX_UNITS`` units, Monte Carlo (``(1 + hits) / (R + 1)``) beyond, and above ``LARGE_SAMPLE`` units the
-  normal limit of the sign-flip distribution (mean 0, variance ``sum_c delta_c^2``).
+  normal limit of the sign-flip distribution (mean 0, variance ``sum_c delta_c^2``). A unit whose difference is
+  0 adds 0 under either sign, so the smallest p-value the test can give is ``2 / 2^n`` with n the units that
+  differ, not all units (``min_p_value``: the smallest over the AUs and the mean; per item too).
 - Pooled figures over folds (``f1``, ``pooled``): a k-fold protocol tests every subject once; the per-subject
   counts of all folds, concatenated, give the pooled balanced accuracy and the pooled F1 at 0.5
   (``2 TP / (2 TP + FP + FN)`` from the summed counts, the same as F1 over the concatenated predictions), with
@@ -49,6 +53,9 @@ RESAMPLES = 2000
 PERMUTATIONS = 10000
 EXACT_MAX_UNITS = 16  # 2^16 sign patterns enumerated exactly
 TP, POS, TN, NEG = range(4)
+JACKKNIFE_UNAVAILABLE = ("no interval: {degenerate} of the {n} leave-one-out replicates have no positive or no "
+                         "negative frame (one unit holds all of them), so their spread between units cannot be "
+                         "estimated")
 
 
 def unit_counts(pred: np.ndarray, labels: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarray:
@@ -176,6 +183,13 @@ def summarize(point: np.ndarray, reps: np.ndarray, method: str) -> list[dict[str
         if method == "none" or not np.isfinite(point[q]) or valid.size < 2:
             out.append(item)
             continue
+        if method == "jackknife-t" and degenerate:
+            # Leaving out the unit that holds all of an AU's positives (or negatives) leaves no balanced accuracy:
+            # dropping that replicate would leave out the most influential unit and narrow the interval, and no
+            # other replicate sees how that class varies between units. The interval is not given.
+            item["unavailable"] = JACKKNIFE_UNAVAILABLE.format(degenerate=degenerate, n=col.size)
+            out.append(item)
+            continue
         if method == "jackknife-t":
             n = valid.size
             se = math.sqrt((n - 1) / n * float(np.sum((valid - valid.mean()) ** 2)))
@@ -272,34 +286,44 @@ def permutation_test(delta: np.ndarray, rng: np.random.Generator, permutations: 
     c, q = delta.shape
     observed = np.abs(delta.sum(axis=0))
     tol = 1e-12 * np.maximum(1.0, observed)
+    # A unit whose paired difference is 0 adds 0 under either sign: with n non-zero terms in a column the
+    # smallest p-value its test can give is 2 / 2^n, whatever the number of units (min_p_values).
+    nonzero = (delta != 0).sum(axis=0)
+    min_ps = np.minimum(1.0, 2.0 / 2.0 ** np.minimum(nonzero, 1000).astype(np.float64))
     if c <= exact_max:
-        return _exact(delta, observed, tol, 2.0 / 2.0 ** c)
-    min_p = 2.0 / 2.0 ** min(c, 1000)
+        return _exact(delta, observed, tol, min_ps)
     # Units whose two runs agree everywhere add 0 under any sign: the test is the same without them.
     active = delta[np.any(delta != 0, axis=1)]
     if len(active) <= exact_max:
-        return _exact(active, observed, tol, min_p)
+        return _exact(active, observed, tol, min_ps)
     if int((active != 0).sum(axis=0).min()) > large:  # enough non-zero terms in every column for the normal limit
         from scipy.special import erfc
 
         sd = np.sqrt((active ** 2).sum(axis=0))
         p = np.where(sd > 0, erfc(observed / np.where(sd > 0, sd, 1) / math.sqrt(2)), 1.0)
-        return {"kind": "normal", "permutations": 0, "p_values": np.minimum(1.0, p), "min_p_value": min_p}
+        return {"kind": "normal", "permutations": 0, "p_values": np.minimum(1.0, p), "min_p_values": min_ps,
+                "min_p_value": float(min_ps.min())}
     unique, counts = _merge_rows(active)
     heads = rng.binomial(counts[None, :], 0.5, size=(permutations, len(counts)))
     sums = (2 * heads - counts[None, :]).astype(np.float64)  # sum of +-1 over each group of identical rows
     stats_ = np.abs(sums @ unique)
     hits = (stats_ >= observed - tol).sum(axis=0)
-    return {"kind": "monte-carlo", "permutations": int(permutations), "p_values": (1 + hits) / (permutations + 1),
-            "min_p_value": max(1.0 / (permutations + 1), min_p)}
+    p_values = (1 + hits) / (permutations + 1)
+    min_ps = np.maximum(1.0 / (permutations + 1), min_ps)
+    for col in np.flatnonzero(nonzero <= exact_max):  # few units differ in this column: its exact test is cheap
+        rows = delta[delta[:, col] != 0][:, [col]]
+        p_values[col] = _exact(rows, observed[[col]], tol[[col]], min_ps[[col]])["p_values"][0]
+        min_ps[col] = min(1.0, 2.0 / 2.0 ** int(nonzero[col]))
+    return {"kind": "monte-carlo", "permutations": int(permutations), "p_values": p_values,
+            "min_p_values": min_ps, "min_p_value": float(min_ps.min())}
 
 
-def _exact(delta: np.ndarray, observed: np.ndarray, tol: np.ndarray, min_p: float) -> dict[str, Any]:
+def _exact(delta: np.ndarray, observed: np.ndarray, tol: np.ndarray, min_ps: np.ndarray) -> dict[str, Any]:
     """Every sign pattern of the rows of ``delta``."""
     signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(delta)))) if len(delta) else np.ones((1, 0))
     hits = (np.abs(signs @ delta) >= observed - tol).sum(axis=0)
     return {"kind": "exact", "permutations": int(len(signs)), "p_values": hits / len(signs),
-            "min_p_value": min(1.0, min_p)}
+            "min_p_values": min_ps, "min_p_value": float(min_ps.min())}
 
 
 def paired(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES,
@@ -323,11 +347,13 @@ def paired(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Generator,
     delta = np.nan_to_num(delta)
     delta = np.concatenate([delta, delta.mean(axis=1, keepdims=True)], axis=1)  # (C, K + 1)
     test = permutation_test(delta, rng, permutations)
-    for item, value, p in zip(items, point, test["p_values"]):
+    for item, value, p, min_p in zip(items, point, test["p_values"], test["min_p_values"]):
         item["value"] = None if not np.isfinite(value) else float(value)
         item["p_value"] = float(p)
+        item["min_p_value"] = float(min_p)  # the smallest p its test can give (2 / 2^n, n: units that differ)
     return {"method": method, "units": c, "per_au": items[:k], "mean": items[k], "permutation": test["kind"],
-            "permutations": test["permutations"], "min_p_value": test["min_p_value"]}
+            "permutations": test["permutations"], "min_p_value": test["min_p_value"],
+            "units_differing": int(np.any(delta != 0, axis=1).sum())}
 
 
 def paired_seeds(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Generator,

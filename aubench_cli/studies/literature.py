@@ -35,13 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from aubench_cli.errors import UsageError
 from aubench_cli.evaluation import stats
-from aubench_cli.studies.study import STATUS_DIR
+from aubench_cli.fileio import atomic_write_text
+# one way: this layout builds on report.py's reading of a study (report.py never imports this module)
+from aubench_cli.studies.report import (  # noqa: F401 - unit_grid, pooled_counts, tex_escape: public here too
+    FOLD_DIR, _read_run, collect, fold_count, pooled_counts, tex_escape, unit_grid)
 
 METRICS = {"f1": "F1 (%) at 0.5", "balanced_accuracy": "Balanced accuracy (%)"}
 AVG = "Avg."
 REPORT_STREAM = 10  # the pooled intervals' resamples: np.random.default_rng([0, 10])
-FOLD_DIR = "fold"
 
 
 @dataclass
@@ -92,34 +95,6 @@ class LiteratureStudy:
         return out
 
 
-def fold_count(study_dir: Path, record: dict[str, Any]) -> int | None:
-    """``study.json``'s ``folds`` (K, or a record with ``k``), else the number of ``fold<i>`` folders under the
-    runs; None without folds."""
-    folds = record.get("folds")
-    if folds:
-        return int(folds["k"] if isinstance(folds, dict) else folds)
-    found = {int(p.name[len(FOLD_DIR):]) for entry in record.get("runs", [])
-             for p in (study_dir / entry["name"]).glob(f"{FOLD_DIR}*")
-             if p.is_dir() and p.name[len(FOLD_DIR):].isdigit()}
-    return max(found) + 1 if found else None
-
-
-def unit_grid(study_dir: Path, name: str, folds: int | None, seeds: int | None) -> list[list[tuple[Path, Path]]]:
-    """``[fold][seed]`` -> (the unit's directory, its status file), one level each only when used."""
-    grid = []
-    for i in range(folds) if folds else [None]:
-        line = []
-        for k in range(seeds) if seeds else [None]:
-            path, key = study_dir / name, name
-            if i is not None:
-                path, key = path / f"{FOLD_DIR}{i}", f"{key}.{FOLD_DIR}{i}"
-            if k is not None:
-                path, key = path / f"seed{k}", f"{key}.seed{k}"
-            line.append((path, study_dir / STATUS_DIR / f"{key}.json"))
-        grid.append(line)
-    return grid
-
-
 def _mean(values: list[float | None]) -> float | None:
     return None if not values or any(v is None for v in values) else float(np.mean(values))
 
@@ -132,38 +107,8 @@ def _value(result: Any, metric: str, au: str) -> float | None:
     return (result.per_au.get(au) or {}).get(metric)
 
 
-def pooled_counts(units: list[list[Any]], aus: list[str]) -> tuple[np.ndarray | None, list[str], str]:
-    """Per seed, the per-subject counts of all folds concatenated ``(S, C, len(aus), 4)`` (subjects sorted by
-    name), their names, and why not (empty when fine): each subject must be tested in one fold only, every seed
-    on the same subjects, and every fold on one cache."""
-    flat = [u for line in units for u in line]
-    if any(not u.subject_counts for u in flat):
-        return None, [], "an evaluation without per-subject counts (evaluated before they were recorded)"
-    caches = {(u.digest or {}).get("cache") for u in flat}
-    if len(caches) > 1:
-        return None, [], "the folds were tested on different caches"
-    per_seed, names = [], None
-    for k in range(len(units[0])):
-        rows: dict[str, np.ndarray] = {}
-        for line in units:
-            sc = line[k].subject_counts
-            counts = np.asarray(sc["counts"])[:, [sc["au_names"].index(au) for au in aus]]
-            for subject, row in zip(sc["subjects"], counts):
-                if subject in rows:
-                    return None, [], f"subject {subject} is tested in more than one fold"
-                rows[subject] = row
-        if names is None:
-            names = sorted(rows)
-        elif sorted(rows) != names:
-            return None, [], "the seeds were tested on different subjects"
-        per_seed.append(np.stack([rows[s] for s in names]))
-    return np.stack(per_seed).astype(np.int64), names or [], ""
-
-
 def literature_row(study_dir: Path, entry: dict[str, Any], folds: int | None, seeds: int | None,
                    aus: list[str] | None = None) -> Row:
-    from aubench_cli.studies.report import _read_run
-
     name = entry["name"]
     grid = unit_grid(study_dir, name, folds, seeds)
     units = [[_read_run(path, status, entry) for path, status in line] for line in grid]
@@ -327,15 +272,6 @@ def render_markdown(studies: list[LiteratureStudy]) -> str:
     return "\n".join(out)
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
-
-
-def tex_escape(text: str) -> str:
-    """Plain text made safe for LaTeX (``_``, ``%``, ``&``, ``#``, ``$``, braces, ``~``, ``^``, backslash)."""
-    return "".join(_TEX.get(ch, ch) for ch in text)
-
-
 def render_tex(studies: list[LiteratureStudy]) -> str:
     """One booktabs ``table`` per metric and figure; needs ``\\usepackage{booktabs}``."""
     out = ["% aubench report in the literature's layout; needs \\usepackage{booktabs}", ""]
@@ -389,9 +325,34 @@ def as_json(study: LiteratureStudy) -> dict[str, Any]:
 def read(folder: Path, aus: list[str] | None = None) -> list[LiteratureStudy]:
     """The study (or studies) in ``folder``, in the order ``report.collect`` reports them; ``aus``: only those
     AUs, in that order (a run lacking one of them gets its Avg. over the others it has, and says so)."""
-    from aubench_cli.studies.report import collect
-
     out = []
     for study in collect(folder):
         out.append(load(study.dir, json.loads((study.dir / "study.json").read_text()), aus))
     return out
+
+
+def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
+                      aus: list[str] | None = None, rope: float | None = None,
+                      pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """``report.write_report`` in the literature's layout (md, tex or csv): methods as rows, AUs as columns, Avg. last."""
+    from aubench_cli.studies import rankings as rankmod
+
+    renderers = {"md": render_markdown, "tex": render_tex, "csv": render_csv}
+    if fmt not in renderers:
+        raise UsageError(f"--layout literature writes md, tex or csv, not {fmt}", "e.g. --format tex")
+    studies = read(Path(folder), aus)
+    text = renderers[fmt](studies)
+    to_stdout = str(out) == "-"
+    path = Path(folder) / f"report-literature.{fmt}" if out is None or to_stdout else Path(out)
+    ranked = rankmod.for_report([(s.name, s.dir) for s in studies], pairs=pairs or [],
+                                rope=rankmod.ranking.DEFAULT_ROPE if rope is None else rope)
+    text = rankmod.into_report(text, fmt, ranked)
+    if not to_stdout:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+        if fmt == "csv":
+            atomic_write_text(rankmod.csv_path(path), rankmod.render_csv(ranked))
+    return {"report": None if to_stdout else str(path), "text": text if to_stdout else None, "figures": [],
+            "rankings": ranked,
+            "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.rows},
+                         "literature": as_json(s)} for s in studies]}

@@ -42,6 +42,7 @@ PAPER_ORDER = ["table1-architectures", "table2-normalization", "table2-augmentat
                "fig2-frames", "fig2-subjects"]
 FORMATS = ("md", "csv", "html", "tex")
 LAYOUTS = ("paper", "literature")  # literature: methods as rows, AUs as columns, F1 and folds (studies/literature.py)
+FOLD_DIR = "fold"  # a k-fold study's runs: DIR/<run>/fold<i>/
 
 
 @dataclass
@@ -65,6 +66,7 @@ class RunResult:
     seeds: list[RunResult] = field(default_factory=list)
     mean_sd: float | None = None
     spread_over: str = "seeds"  # what ``seeds`` holds: the training seeds, or the folds of a k-fold study
+    subset: dict[str, Any] | None = None  # data.json's Section V subset (realised frames where the budget was not met)
 
     @property
     def label(self) -> str:
@@ -154,6 +156,10 @@ def _read_run(run_dir: Path, status_path: Path, entry: dict[str, Any]) -> RunRes
         run.detail = status.get("error", "") if failed else "trained; run aubench study again to evaluate it"
         return run
     result = json.loads(eval_path.read_text())
+    try:
+        run.subset = json.loads((run_dir / "data.json").read_text()).get("subset")
+    except (OSError, ValueError, AttributeError):
+        run.subset = None
     run.state = "done"
     run.detail = f"epoch {result.get('epoch')} checkpoint, {result.get('batches')} test batches"
     run.arch = result.get("arch", run.arch)
@@ -217,14 +223,77 @@ def _combine(entry: dict[str, Any], parts: list[RunResult], over: str) -> RunRes
     return run
 
 
+def fold_count(study_dir: Path, record: dict[str, Any]) -> int | None:
+    """``study.json``'s ``folds`` (K, or a record with ``k``), else the number of ``fold<i>`` folders under the
+    runs; None without folds."""
+    folds = record.get("folds")
+    if folds:
+        return int(folds["k"] if isinstance(folds, dict) else folds)
+    found = {int(p.name[len(FOLD_DIR):]) for entry in record.get("runs", [])
+             for p in (study_dir / entry["name"]).glob(f"{FOLD_DIR}*")
+             if p.is_dir() and p.name[len(FOLD_DIR):].isdigit()}
+    return max(found) + 1 if found else None
+
+
+def unit_grid(study_dir: Path, name: str, folds: int | None, seeds: int | None) -> list[list[tuple[Path, Path]]]:
+    """``[fold][seed]`` -> (the unit's directory, its status file), one level each only when used."""
+    grid = []
+    for i in range(folds) if folds else [None]:
+        line = []
+        for k in range(seeds) if seeds else [None]:
+            path, key = study_dir / name, name
+            if i is not None:
+                path, key = path / f"{FOLD_DIR}{i}", f"{key}.{FOLD_DIR}{i}"
+            if k is not None:
+                path, key = path / f"seed{k}", f"{key}.seed{k}"
+            line.append((path, study_dir / STATUS_DIR / f"{key}.json"))
+        grid.append(line)
+    return grid
+
+
+def pooled_counts(units: list[list[Any]], aus: list[str]) -> tuple[np.ndarray | None, list[str], str]:
+    """Per seed, the per-subject counts of all folds concatenated ``(S, C, len(aus), 4)`` (subjects sorted by
+    name), their names, and why not (empty when fine): each subject must be tested in one fold only, every seed
+    on the same subjects, and every fold on one cache."""
+    flat = [u for line in units for u in line]
+    if any(not u.subject_counts for u in flat):
+        return None, [], "an evaluation without per-subject counts (evaluated before they were recorded)"
+    caches = {(u.digest or {}).get("cache") for u in flat}
+    if len(caches) > 1:
+        return None, [], "the folds were tested on different caches"
+    per_seed, names = [], None
+    for k in range(len(units[0])):
+        rows: dict[str, np.ndarray] = {}
+        for line in units:
+            sc = line[k].subject_counts
+            counts = np.asarray(sc["counts"])[:, [sc["au_names"].index(au) for au in aus]]
+            for subject, row in zip(sc["subjects"], counts):
+                if subject in rows:
+                    return None, [], f"subject {subject} is tested in more than one fold"
+                rows[subject] = row
+        if names is None:
+            names = sorted(rows)
+        elif sorted(rows) != names:
+            return None, [], "the seeds were tested on different subjects"
+        per_seed.append(np.stack([rows[s] for s in names]))
+    return np.stack(per_seed).astype(np.int64), names or [], ""
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+
+
+def tex_escape(text: str) -> str:
+    """Plain text made safe for LaTeX (``_``, ``%``, ``&``, ``#``, ``$``, braces, ``~``, ``^``, backslash)."""
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
 def load_study_dir(study_dir: Path) -> StudyResults:
     path = study_dir / STUDY_FILE
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}", "run aubench study into this directory first") from exc
-    from aubench_cli.studies.literature import fold_count
-
     folds = fold_count(study_dir, record)
     runs = [run_result(study_dir, entry, record.get("seeds"), folds) for entry in record.get("runs", [])]
     return StudyResults(record.get("preset") or study_dir.name, study_dir, record.get("study") or {}, record, runs)
@@ -292,7 +361,7 @@ def resolution(study: StudyResults, seed: int = 0) -> dict[str, Any] | None:
     if not pairs:
         return None
     summary: dict[str, Any] = {"pairs": pairs, "subjects": pairs[0]["subjects"], "method": pairs[0]["method"],
-                               "min_p_value": pairs[0]["min_p_value"]}
+                               "min_p_value": min(p["min_p_value"] for p in pairs)}  # the best any pair can reach
     for key in ("half_width", "min_detectable_diff"):
         values = [p[key] for p in known]
         summary[key] = {"median": float(np.median(values)), "min": min(values), "max": max(values)} if values else None
@@ -315,8 +384,9 @@ def _resolution_text(study: StudyResults) -> str | None:
             f"({100 * mdd['min']:.1f}-{100 * mdd['max']:.1f}). Gaps between columns smaller than that are not "
             "resolved by this split.")
     if res["min_p_value"] >= 0.05:
-        text += (f" With {n} {unit} the paired permutation test cannot reach p < 0.05 (its smallest p is "
-                 f"{res['min_p_value']:.3g}): no difference can be called significant.")
+        text += (f" With {n} {unit} (only those on which two runs differ count) the paired permutation test "
+                 f"cannot reach p < 0.05 (its smallest p is {res['min_p_value']:.3g}): no difference can be called "
+                 "significant.")
     return text
 
 
@@ -439,7 +509,25 @@ def _caption(study: StudyResults) -> str:
     if study.has_costs():
         parts.append("FLOPs, #params and memory per 96x96 image in the paper's conventions (aubench profile), with "
                      "as many outputs as AUs evaluated here (the paper's counts fit 14 outputs).")
+    short = _short_subsets(study)
+    if short:
+        parts.append("Frame budget not met (no draw of that many subjects holds it; every frame of the subjects "
+                     "drawn was used instead): " + "; ".join(short) + ".")
     return " ".join(parts)
+
+
+def _short_subsets(study: StudyResults) -> list[str]:
+    """Runs (or their seeds / folds) whose Section V subset fell short of its frame budget, with the realised
+    total and share of the training frames (``select_subset``)."""
+    out = []
+    for run in study.runs:
+        for part in [run, *run.seeds, *(s for f in run.seeds for s in f.seeds)]:
+            sub = part.subset
+            if sub and sub.get("budget_met") is False:
+                out.append(f"{run.title}: {sub['frames']} frames, {100 * sub['frames_share']:.1f} % of the training "
+                           f"frames (asked {100 * sub['frames_frac']:.0f} %, from {sub['subjects']} of "
+                           f"{sub['subjects_available']} subjects)")
+    return list(dict.fromkeys(out))
 
 
 def _not_done(study: StudyResults) -> list[str]:
@@ -699,10 +787,9 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
 
     ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
     ``figures/`` folder beside the report (beside ``folder``'s report when the text goes to stdout).
-    ``layout="literature"``: the AU literature's tables instead (``literature_report``), without figures;
-    ``aus`` there restricts its columns (and Avg.) to those AUs. Both layouts open with a plain summary and end
-    with each study's rankings (``studies/rankings.py``; ``rope``: the ROPE as a fraction, ``pairs``: runs to
-    compare for practical equivalence besides the top two).
+    The AU literature's layout is ``studies.literature.literature_report`` (which builds on this module).
+    Both layouts open with a plain summary and end with each study's rankings (``studies/rankings.py``; ``rope``:
+    the ROPE as a fraction, ``pairs``: runs to compare for practical equivalence besides the top two).
     """
     from aubench_cli.studies import rankings as rankmod
 
@@ -712,8 +799,9 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
         raise UsageError(f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     if layout not in LAYOUTS:
         raise UsageError(f"unknown report layout {layout!r}", f"use one of {', '.join(LAYOUTS)}")
-    if layout == "literature":
-        return literature_report(folder, fmt, out, aus, rope, pairs)
+    if layout == "literature":  # the command calls studies.literature.literature_report (one-way imports)
+        raise UsageError("write_report writes the paper's layout",
+                         "for the literature's, call aubench_cli.studies.literature.literature_report")
     if aus:
         raise UsageError("--aus is for the literature's layout", "add --layout literature")
     if fmt == "tex":
@@ -739,39 +827,11 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
             atomic_write_text(rankmod.csv_path(path), rankmod.render_csv(ranked))
     return {
         "report": None if to_stdout else str(path), "text": text if to_stdout else None,
-        "rankings": ranked, **({"rankings_csv": str(rankmod.csv_path(path))} if fmt == "csv" and not to_stdout else {}),
         "figures": [str(p) for paths in figures.values() for p in paths],
+        "rankings": ranked, **({"rankings_csv": str(rankmod.csv_path(path))} if fmt == "csv" and not to_stdout else {}),
         "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.runs},
                      "resolution": resolution(s)} for s in studies],
     }
-
-
-def literature_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
-                      aus: list[str] | None = None, rope: float | None = None,
-                      pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """``write_report`` in the literature's layout (md, tex or csv): methods as rows, AUs as columns, Avg. last."""
-    from aubench_cli.studies import literature
-    from aubench_cli.studies import rankings as rankmod
-
-    renderers = {"md": literature.render_markdown, "tex": literature.render_tex, "csv": literature.render_csv}
-    if fmt not in renderers:
-        raise UsageError(f"--layout literature writes md, tex or csv, not {fmt}", "e.g. --format tex")
-    studies = literature.read(Path(folder), aus)
-    text = renderers[fmt](studies)
-    to_stdout = str(out) == "-"
-    path = Path(folder) / f"report-literature.{fmt}" if out is None or to_stdout else Path(out)
-    ranked = rankmod.for_report([(s.name, s.dir) for s in studies], pairs=pairs or [],
-                                rope=rankmod.ranking.DEFAULT_ROPE if rope is None else rope)
-    text = rankmod.into_report(text, fmt, ranked)
-    if not to_stdout:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
-        if fmt == "csv":
-            atomic_write_text(rankmod.csv_path(path), rankmod.render_csv(ranked))
-    return {"report": None if to_stdout else str(path), "text": text if to_stdout else None, "figures": [],
-            "rankings": ranked,
-            "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.rows},
-                         "literature": literature.as_json(s)} for s in studies]}
 
 
 __all__ = ["collect", "write_report", "study_table", "make_figures", "COSTS_FILE"]

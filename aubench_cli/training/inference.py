@@ -9,6 +9,9 @@ threshold that maximises F1 of ``p >= t`` over the known labels (``f1_threshold`
 as ``thresholds.json``, keyed by checkpoint and stamped with the checkpoint file's SHA-256, together with the
 cache's AU list and crop settings (what ``predict`` checks its own crops against, without needing the cache).
 The trainer calls it once at the end of a run, ``aubench eval`` when the file is missing or stale.
+
+``load_checkpoint`` reads the checkpoint files the trainer writes (``CHECKPOINT_VERSION``); it lives here, below
+the trainer, so that the dependency runs one way: the trainer imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -56,10 +59,27 @@ class RunModel:
     epoch: int
 
 
+CHECKPOINT_VERSION = 1  # what ``load_checkpoint`` reads and the trainer writes
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint file written by the trainer, on the CPU; UsageError (with the fix) when missing, damaged or
+    of another version."""
+    if not path.is_file():
+        raise UsageError(f"no checkpoint at {path}", "is this a run directory written by aubench train?")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}",
+                         "the file is damaged; resume from the other checkpoint or retrain") from exc
+    if state.get("checkpoint_version") != CHECKPOINT_VERSION:
+        raise UsageError(f"checkpoint {path} has version {state.get('checkpoint_version')}, this aubench reads "
+                         f"{CHECKPOINT_VERSION}", "retrain with this version of aubench")
+    return state
+
+
 def load_run_model(path: str | Path, device: torch.device | str = "cpu") -> RunModel:
     """The network of one checkpoint file (``best.pt`` / ``last.pt``) in eval mode, channels_last."""
-    from aubench_cli.training.trainer import load_checkpoint
-
     state = load_checkpoint(Path(path))
     return run_model_from_state(state, device)
 
@@ -145,8 +165,6 @@ def store_val_thresholds(run_dir: str | Path, cache: Any, labels: np.ndarray, va
     ``labels``: (N, K) over the whole cache in the run's AU order; ``val_index``: the validation frames.
     ``only_missing``: leave checkpoints whose stored thresholds match the file's digest alone. Returns the file.
     """
-    from aubench_cli.training.trainer import load_checkpoint
-
     run_dir = Path(run_dir)
     stored = read_thresholds_file(run_dir) or {}
     entries: dict[str, Any] = dict(stored.get("checkpoints", {}))

@@ -46,7 +46,8 @@ from aubench_cli.fileio import atomic_write_bytes, atomic_write_text, check_writ
 from aubench_cli.models import create_model, get_model_info
 from aubench_cli.models.weights import choose_layout, load_pretrained, load_weights_file
 from aubench_cli.device import keep_host_memory, resolve_device
-from aubench_cli.training.inference import store_val_thresholds
+# checkpoints are read where trained networks are used; the trainer writes them (one-way: trainer -> inference)
+from aubench_cli.training.inference import CHECKPOINT_VERSION, load_checkpoint, store_val_thresholds
 from aubench_cli.training.sampling import (
     BalancedSampler,
     build_pools,
@@ -68,7 +69,6 @@ from aubench_cli.training.transforms import (
     to_float,
 )
 
-CHECKPOINT_VERSION = 1
 OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 LogFn = Callable[[str], None]
@@ -95,16 +95,26 @@ class RunData:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+SUBSET_DRAWS = 1000  # draws of the subjects tried for one that can give the frame budget (Section V, subjects)
+
+
 def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_frac: float,
                   rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
     """Section V: a fraction of the training subjects, and of the training frames.
 
-    A fraction ``subjects_frac`` of the training subjects is drawn. With ``frames_frac = 1`` each keeps all its
-    frames ("60 % of the subjects"). With ``frames_frac = F < 1`` the run trains on exactly ``round(F x training
-    frames)`` frames whatever subjects were drawn: each chosen subject gives its share in proportion to its size,
-    and the frames left by rounding go to the subjects with the largest remainders. ``subjects_frac = 1`` is the
-    "frames" experiment (every subject, F of the frames); ``F = 0.2`` with ``subjects_frac = s`` is the "subjects"
-    experiment (20 % of the frames in all, from s of the subjects).
+    A fraction ``subjects_frac`` of the training subjects is drawn (``round(s x subjects)``, at least one). With
+    ``frames_frac = 1`` each keeps all its frames ("60 % of the subjects"). With ``frames_frac = F < 1`` the run
+    trains on the budget of ``round(F x training frames)`` frames whatever subjects were drawn: each chosen subject
+    gives its share in proportion to its size, and the frames left by rounding go to the subjects with the largest
+    remainders. ``subjects_frac = 1`` is the "frames" experiment (every subject, F of the frames); ``F = 0.2``
+    with ``subjects_frac = s`` is the "subjects" experiment (20 % of the frames in all, from s of the subjects).
+
+    Where the subjects drawn hold fewer frames than the budget (s = 20 %: they must give every frame, and smaller
+    than average subjects, or ``round(s x N)`` subjects holding under F, cannot), the draw is repeated, up to
+    ``SUBSET_DRAWS`` times, until one can; the first draw that can is used, so a set whose first draw already can
+    is drawn as before. When no draw tried can (no subjects of that number hold the budget), the draw holding
+    the most frames gives every frame: the run still trains, and the record says the budget was not met
+    (``budget_met``, the realised ``frames`` and ``frames_share`` of the training frames, ``draws`` tried).
     """
     for name, value in (("frames_frac", frames_frac), ("subjects_frac", subjects_frac)):
         if not 0 < value <= 1:
@@ -115,40 +125,51 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
             "the total frame fraction cannot exceed the subject fraction (each subject gives at most all its frames)",
         )
     subject_of = cache.subject_index[index]
-    subjects = np.unique(subject_of)
+    subjects, counts = np.unique(subject_of, return_counts=True)
     if frames_frac == 1 and subjects_frac == 1:
         return index, {"frames_frac": 1.0, "subjects_frac": 1.0, "subjects": len(subjects), "frames": len(index),
-                       "per_subject_frac": 1.0}
+                       "per_subject_frac": 1.0, "frames_share": 1.0, "budget_met": True}
     n_subjects = max(1, round(subjects_frac * len(subjects)))
-    chosen = np.sort(rng.choice(subjects, n_subjects, replace=False))
+    size_of = dict(zip(subjects.tolist(), counts.tolist()))
+    total = len(index) if frames_frac == 1 else int(round(frames_frac * len(index)))
+    possible = int(np.sort(counts)[::-1][:n_subjects].sum()) >= total  # the largest subjects can give it
+    best, draws = None, 0
+    for draws in range(1, (SUBSET_DRAWS if possible and frames_frac < 1 else 1) + 1):
+        drawn = np.sort(rng.choice(subjects, n_subjects, replace=False))
+        held = sum(size_of[int(s)] for s in drawn)
+        if best is None or held > best[1]:
+            best = (drawn, held)
+        if held >= total:
+            break
+    chosen, held = best
     frames_of = [index[subject_of == s] for s in chosen]  # one pass per subject, not per frame
     sizes = np.array([len(f) for f in frames_of], dtype=np.int64)
-    if frames_frac == 1:
-        take = sizes
+    budget_met = frames_frac == 1 or held >= total
+    if frames_frac == 1 or not budget_met:
+        take = sizes  # every frame of the drawn subjects: all of them, or all there is short of the budget
     else:
-        total = int(round(frames_frac * len(index)))
-        if total > sizes.sum():
-            raise UsageError(
-                f"--frames-frac {frames_frac} needs {total} frames but the {n_subjects} subjects drawn have "
-                f"{int(sizes.sum())}", "use a larger --subjects-frac or a smaller --frames-frac")
         share = total * sizes / sizes.sum()
         take = np.floor(share).astype(np.int64)
         leftover = total - int(take.sum())
         take[np.argsort(-(share - take), kind="stable")[:leftover]] += 1  # largest remainders first
     keep = [np.sort(rng.choice(f, n, replace=False)) for f, n in zip(frames_of, take)]
     subset = np.sort(np.concatenate(keep))
-    return subset, {
+    record = {
         "frames_frac": frames_frac, "subjects_frac": subjects_frac,
         "per_subject_frac": float(take.sum() / sizes.sum()),
         "subjects": int(n_subjects), "subjects_available": int(len(subjects)), "frames": int(len(subset)),
-        "frames_available": int(len(index)), "subject_names": [cache.subjects[i] for i in chosen],
-        "frames_per_subject": [int(n) for n in take],
+        "frames_available": int(len(index)), "frames_share": round(len(subset) / len(index), 6),
+        "subject_names": [cache.subjects[i] for i in chosen], "frames_per_subject": [int(n) for n in take],
+        "budget_met": bool(budget_met), "draws": int(draws),
     }
+    if frames_frac < 1:
+        record["frames_budget"] = int(total)
+    return subset, record
 
 
 def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     from aubench_cli.data.cache import cache_identity, open_cache
-    from aubench_cli.data.splits import fold_plan, subject_frames, subject_roles
+    from aubench_cli.data.splits import empty_split_error, fold_plan, subject_frames, subject_roles
 
     cache = open_cache(cfg.data.cache)
     au_names = list(cache.au_names)
@@ -162,10 +183,15 @@ def prepare_data(cfg: cfgmod.Config, log: LogFn) -> RunData:
     parts = {"train": train_index, "val": val_index, "test": test_index}  # before any Section V subset
     for split, index in (("train", train_index), ("val", val_index)):
         if len(index) == 0:
-            raise UsageError(f"the cache's {split} split has no frames", "re-run aubench preprocess with more subjects")
+            raise empty_split_error(split, cfg.data.cache)
 
     train_index, subset = select_subset(cache, train_index, cfg.data.frames_frac, cfg.data.subjects_frac,
                                         _seed_rng(cfg.train.seed, 4))
+    if not subset["budget_met"]:
+        log(f"warning: no {subset['subjects']} of the {subset['subjects_available']} training subjects hold the "
+            f"{subset['frames_budget']} frames of --frames-frac {cfg.data.frames_frac}; training on every frame of "
+            f"the {subset['subjects']} drawn: {subset['frames']} frames, {subset['frames_share']:.1%} of the training "
+            "frames (recorded in data.json)")
     bad: dict[str, list[str]] = {}
     for split, index in (("train", train_index), ("val", val_index)):
         for au in check_balanceable(cache.labels, index, au_names, split):
@@ -338,20 +364,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UsageError(f"no checkpoint at {path}", "is this a run directory written by aubench train?")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}",
-                         "the file is damaged; resume from the other checkpoint or retrain") from exc
-    if state.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise UsageError(f"checkpoint {path} has version {state.get('checkpoint_version')}, this aubench reads "
-                         f"{CHECKPOINT_VERSION}", "retrain with this version of aubench")
-    return state
 
 
 def resume_cache(run_dir: Path, saved_cache: str, cache: str | Path) -> str:
