@@ -186,11 +186,15 @@ def test_subset_is_recorded_in_the_run(cache, tmp_path):
 
 # ---- several processes: the same experiment as one ----------------------------------------------------------
 
-SMALL = {"train.pos_per_au": 2, "train.neg_per_au": 2, "train.val_batches": 2}  # quick on a shared 2-core machine
+# quick on a shared 2-core machine; gloo on the CPU whatever GPUs the machine has (the workers pretend to have one)
+CPU = {"train.device": "cpu"}
+SMALL = {**CPU, "train.pos_per_au": 2, "train.neg_per_au": 2, "train.val_batches": 2}
 SGD = {**SMALL, "train.optimizer": "sgd", "train.lr": 0.5, "train.aug": "D", "train.epochs": 2,
        "train.batches_per_epoch": 3}
 DDP_RUNS = {
-    "sgd": SGD,  # SGD reacts to the scale of a gradient: a wrong normalisation shows
+    # SGD reacts to the scale of a gradient: a wrong normalisation shows; 3 validation batches: rank 1 runs one
+    # uncounted pass to stay in step (val_share), which must not change the score
+    "sgd": {**SGD, "train.val_batches": 3},
     "adagrad": {**SMALL, "train.aug": "A", "train.epochs": 2, "train.batches_per_epoch": 3},  # the defaults (Adagrad)
     "cost": {**SGD, "train.balance": "cost", "train.epochs": 1},  # random batches, weights from the whole batch
     "stop": {**SGD, "train.epochs": 3},  # rank 1 is interrupted in epoch 1; resumed by one process
@@ -200,11 +204,41 @@ COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor"
                "all_gather_object", "broadcast_object_list")
 
 
+def _one_gpu_machine():
+    """What a machine with one GPU answers (the suite's gloo runs must not depend on the GPUs present)."""
+    torch.cuda.is_available = lambda: True
+    torch.cuda.device_count = lambda: 1
+
+
+def _spawn(worker, args, nprocs=2, timeout=300):
+    """torch.multiprocessing.spawn with a deadline: a hang (collectives out of step) fails, killing the ranks."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    context = mp.spawn(worker, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {nprocs} ranks did not finish within {timeout} s (a rank waits in a collective)")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _ddp_worker(rank, world, cache, root, port):
     import torch.distributed as dist
 
     from aubench_cli.training import trainer as trainmod
 
+    _one_gpu_machine()
     # float64: the comparison then measures the protocol, not float32 sums in another order, which Adagrad (a
     # step of +-lr for any gradient, however small, at first) and a few SGD steps amplify to ~1e-2 of a weight.
     torch.set_default_dtype(torch.float64)
@@ -249,15 +283,8 @@ def _ddp_worker(rank, world, cache, root, port):
 
 @pytest.fixture(scope="module")
 def ddp_runs(cache, tmp_path_factory):
-    import socket
-
-    import torch.multiprocessing as mp
-
     root = tmp_path_factory.mktemp("ddp")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, cache, str(root), port), nprocs=2, join=True)
+    _spawn(_ddp_worker, (2, cache, str(root), _free_port()), timeout=900)
     return root, [json.loads((root / f"rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -304,7 +331,7 @@ def test_ctrl_c_on_one_rank_stops_both_and_resumes_exactly_on_one_process(cache,
     assert ranks[0]["summaries"]["stop"] == ranks[1]["summaries"]["stop"] == "interrupted"
     saved = load_checkpoint(root / "stop" / "last.pt")
     assert (saved["epoch"], saved["step"]) == (1, 0)  # rank 1's Ctrl-C in epoch 1, seen at epoch 2's first step
-    resumed = _float64_train(_cfg(cache), root / "stop", resume=True)  # another world size: one process
+    resumed = _float64_train(_cfg(cache, **CPU), root / "stop", resume=True)  # another world size: one process
     straight = _float64_train(_cfg(cache, **DDP_RUNS["stop"]), tmp_path / "straight")
     assert resumed["last"]["epoch"] == 3
     _assert_same_weights(_weights(root / "stop"), _weights(tmp_path / "straight"))
@@ -330,6 +357,86 @@ def test_scale_batch_is_another_run_and_says_so(ddp_runs):
     record = json.loads((root / "scale" / "data.json").read_text())["distributed"]
     assert record == {"mode": "scale-batch", "global_batch": 2 * 4 * len(AUS), "steps_per_epoch": 2, "lr": 1.0}
     assert yaml.safe_load((root / "scale" / "config.yaml").read_text())["train"]["scale_batch"] is True
+
+
+def _batchnorm_worker(rank, world, cache, root, port):
+    from aubench_cli.models import register_model
+
+    @register_model(title="BN test net", column=99, in_chans=1, from_scratch=True, classifier="classifier")
+    def bn_test_net(num_outputs, input_size=96):
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=4), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+        net.add_module("classifier", torch.nn.Linear(16, num_outputs))
+        return net
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    summary = train(_cfg(cache, **{**SMALL, "model.arch": "bn_test_net", "train.val_batches": 1, "train.epochs": 2,
+                                   "train.batches_per_epoch": 2}), os.path.join(root, "bn"))
+    with open(os.path.join(root, f"bn{rank}.json"), "w") as fh:
+        json.dump(summary, fh)
+
+
+def test_batchnorm_network_validates_with_fewer_val_batches_than_ranks(cache, tmp_path):
+    # One validation batch, two ranks: rank 1 has none of its own, yet takes part in the buffer broadcast DDP makes
+    # at the first forward after training (a hang before); the accuracy is that of the one batch, on both ranks.
+    _spawn(_batchnorm_worker, (2, cache, str(tmp_path), _free_port()), timeout=300)
+    ranks = [json.loads((tmp_path / f"bn{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["last"]["epoch"] == 2 and ranks[0]["world_size"] == 2
+    assert ranks[0]["best_val_per_au"] == ranks[1]["best_val_per_au"]
+
+
+def test_validation_batches_are_shared_so_every_rank_runs_as_many_passes():
+    from aubench_cli.training.trainer import Dist, val_share
+
+    batches = [np.array([b]) for b in range(5)]
+    for world, n in ((2, 1), (3, 5), (2, 4), (4, 2), (1, 5)):
+        shares = [val_share(batches[:n], Dist(rank=r, world=world)) for r in range(world)]
+        passes = {len(mine) for mine, _ in shares}
+        assert len(passes) == 1 and passes.pop() == -(-n // world)  # the same count on every rank
+        counted = [int(b[0]) for mine, k in shares for b in mine[:k]]
+        assert sorted(counted) == list(range(n))  # each batch counted once, on one rank
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_more_ranks_than_gpus_is_one_line_before_any_process_group(monkeypatch, rank):
+    import torch.distributed as dist
+
+    from aubench_cli.training.trainer import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail(f"set_device({i}) was called"))
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: pytest.fail("a process group was started"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for device in ("auto", "cuda"):
+        with pytest.raises(UsageError) as info:  # rank 0 too: no process waits for a rank that stopped
+            init_distributed(device)
+        assert "2 training processes" in info.value.message and "1 GPU visible" in info.value.message
+        assert "--device cpu" in info.value.hint and "--nproc-per-node 1" in info.value.hint
+    with pytest.raises(UsageError) as info:
+        init_distributed("cuda:1")
+    assert "LOCAL_RANK" in info.value.message
+    started = []
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: started.append(backend))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    ddp, device = init_distributed("cpu")
+    assert started == ["gloo"] and device == torch.device("cpu") and (ddp.rank, ddp.world) == (rank, 2)
+
+
+def test_more_ranks_than_gpus_on_the_command_line(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "1 GPU visible" in lines[0] and "--device cpu" in lines[0]
+    assert "invalid device ordinal" not in result.output and "Traceback" not in result.output
 
 
 def test_every_collective_helper_uses_the_training_device(monkeypatch):
