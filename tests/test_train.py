@@ -193,7 +193,7 @@ SGD = {**SMALL, "train.optimizer": "sgd", "train.lr": 0.5, "train.aug": "D", "tr
        "train.batches_per_epoch": 3}
 DDP_RUNS = {
     # SGD reacts to the scale of a gradient: a wrong normalisation shows; 3 validation batches: rank 1 runs one
-    # uncounted pass to stay in step (val_share), which must not change the score
+    # uncounted pass to stay in step (val_share)
     "sgd": {**SGD, "train.val_batches": 3},
     "adagrad": {**SMALL, "train.aug": "A", "train.epochs": 2, "train.batches_per_epoch": 3},  # the defaults (Adagrad)
     "cost": {**SGD, "train.balance": "cost", "train.epochs": 1},  # random batches, weights from the whole batch
@@ -396,6 +396,26 @@ def test_validation_batches_are_shared_so_every_rank_runs_as_many_passes():
         assert len(passes) == 1 and passes.pop() == -(-n // world)  # the same count on every rank
         counted = [int(b[0]) for mine, k in shares for b in mine[:k]]
         assert sorted(counted) == list(range(n))  # each batch counted once, on one rank
+
+
+def test_validation_counts_only_the_ranks_own_batches():
+    import contextlib
+    from types import SimpleNamespace
+
+    from aubench_cli.training.trainer import Dist, validate
+
+    # logits +1 / -1 by frame: frames 0-3 all right, frames 4-7 all wrong, against targets of one positive AU
+    model = lambda x: torch.where(x[:, :1] < 4, 1.0, -1.0)  # noqa: E731
+    model.eval = lambda: None
+    right, wrong = np.arange(4), np.arange(4, 8)
+    run = SimpleNamespace(train_model=model, data=SimpleNamespace(au_names=["AU01"]), device=torch.device("cpu"),
+                          step=SimpleNamespace(autocast=contextlib.nullcontext(),
+                                               inputs=lambda idx: torch.from_numpy(idx).double()[:, None]),
+                          val_batches=[wrong, right], val_counted=1, val_targets=torch.ones(4, 1, dtype=torch.int8),
+                          ddp=Dist())
+    assert validate(run).tolist() == [0.0]  # the uncounted pass (a batch of another rank) leaves the score alone
+    run.val_counted = 2
+    assert validate(run).tolist() == [0.5]
 
 
 @pytest.mark.parametrize("rank", [0, 1])
