@@ -313,9 +313,11 @@ def test_inference_precision_is_fp32_unless_bf16_is_asked():
     # CUDA: TF32 off for convolutions and matrix products inside, restored after (the flags need no GPU)
     conv = getattr(torch.backends.cudnn, "conv", None)
     if hasattr(conv, "fp32_precision"):
-        flags = [(conv, "fp32_precision", "ieee", "tf32"), (torch.backends.cuda.matmul, "fp32_precision", "ieee", "tf32")]
+        flags = [(conv, "fp32_precision", "ieee", "tf32"),
+                 (torch.backends.cuda.matmul, "fp32_precision", "ieee", "tf32")]
     else:
-        flags = [(torch.backends.cudnn, "allow_tf32", False, True), (torch.backends.cuda.matmul, "allow_tf32", False, True)]
+        flags = [(torch.backends.cudnn, "allow_tf32", False, True),
+                 (torch.backends.cuda.matmul, "allow_tf32", False, True)]
     saved = [getattr(owner, name) for owner, name, _, _ in flags]  # torch's flag objects defeat monkeypatch
     try:
         for owner, name, _, tf32 in flags:
@@ -356,8 +358,9 @@ def test_eval_runs_in_fp32_by_default_and_in_bf16_when_asked(runs, monkeypatch):
     assert np.array_equal(fp32["_pred"], exact > 0.5)
     labels = data.labels[index]
     for k, au in enumerate(AUS):
-        assert fp32["per_au"][au]["auc"] == pytest.approx(natural_metrics(exact[:, k], labels[:, k])["auc"], abs=1e-12)
-        assert bf16["per_au"][au]["auc"] == pytest.approx(natural_metrics(rounded[:, k], labels[:, k])["auc"], abs=1e-12)
+        for result, scored in ((fp32, exact), (bf16, rounded)):
+            assert result["per_au"][au]["auc"] == pytest.approx(natural_metrics(scored[:, k], labels[:, k])["auc"],
+                                                                abs=1e-12)
     assert len(np.unique(rounded)) < len(np.unique(exact))  # bf16 logits: fewer distinct scores (ties)
     shown = runner.invoke(app, ["eval", str(a), "--batches", "5", "--json", "--precision", "bf16"])
     assert shown.exit_code == 0 and json.loads(shown.stdout)["precision"] == "bf16"

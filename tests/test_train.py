@@ -490,6 +490,48 @@ def test_batchnorm_across_ranks():
     assert len(messages) == 1
 
 
+@pytest.mark.parametrize("dropout", [0.5, 0.0])
+def test_two_ranks_give_the_one_process_gradient_only_without_dropout(dropout):
+    # The limit of "W processes run the one-process experiment" (docs/training.md): BatchPlan seeds torch by seed,
+    # step and rank, so each rank draws the dropout masks of its own rows and a dropout network's two-rank
+    # gradient is another draw than one process's; without dropout it is the one-process gradient.
+    from aubench_cli.training.sampling import make_sampler, weighted_bce
+    from aubench_cli.training.trainer import BatchPlan, Dist
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((400, 4)) < 0.3).astype(np.int8)
+    sampler = make_sampler("random", labels, np.arange(len(labels)), np.random.default_rng(1))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+                              torch.nn.Linear(64, 4)).double()
+    features = torch.randn(len(labels), 16, dtype=torch.float64)
+
+    def gradient(rank, world):
+        plan = BatchPlan(sampler, labels, None, 0, Dist(rank=rank, world=world), torch.device("cpu"), False, False)
+        batch = plan(5)  # step 5's rows of this rank; seeds torch's stream for its dropout
+        net.zero_grad()
+        weighted_bce(net(features[batch.idx]), batch.targets, batch.weights).backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    one = gradient(0, 1)
+    two = (gradient(0, 2) + gradient(1, 2)) / 2  # DDP's average
+    if dropout:
+        assert (two - one).abs().max() > 0.05 * one.abs().max()
+    else:
+        torch.testing.assert_close(two, one, rtol=1e-9, atol=1e-12)
+
+
+def test_dropout_under_several_processes_is_said():
+    from aubench_cli.models import create_model
+    from aubench_cli.training.trainer import dropout_across_ranks
+
+    messages = []
+    with torch.device("meta"):
+        assert dropout_across_ranks(create_model("lightcnn9", 3), messages.append) == ["dropout"]
+        assert dropout_across_ranks(create_model("baseline", 3), messages.append) == []
+    assert len(messages) == 1 and "not mask for mask" in messages[0]
+
+
 def test_preloading_follows_available_memory_shared_by_local_ranks(cache, monkeypatch):
     from aubench_cli.data.cache import open_cache
     from aubench_cli.training import trainer as trainmod

@@ -6,8 +6,9 @@ over every labelled frame of the split (what the batches estimate) with a 95 % i
 run, and for each pair the difference in balanced accuracy, its interval, the smallest difference the split can
 detect, and a permutation test within subjects (Holm across AUs). Writes eval.json and eval.csv into each run.
 Inference runs in float32 on any device (--precision bf16: bfloat16 autocast, faster on GPUs, logits rounded);
-eval.json says which. On another dataset's cache (--cache OTHER), the AUs both code are tested, matched by name, and the others named;
---split all tests every frame of such a cache (refused on the run's own cache: it holds the training subjects).
+eval.json says which. On another dataset's cache (--cache OTHER), the AUs both code are tested, matched by name,
+and the others named; --split all tests every frame of such a cache (refused on the run's own cache: it holds the
+training subjects).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ Every random choice of training step s (its batch, its augmentation, the torch s
 streams keyed by (seed, s) (``BatchPlan``), so a checkpoint needs only the epoch and step to resume exactly. Under
 torchrun every rank draws the same global batch, takes rows ``rank::W`` and weights its loss by the whole batch's
 counts, so DDP's gradient average is the one-process gradient: a run on W processes is the same experiment as on
-one (``--scale-batch`` trades that for throughput). The data path stays on the training device: uint8 frames are
-gathered (resident when they fit, else from the memory-mapped cache), converted, augmented and normalized there.
-Rank 0 alone writes. Branches for CUDA only are marked ``# CUDA only``.
+one (``--scale-batch`` trades that for throughput), except for dropout masks, which each rank draws for its own rows
+(``dropout_across_ranks``: the same experiment in distribution, not mask for mask). The data path stays on the
+training device: uint8 frames are gathered (resident when they fit, else from the memory-mapped cache), converted,
+augmented and normalized there. Rank 0 alone writes. Branches for CUDA only are marked ``# CUDA only``.
 """
 
 from __future__ import annotations
@@ -824,6 +825,8 @@ def _parallel(model: nn.Module, cfg: cfgmod.Config, ddp: Dist, device: torch.dev
     """DDP (BatchNorm synchronised across ranks where the backend can) and torch.compile, as asked."""
     if ddp.world > 1:
         model = batchnorm_across_ranks(model, device, log)
+        if not cfg.train.scale_batch:
+            dropout_across_ranks(model, log)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         model = torch.compile(model)
@@ -840,6 +843,23 @@ def batchnorm_across_ranks(model: nn.Module, device: torch.device, log: LogFn) -
     log("warning: this network has BatchNorm, which the gloo backend cannot synchronise: each process normalises "
         "with its own rows' statistics, so this run is not exactly the one-process experiment")
     return model
+
+
+def dropout_layers(model: nn.Module) -> list[str]:
+    """The names of the network's active dropout layers (LightCNN-9/29 and InceptionV3 have one)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
+def dropout_across_ranks(model: nn.Module, log: LogFn) -> list[str]:
+    """Each process draws the dropout masks of its own rows from its own torch stream (``BatchPlan``: keyed by
+    seed, step and rank), so a network with dropout trained on W processes is the one-process experiment in
+    distribution (the same batches, augmentation and gradient normalisation; masks drawn alike), not mask for mask:
+    the weights differ from one process's after the first step. Says so; returns the dropout layers."""
+    layers = dropout_layers(model)
+    if layers:
+        log(f"warning: this network has dropout ({', '.join(layers)}): each process draws the masks of its own rows, "
+            "so this run matches the one-process experiment in distribution, not mask for mask")
+    return layers
 
 
 def _learning_rate(cfg: cfgmod.Config, ddp: Dist) -> float:
