@@ -307,6 +307,10 @@ def _assert_same_weights(a, b, init=None, rtol=1e-5):
 
 @pytest.mark.parametrize("name", ["sgd", "adagrad", "cost"])
 def test_two_ranks_run_the_one_process_experiment(cache, ddp_runs, tmp_path, name):
+    """Two gloo ranks train the same weights as one process, for the baseline: a network without dropout or
+    BatchNorm. That is the claim's extent: with dropout each rank draws its own rows' masks (the same experiment in
+    distribution only: test_two_ranks_give_the_one_process_gradient_only_without_dropout), and under gloo a
+    BatchNorm network normalises each rank's rows alone (batchnorm_across_ranks)."""
     from aubench_cli.models import create_model
 
     root, ranks = ddp_runs
