@@ -143,6 +143,7 @@ def test_help_texts_survive_rich_markup():
 def test_fixed_value_options_are_choices_equal_to_the_registries():
     from aubench_cli.commands import choices
     from aubench_cli.data.labels import LAYOUTS
+    from aubench_cli.device import PRECISIONS
     from aubench_cli.evaluation.evaluate import CI_UNITS
     from aubench_cli.studies.report import FORMATS, LAYOUTS as REPORT_LAYOUTS
     from aubench_cli.evaluation.evaluate import SPLITS
@@ -154,12 +155,12 @@ def test_fixed_value_options_are_choices_equal_to_the_registries():
                   choices.Optimizer: OPTIMIZERS, choices.ReportFormat: FORMATS, choices.Layout: LAYOUTS,
                   choices.InputFormat: ("auto", *LAYOUTS), choices.CiUnit: CI_UNITS,
                   choices.Split: SPLITS, choices.Checkpoint: ("best", "last"),
-                  choices.ReportLayout: REPORT_LAYOUTS}
+                  choices.ReportLayout: REPORT_LAYOUTS, choices.Precision: PRECISIONS}
     for enum, registry in registries.items():
         assert sorted(e.value for e in enum) == sorted(registry), enum
     # each fixed-value option: its values listed in --help, a wrong value refused by the parser (exit 2)
     fixed = [("eval", "--split", choices.Split), ("eval", "--checkpoint", choices.Checkpoint),
-             ("eval", "--ci-unit", choices.CiUnit), ("train", "--balance", choices.Balance),
+             ("eval", "--ci-unit", choices.CiUnit), ("eval", "--precision", choices.Precision), ("train", "--balance", choices.Balance),
              ("train", "--norm", choices.Norm), ("train", "--aug", choices.Aug), ("train", "--optimizer", choices.Optimizer),
              ("report", "--format", choices.ReportFormat), ("report", "--layout", choices.ReportLayout), ("synth", "--layout", choices.Layout),
              ("preprocess", "--format", choices.InputFormat)]

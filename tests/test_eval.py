@@ -315,3 +315,88 @@ def test_multi_run_rankings_in_json_and_table(runs):
     assert "summary: Best:" in table.stdout
     bad = runner.invoke(app, ["eval", str(a), str(b), "--batches", "40", "--rope", "-1"])
     assert bad.exit_code == 2 and "--rope must be a positive" in bad.stderr
+
+
+def test_inference_precision_is_fp32_unless_bf16_is_asked():
+    import torch
+
+    from aubench_cli.device import autocast_dtype, inference_precision
+
+    assert autocast_dtype("fp32") is None and autocast_dtype("bf16") == torch.bfloat16
+    with pytest.raises(UsageError) as info:
+        autocast_dtype("fp16")
+    assert "fp32" in info.value.hint
+    with torch.autocast("cpu", dtype=torch.bfloat16), inference_precision("cpu"):  # fp32 even inside autocast
+        assert not torch.is_autocast_enabled("cpu")
+    with inference_precision(torch.device("cpu"), "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    # CUDA: TF32 off for convolutions and matrix products inside, restored after (the flags need no GPU)
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(conv, "fp32_precision"):
+        flags = [(conv, "fp32_precision", "ieee", "tf32"),
+                 (torch.backends.cuda.matmul, "fp32_precision", "ieee", "tf32")]
+    else:
+        flags = [(torch.backends.cudnn, "allow_tf32", False, True),
+                 (torch.backends.cuda.matmul, "allow_tf32", False, True)]
+    saved = [getattr(owner, name) for owner, name, _, _ in flags]  # torch's flag objects defeat monkeypatch
+    try:
+        for owner, name, _, tf32 in flags:
+            setattr(owner, name, tf32)
+        with inference_precision(torch.device("cuda", 0), "fp32"):
+            assert [getattr(owner, name) for owner, name, _, _ in flags] == [ieee for _, _, ieee, _ in flags]
+        assert [getattr(owner, name) for owner, name, _, _ in flags] == [tf32 for _, _, _, tf32 in flags]
+    finally:
+        for (owner, name, _, _), value in zip(flags, saved):
+            setattr(owner, name, value)
+
+
+def test_eval_runs_in_fp32_by_default_and_in_bf16_when_asked(runs, monkeypatch):
+    import torch
+
+    from aubench_cli.evaluation import evaluate as evalmod
+    from aubench_cli.training.inference import load_run_model, score_frames
+
+    cache, (a, _) = runs
+    seen = []  # the split's scores, as natural_metrics gets them (AU by AU)
+    monkeypatch.setattr(evalmod, "natural_metrics", lambda s, y, _f=natural_metrics: seen.append(s) or _f(s, y))
+    fp32 = evaluate_run(a, batches=10, write=False)
+    bf16 = evaluate_run(a, batches=10, write=False, precision="bf16")
+    scores = {"fp32": np.stack(seen[:len(AUS)], 1), "bf16": np.stack(seen[len(AUS):], 1)}
+    assert (fp32["precision"], bf16["precision"], fp32["device"]) == ("fp32", "bf16", "cpu")
+    data = open_cache(cache)
+    index = data.indices("test")
+    exact = score_frames(load_run_model(a / "best.pt"), data.images, index)  # float32, as predict scores
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        run = load_run_model(a / "best.pt")
+        from aubench_cli.training.transforms import normalize, to_float
+
+        x = normalize(to_float(torch.from_numpy(data.images[index])), run.norm, run.stats)
+        rounded = torch.sigmoid(run.model(x.contiguous(memory_format=torch.channels_last)).float()).numpy()
+    np.testing.assert_allclose(scores["fp32"], exact, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores["bf16"], rounded, rtol=0, atol=1e-6)
+    assert np.abs(rounded - exact).max() > 1e-4  # what bf16 changes: the scores themselves
+    assert np.array_equal(fp32["_pred"], exact > 0.5)
+    labels = data.labels[index]
+    for k, au in enumerate(AUS):
+        for result, scored in ((fp32, exact), (bf16, rounded)):
+            assert result["per_au"][au]["auc"] == pytest.approx(natural_metrics(scored[:, k], labels[:, k])["auc"],
+                                                                abs=1e-12)
+    assert len(np.unique(rounded)) < len(np.unique(exact))  # bf16 logits: fewer distinct scores (ties)
+    shown = runner.invoke(app, ["eval", str(a), "--batches", "5", "--json", "--precision", "bf16"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["precision"] == "bf16"
+    shown = runner.invoke(app, ["eval", str(a), "--batches", "5", "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["precision"] == "fp32"
+
+
+def test_predict_scores_in_fp32_whatever_the_surrounding_precision(runs):
+    import torch
+
+    from aubench_cli.training.inference import load_run_model, score_crops
+
+    cache, (a, _) = runs
+    crops = open_cache(cache).images[:64]
+    run = load_run_model(a / "best.pt")
+    plain = score_crops(run, crops)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as inside a bf16 training step or evaluation
+        inside = score_crops(run, crops)
+    assert plain.dtype == np.float32 and np.array_equal(plain, inside)

@@ -130,3 +130,39 @@ def test_the_small_networks_never_import_torchvision_or_timm():
             "create_model('resnet50', 12); print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["11", "False", "False", "True"]
+
+
+def test_every_dropout_is_a_layer_the_trainer_sees_and_the_docs_name():
+    # The trainer warns about per-process dropout masks under DDP from the network's dropout modules
+    # (trainer.dropout_layers); a network calling F.dropout itself would escape it. Built and run on the meta
+    # device: no memory, no arithmetic.
+    from pathlib import Path
+
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    from aubench_cli.training.trainer import dropout_layers
+
+    class DropoutCalls(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls += func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                                   F.feature_alpha_dropout, torch.dropout)
+            return func(*args, **(kwargs or {}))
+
+    with_dropout = []
+    for arch in PAPER_ORDER:
+        with torch.device("meta"):
+            model = create_model(arch, 3).train()
+            spy = DropoutCalls()
+            with spy:
+                model(torch.empty(2, 1, 96, 96))
+        assert bool(spy.calls) == bool(dropout_layers(model)), arch
+        if spy.calls:
+            with_dropout.append(get_model_info(arch).title)
+    assert with_dropout == ["InceptionV3", "LightCNN-9", "LightCNN-29"]
+    docs = " ".join((Path(__file__).parents[1] / "docs" / "training.md").read_text().split())
+    assert f"with dropout ({', '.join(with_dropout[:-1])} and {with_dropout[-1]})" in docs  # where the limit is said

@@ -255,11 +255,15 @@ SMALL_ONE = {"train.pos_per_au": 2, "train.neg_per_au": 2}
 
 # ---- several processes: the same experiment as one ----------------------------------------------------------
 
-SMALL = {"train.pos_per_au": 2, "train.neg_per_au": 2, "train.val_batches": 2}  # quick on a shared 2-core machine
+# quick on a shared 2-core machine; gloo on the CPU whatever GPUs the machine has (the workers pretend to have one)
+CPU = {"train.device": "cpu"}
+SMALL = {**CPU, "train.pos_per_au": 2, "train.neg_per_au": 2, "train.val_batches": 2}
 SGD = {**SMALL, "train.optimizer": "sgd", "train.lr": 0.5, "train.aug": "D", "train.epochs": 2,
        "train.batches_per_epoch": 3}
 DDP_RUNS = {
-    "sgd": SGD,  # SGD reacts to the scale of a gradient: a wrong normalisation shows
+    # SGD reacts to the scale of a gradient: a wrong normalisation shows; 3 validation batches: rank 1 runs one
+    # uncounted pass to stay in step (val_share)
+    "sgd": {**SGD, "train.val_batches": 3},
     "adagrad": {**SMALL, "train.aug": "A", "train.epochs": 2, "train.batches_per_epoch": 3},  # the defaults (Adagrad)
     "cost": {**SGD, "train.balance": "cost", "train.epochs": 1},  # random batches, weights from the whole batch
     "stop": {**SGD, "train.epochs": 3},  # rank 1 is interrupted in epoch 1; resumed by one process
@@ -269,11 +273,41 @@ COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor"
                "all_gather_object", "broadcast_object_list")
 
 
+def _one_gpu_machine():
+    """What a machine with one GPU answers (the suite's gloo runs must not depend on the GPUs present)."""
+    torch.cuda.is_available = lambda: True
+    torch.cuda.device_count = lambda: 1
+
+
+def _spawn(worker, args, nprocs=2, timeout=300):
+    """torch.multiprocessing.spawn with a deadline: a hang (collectives out of step) fails, killing the ranks."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    context = mp.spawn(worker, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {nprocs} ranks did not finish within {timeout} s (a rank waits in a collective)")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _ddp_worker(rank, world, cache, root, port):
     import torch.distributed as dist
 
     from aubench_cli.training import trainer as trainmod
 
+    _one_gpu_machine()
     # float64: the comparison then measures the protocol, not float32 sums in another order, which Adagrad (a
     # step of +-lr for any gradient, however small, at first) and a few SGD steps amplify to ~1e-2 of a weight.
     torch.set_default_dtype(torch.float64)
@@ -318,15 +352,8 @@ def _ddp_worker(rank, world, cache, root, port):
 
 @pytest.fixture(scope="module")
 def ddp_runs(cache, tmp_path_factory):
-    import socket
-
-    import torch.multiprocessing as mp
-
     root = tmp_path_factory.mktemp("ddp")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, cache, str(root), port), nprocs=2, join=True)
+    _spawn(_ddp_worker, (2, cache, str(root), _free_port()), timeout=900)
     return root, [json.loads((root / f"rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -349,6 +376,10 @@ def _assert_same_weights(a, b, init=None, rtol=1e-5):
 
 @pytest.mark.parametrize("name", ["sgd", "adagrad", "cost"])
 def test_two_ranks_run_the_one_process_experiment(cache, ddp_runs, tmp_path, name):
+    """Two gloo ranks train the same weights as one process, for the baseline: a network without dropout or
+    BatchNorm. That is the claim's extent: with dropout each rank draws its own rows' masks (the same experiment in
+    distribution only: test_two_ranks_give_the_one_process_gradient_only_without_dropout), and under gloo a
+    BatchNorm network normalises each rank's rows alone (batchnorm_across_ranks)."""
     from aubench_cli.models import create_model
 
     root, ranks = ddp_runs
@@ -373,7 +404,7 @@ def test_ctrl_c_on_one_rank_stops_both_and_resumes_exactly_on_one_process(cache,
     assert ranks[0]["summaries"]["stop"] == ranks[1]["summaries"]["stop"] == "interrupted"
     saved = load_checkpoint(root / "stop" / "last.pt")
     assert (saved["epoch"], saved["step"]) == (1, 0)  # rank 1's Ctrl-C in epoch 1, seen at epoch 2's first step
-    resumed = _float64_train(_cfg(cache), root / "stop", resume=True)  # another world size: one process
+    resumed = _float64_train(_cfg(cache, **CPU), root / "stop", resume=True)  # another world size: one process
     straight = _float64_train(_cfg(cache, **DDP_RUNS["stop"]), tmp_path / "straight")
     assert resumed["last"]["epoch"] == 3
     _assert_same_weights(_weights(root / "stop"), _weights(tmp_path / "straight"))
@@ -399,6 +430,106 @@ def test_scale_batch_is_another_run_and_says_so(ddp_runs):
     record = json.loads((root / "scale" / "data.json").read_text())["distributed"]
     assert record == {"mode": "scale-batch", "global_batch": 2 * 4 * len(AUS), "steps_per_epoch": 2, "lr": 1.0}
     assert yaml.safe_load((root / "scale" / "config.yaml").read_text())["train"]["scale_batch"] is True
+
+
+def _batchnorm_worker(rank, world, cache, root, port):
+    from aubench_cli.models import register_model
+
+    @register_model(title="BN test net", column=99, in_chans=1, from_scratch=True, classifier="classifier")
+    def bn_test_net(num_outputs, input_size=96):
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=4), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+        net.add_module("classifier", torch.nn.Linear(16, num_outputs))
+        return net
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    summary = train(_cfg(cache, **{**SMALL, "model.arch": "bn_test_net", "train.val_batches": 1, "train.epochs": 2,
+                                   "train.batches_per_epoch": 2}), os.path.join(root, "bn"))
+    with open(os.path.join(root, f"bn{rank}.json"), "w") as fh:
+        json.dump(summary, fh)
+
+
+def test_batchnorm_network_validates_with_fewer_val_batches_than_ranks(cache, tmp_path):
+    # One validation batch, two ranks: rank 1 has none of its own, yet takes part in the buffer broadcast DDP makes
+    # at the first forward after training (a hang before); the accuracy is that of the one batch, on both ranks.
+    _spawn(_batchnorm_worker, (2, cache, str(tmp_path), _free_port()), timeout=300)
+    ranks = [json.loads((tmp_path / f"bn{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["last"]["epoch"] == 2 and ranks[0]["world_size"] == 2
+    assert ranks[0]["best_val_per_au"] == ranks[1]["best_val_per_au"]
+
+
+def test_validation_batches_are_shared_so_every_rank_runs_as_many_passes():
+    from aubench_cli.training.trainer import Dist, val_share
+
+    batches = [np.array([b]) for b in range(5)]
+    for world, n in ((2, 1), (3, 5), (2, 4), (4, 2), (1, 5)):
+        shares = [val_share(batches[:n], Dist(rank=r, world=world)) for r in range(world)]
+        passes = {len(mine) for mine, _ in shares}
+        assert len(passes) == 1 and passes.pop() == -(-n // world)  # the same count on every rank
+        counted = [int(b[0]) for mine, k in shares for b in mine[:k]]
+        assert sorted(counted) == list(range(n))  # each batch counted once, on one rank
+
+
+def test_validation_counts_only_the_ranks_own_batches():
+    import contextlib
+    from types import SimpleNamespace
+
+    from aubench_cli.training.trainer import Dist, validate
+
+    # logits +1 / -1 by frame: frames 0-3 all right, frames 4-7 all wrong, against targets of one positive AU
+    model = lambda x: torch.where(x[:, :1] < 4, 1.0, -1.0)  # noqa: E731
+    model.eval = lambda: None
+    right, wrong = np.arange(4), np.arange(4, 8)
+    run = SimpleNamespace(train_model=model, data=SimpleNamespace(au_names=["AU01"]), device=torch.device("cpu"),
+                          step=SimpleNamespace(autocast=contextlib.nullcontext(),
+                                               inputs=lambda idx: torch.from_numpy(idx).double()[:, None]),
+                          val_batches=[wrong, right], val_counted=1, val_targets=torch.ones(4, 1, dtype=torch.int8),
+                          ddp=Dist())
+    assert validate(run).tolist() == [0.0]  # the uncounted pass (a batch of another rank) leaves the score alone
+    run.val_counted = 2
+    assert validate(run).tolist() == [0.5]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_more_ranks_than_gpus_is_one_line_before_any_process_group(monkeypatch, rank):
+    import torch.distributed as dist
+
+    from aubench_cli.training.trainer import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail(f"set_device({i}) was called"))
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: pytest.fail("a process group was started"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for device in ("auto", "cuda"):
+        with pytest.raises(UsageError) as info:  # rank 0 too: no process waits for a rank that stopped
+            init_distributed(device)
+        assert "2 training processes" in info.value.message and "1 GPU visible" in info.value.message
+        assert "--device cpu" in info.value.hint and "--nproc-per-node 1" in info.value.hint
+    with pytest.raises(UsageError) as info:
+        init_distributed("cuda:1")
+    assert "LOCAL_RANK" in info.value.message
+    started = []
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: started.append(backend))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    ddp, device = init_distributed("cpu")
+    assert started == ["gloo"] and device == torch.device("cpu") and (ddp.rank, ddp.world) == (rank, 2)
+
+
+def test_more_ranks_than_gpus_on_the_command_line(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["train", "--cache", str(cache), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "1 GPU visible" in lines[0] and "--device cpu" in lines[0]
+    assert "invalid device ordinal" not in result.output and "Traceback" not in result.output
 
 
 def test_every_collective_helper_uses_the_training_device(monkeypatch):
@@ -430,6 +561,48 @@ def test_batchnorm_across_ranks():
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
     assert batchnorm_across_ranks(torch.nn.Linear(2, 2), torch.device("cpu"), messages.append) is not None
     assert len(messages) == 1
+
+
+@pytest.mark.parametrize("dropout", [0.5, 0.0])
+def test_two_ranks_give_the_one_process_gradient_only_without_dropout(dropout):
+    # The limit of "W processes run the one-process experiment" (docs/training.md): BatchPlan seeds torch by seed,
+    # step and rank, so each rank draws the dropout masks of its own rows and a dropout network's two-rank
+    # gradient is another draw than one process's; without dropout it is the one-process gradient.
+    from aubench_cli.training.sampling import make_sampler, weighted_bce
+    from aubench_cli.training.trainer import BatchPlan, Dist
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((400, 4)) < 0.3).astype(np.int8)
+    sampler = make_sampler("random", labels, np.arange(len(labels)), np.random.default_rng(1))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+                              torch.nn.Linear(64, 4)).double()
+    features = torch.randn(len(labels), 16, dtype=torch.float64)
+
+    def gradient(rank, world):
+        plan = BatchPlan(sampler, labels, None, 0, Dist(rank=rank, world=world), torch.device("cpu"), False, False)
+        batch = plan(5)  # step 5's rows of this rank; seeds torch's stream for its dropout
+        net.zero_grad()
+        weighted_bce(net(features[batch.idx]), batch.targets, batch.weights).backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    one = gradient(0, 1)
+    two = (gradient(0, 2) + gradient(1, 2)) / 2  # DDP's average
+    if dropout:
+        assert (two - one).abs().max() > 0.05 * one.abs().max()
+    else:
+        torch.testing.assert_close(two, one, rtol=1e-9, atol=1e-12)
+
+
+def test_dropout_under_several_processes_is_said():
+    from aubench_cli.models import create_model
+    from aubench_cli.training.trainer import dropout_across_ranks
+
+    messages = []
+    with torch.device("meta"):
+        assert dropout_across_ranks(create_model("lightcnn9", 3), messages.append) == ["dropout"]
+        assert dropout_across_ranks(create_model("baseline", 3), messages.append) == []
+    assert len(messages) == 1 and "not mask for mask" in messages[0]
 
 
 def test_preloading_follows_available_memory_shared_by_local_ranks(cache, monkeypatch):

@@ -22,6 +22,11 @@ class Checkpoint(str, Enum):
     last = "last"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class CiUnit(str, Enum):
     subject = "subject"
     video = "video"

@@ -5,8 +5,10 @@ over every labelled frame of the split (what the batches estimate) with a 95 % i
 (--ci-unit to choose); F1, AUC and positive rate over the whole split. With several runs: one table, a column per
 run, and for each pair the difference in balanced accuracy, its interval, the smallest difference the split can
 detect, and a permutation test within subjects (Holm across AUs). Writes eval.json and eval.csv into each run.
-On another dataset's cache (--cache OTHER), the AUs both code are tested, matched by name, and the others named;
---split all tests every frame of such a cache (refused on the run's own cache: it holds the training subjects).
+Inference runs in float32 on any device (--precision bf16: bfloat16 autocast, faster on GPUs, logits rounded);
+eval.json says which. On another dataset's cache (--cache OTHER), the AUs both code are tested, matched by name,
+and the others named; --split all tests every frame of such a cache (refused on the run's own cache: it holds the
+training subjects).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from aubench_cli.commands._render import print_json, progress, stdout
-from aubench_cli.commands.choices import Checkpoint, CiUnit, Split, complete_device
+from aubench_cli.commands.choices import Checkpoint, CiUnit, Precision, Split, complete_device
 
 NAME = "eval"
 
@@ -33,6 +35,7 @@ def command(
     checkpoint: Annotated[Checkpoint, typer.Option("--checkpoint", help="Checkpoint to test.")] = Checkpoint.best,
     ci_unit: Annotated[CiUnit, typer.Option("--ci-unit", help="Unit resampled for intervals and swapped by the paired test.")] = CiUnit.subject,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", autocompletion=complete_device)] = "auto",
+    precision: Annotated[Precision, typer.Option("--precision", help="fp32: float32 on any device (TF32 off); bf16: bfloat16 autocast (faster on GPUs, logits rounded).")] = Precision.fp32,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     rope: Annotated[float, typer.Option("--rope", help="With several runs: region of practical equivalence, in points of balanced accuracy.")] = 1.0,
     pair: Annotated[Optional[list[str]], typer.Option("--pair", help="A,B: also test these two runs for practical equivalence (repeatable; the top two always).")] = None,
@@ -49,6 +52,7 @@ def command(
             task = bar.add_task(f"eval {run}", total=None)
             results.append(evaluate_run(run, cache=cache, split=split.value, batches=batches, seed=seed,
                                         checkpoint=checkpoint.value, device=device, ci_unit=ci_unit.value,
+                                        precision=precision.value,
                                         progress=lambda done, total, t=task: bar.update(t, completed=done, total=total)))
     pairs = compare(results) if len(results) > 1 else []
     ranked = eval_rankings(results, rope=rope_fraction, pairs=pairs_asked, seed=seed) if len(results) > 1 else None
@@ -68,7 +72,8 @@ def caption(result: dict) -> str:
     """What the numbers are, and over which unit the interval is (printed under every eval table)."""
     unit = result.get("ci_unit", "subject")
     where = f"{result['split']} split" if "fold" not in result else f"fold {result['fold']} of {result['folds']}"
-    return (f"{where}, {result['batches']} balanced batches (seed {result['seed']}). accuracy: the "
+    return (f"{where}, {result['batches']} balanced batches (seed {result['seed']}), inference in "
+            f"{result.get('precision', 'fp32')}. accuracy: the "
             f"paper's, at 0.5 over each AU's own frames of the batches; balanced: mean of TPR and TNR over every "
             f"labelled frame; 95 % CI of the balanced accuracy over {unit}s: {result.get('ci_note', '')}. F1, AUC "
             "over the whole split")

@@ -1,6 +1,7 @@
 """Evaluation as the paper did it (3000 balanced test batches, per-AU accuracy) plus what the statistics allow.
 
-Every frame of the split goes through the network once, in large batches; the balanced test batches (4 + 4 per AU,
+Every frame of the split goes through the network once, in large batches, in float32 unless bf16 is asked for
+(``precision``, recorded in the result: ``device.inference_precision``); the balanced test batches (4 + 4 per AU,
 fixed by the seed, so every model is tested on the same frames) then index those predictions. Per AU:
 
 - ``accuracy``: at 0.5 over its own frames of the batches (the paper's figure, Tables I and II);
@@ -26,7 +27,6 @@ FP = neg - tn), from which a report pools the folds of a k-fold protocol (``stat
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from aubench_cli import config as cfgmod
-from aubench_cli.device import keep_host_memory, resolve_device
+from aubench_cli.device import check_precision, inference_precision, keep_host_memory, resolve_device
 from aubench_cli.errors import UsageError, suggest
 from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
@@ -111,13 +111,13 @@ def _load(run: Path, which: str) -> dict[str, Any]:
 
 
 def _scores(model: torch.nn.Module, images: Any, index: np.ndarray, norm: str, stats_: FeatureStats,
-            device: torch.device, batch: int, progress: ProgressFn | None) -> np.ndarray:
-    """Sigmoid outputs for the frames ``index`` (in that order), in large batches under inference_mode."""
+            device: torch.device, batch: int, progress: ProgressFn | None, precision: str = "fp32") -> np.ndarray:
+    """Sigmoid outputs for the frames ``index`` (in that order), in large batches under inference_mode, in
+    ``precision`` (fp32 or bf16)."""
     cuda = device.type == "cuda"
     model = model.to(memory_format=torch.channels_last)  # faster on CUDA and on the CPUs measured (performance.md)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     out = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), inference_precision(device, precision):
         for start in range(0, len(index), batch):
             chunk = torch.from_numpy(np.ascontiguousarray(images[index[start:start + batch]]))
             if cuda:
@@ -159,14 +159,17 @@ def evaluate_run(
     batch_size: int = 512,
     write: bool = True,
     progress: ProgressFn | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate one run; returns (and writes as eval.json / eval.csv) its result, with the per-frame decisions
-    kept in memory under ``_pred`` / ``_labels`` / ``_units`` for paired comparisons."""
+    kept in memory under ``_pred`` / ``_labels`` / ``_units`` for paired comparisons. ``precision``: fp32 (the
+    default, whatever the run trained with) or bf16 (autocast on the device); the result says which."""
     from aubench_cli.data.cache import cache_identity, open_cache, split_map_digest
     from aubench_cli.data.splits import check_held_out, empty_split_error, fold_eval_index
 
     run = Path(run)
     check_ci_unit(ci_unit)
+    check_precision(precision)
     state = _load(run, checkpoint)
     cfg = cfgmod.from_dict(state["config"])
     run_aus: list[str] = list(state["au_names"])
@@ -195,7 +198,8 @@ def evaluate_run(
     model.load_state_dict(state["model"])
     model = model.to(torch_device).eval()
     norm_stats = FeatureStats(**state["norm_stats"])
-    scores = _scores(model, data.images, index, state["norm"], norm_stats, torch_device, batch_size, progress)
+    scores = _scores(model, data.images, index, state["norm"], norm_stats, torch_device, batch_size, progress,
+                     precision)
     scores = scores[:, outputs] if len(scores) else scores  # the network's columns of the AUs tested, in order
     pred = scores > 0.5  # (n, K) over the split's frames, in index order
     split_labels = labels[index]
@@ -231,6 +235,7 @@ def evaluate_run(
     result: dict[str, Any] = {
         "run": str(run), "arch": state["arch"], "checkpoint": checkpoint, "epoch": state["epoch"],
         "cache": str(cache_path), "split": split, "batches": batches, "seed": seed,
+        "device": str(torch_device), "precision": precision,
         "digest": digest, "batch_digest": hashlib.sha1(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16],
         "frames_in_split": int(len(index)), "subjects": subject_names,
         **({"fold": fold["fold"], "folds": fold["folds"]} if fold else {}),
@@ -421,11 +426,12 @@ def evaluate(
     checkpoint: str = "best",
     device: str = "auto",
     ci_unit: str = "subject",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate one run (its result) or several (``{"runs": [...], "comparisons": [...]}``), as ``eval --json``."""
     many = isinstance(runs, (list, tuple))
     results = [evaluate_run(run, cache=cache, split=split, batches=batches, seed=seed, checkpoint=checkpoint,
-                            device=device, ci_unit=ci_unit) for run in (runs if many else [runs])]
+                            device=device, ci_unit=ci_unit, precision=precision) for run in (runs if many else [runs])]
     if not many:
         return public(results[0])
     return {"runs": [public(r) for r in results], "comparisons": compare(results) if len(results) > 1 else []}

@@ -741,6 +741,7 @@ def _summary(spec: RunSpec, out: Path, reports: list[dict], removed: list[str], 
         "run": str(spec.run), "arch": spec.arch, "checkpoint": spec.checkpoint, "checkpoint_sha256": spec.sha256,
         "epoch": spec.epoch, "out": str(out), "au_names": spec.au_names, "threshold": spec.threshold,
         "thresholds": spec.thresholds,
+        "precision": "fp32",  # training.inference.score_crops: float32 on the CPU
         "videos": {"listed": len(reports), "predicted_now": sum(r["status"] == "ok" for r in reports),
                    "kept": sum(r["status"] == "kept" for r in reports),
                    "failed": sum(r["status"] == "failed" for r in reports)},

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aubench_cli.models.registry import register_model
@@ -77,11 +76,12 @@ class LightCNN9(nn.Module):
             group(192, 128), group(128, 128), _pool(),
         )
         self.fc1 = mfm(128 * _last_side(input_size) ** 2, 256, type=0)
+        self.dropout = nn.Dropout(0.5)  # the official F.dropout, held as a module so the trainer can see it
         self.fc2 = nn.Linear(256, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(self.features(x).flatten(1))
-        return self.fc2(F.dropout(x, training=self.training))
+        return self.fc2(self.dropout(x))
 
 
 class LightCNN29(nn.Module):
@@ -101,6 +101,7 @@ class LightCNN29(nn.Module):
         self.group4 = group(128, 128)
         self.pool4 = _pool()
         self.fc = mfm(128 * _last_side(input_size) ** 2, 256, type=0)
+        self.dropout = nn.Dropout(0.5)  # the official F.dropout, held as a module so the trainer can see it
         self.fc2 = nn.Linear(256, num_outputs)
 
     @staticmethod
@@ -114,7 +115,7 @@ class LightCNN29(nn.Module):
         x = self.group3(self.block3(x))
         x = self.pool4(self.group4(self.block4(x)))
         x = self.fc(x.flatten(1))
-        return self.fc2(F.dropout(x, training=self.training))
+        return self.fc2(self.dropout(x))
 
 
 # fc1 / fc take the last feature map flattened, so their input width depends on the input size (8x8x128 at the

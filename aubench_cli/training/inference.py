@@ -2,7 +2,8 @@
 
 ``score_crops`` is the one forward path from uint8 crops to probabilities (``to_float``, the run's
 normalization, channels_last, the network, a sigmoid) that ``aubench predict`` and the threshold search both use,
-so a video predicted and the validation frames the thresholds came from go through the same code.
+so a video predicted and the validation frames the thresholds came from go through the same code, in float32 on
+any device (``device.inference_precision``: no autocast, no TF32), whatever precision the run trained in.
 
 ``store_val_thresholds`` runs a run's checkpoints over every frame of its validation split and keeps, per AU, the
 threshold that maximises F1 of ``p >= t`` over the known labels (``f1_threshold``); it writes them into the run
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from aubench_cli import __version__
+from aubench_cli.device import inference_precision
 from aubench_cli.errors import UsageError
 from aubench_cli.fileio import atomic_write_text
 from aubench_cli.models import create_model
@@ -94,11 +96,12 @@ def run_model_from_state(state: dict[str, Any], device: torch.device | str = "cp
 
 
 def score_crops(run: RunModel, crops: np.ndarray) -> np.ndarray:
-    """(n, 96, 96) uint8 crops -> (n, K) float32 probabilities, one forward pass under inference_mode."""
+    """(n, 96, 96) uint8 crops -> (n, K) float32 probabilities, one forward pass under inference_mode, in
+    float32."""
     if len(crops) == 0:
         return np.zeros((0, len(run.au_names)), np.float32)
     device = next(run.model.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_precision(device, "fp32"):
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(device)
         x = normalize(to_float(x), run.norm, run.stats).contiguous(memory_format=torch.channels_last)
         return torch.sigmoid(run.model(x).float()).cpu().numpy()

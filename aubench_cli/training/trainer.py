@@ -10,9 +10,10 @@ Every random choice of training step s (its batch, its augmentation, the torch s
 streams keyed by (seed, s) (``BatchPlan``), so a checkpoint needs only the epoch and step to resume exactly. Under
 torchrun every rank draws the same global batch, takes rows ``rank::W`` and weights its loss by the whole batch's
 counts, so DDP's gradient average is the one-process gradient: a run on W processes is the same experiment as on
-one (``--scale-batch`` trades that for throughput). The data path stays on the training device: uint8 frames are
-gathered (resident when they fit, else from the memory-mapped cache), converted, augmented and normalized there.
-Rank 0 alone writes. Branches for CUDA only are marked ``# CUDA only``.
+one (``--scale-batch`` trades that for throughput), except for dropout masks, which each rank draws for its own rows
+(``dropout_across_ranks``: the same experiment in distribution, not mask for mask). The data path stays on the
+training device: uint8 frames are gathered (resident when they fit, else from the memory-mapped cache), converted,
+augmented and normalized there. Rank 0 alone writes. Branches for CUDA only are marked ``# CUDA only``.
 """
 
 from __future__ import annotations
@@ -347,13 +348,29 @@ def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
         device = resolve_device(device_name)
         return Dist(device=device), device
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if device_name not in ("auto", "cuda", "cpu"):
+        raise UsageError(f"--device {device_name} under torchrun: each process takes the GPU of its LOCAL_RANK",
+                         "use --device auto, cuda or cpu")
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:  # CUDA only: one GPU per rank, NCCL
+        check_gpus_for_ranks(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return Dist(rank, world, local_rank, device), device
+
+
+def check_gpus_for_ranks(local_rank: int, local_world: int) -> None:
+    """One GPU per process: refuse, on every process of the machine alike and before any process group, a launch
+    with more processes than visible GPUs (torch.cuda.set_device would say only "invalid device ordinal")."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    wanted = max(local_rank + 1, local_world)
+    if wanted > gpus:
+        fewer = f"launch at most {gpus} (torchrun --nproc-per-node {gpus}), or " if gpus else ""
+        raise UsageError(f"{wanted} training processes on this machine but {gpus} GPU{'s' if gpus != 1 else ''} "
+                         "visible (each process needs its own GPU)",
+                         f"{fewer}train on the CPU with --device cpu (the gloo backend)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -525,7 +542,8 @@ class Run:
     plan: BatchPlan
     batch_size: int  # of the global batch (all ranks together)
     steps_per_epoch: int
-    val_batches: list[np.ndarray]  # this rank's share of the validation batches
+    val_batches: list[np.ndarray]  # this rank's share of the validation batches (val_share)
+    val_counted: int  # how many of them count (the others only keep the ranks' forward passes in step)
     val_targets: torch.Tensor
     norm_stats: FeatureStats
     load_report: Any
@@ -648,7 +666,7 @@ def set_up(cfg: cfgmod.Config, run_dir: Path, state: dict[str, Any] | None, ddp:
     steps = math.ceil(cfg.train.batches_per_epoch / ddp.world) if cfg.train.scale_batch else cfg.train.batches_per_epoch
     run = Run(cfg, run_dir, ddp, device, data, model, train_model, optimizer, step, plan,
               sampler.batch_size * (ddp.world if cfg.train.scale_batch else 1), steps,
-              val_batches[ddp.rank::ddp.world], torch.from_numpy(val_sampler.targets).to(device), norm_stats,
+              *val_share(val_batches, ddp), torch.from_numpy(val_sampler.targets).to(device), norm_stats,
               load_report, lr, loss_sum=torch.zeros((), device=device))
     _restore_position(run, state)
     return run
@@ -679,6 +697,16 @@ def train_epoch(run: Run, epoch: int, interrupted: dict, progress: ProgressFn | 
     return float(run.ddp.all_sum(run.loss_sum.clone())) / run.steps_per_epoch
 
 
+def val_share(batches: list[np.ndarray], ddp: Dist) -> tuple[list[np.ndarray], int]:
+    """This rank's validation batches (``rank::W`` of them) and how many count. Every rank runs the same number of
+    forward passes: DDP's wrapper broadcasts rank 0's BatchNorm buffers at the first forward after training, so a
+    rank with fewer batches (none: ``val_batches`` < W) would leave the others waiting in that collective. A rank
+    one short runs batch 0 again, uncounted, so the summed counts stay those of one process."""
+    mine = batches[ddp.rank::ddp.world]
+    passes = math.ceil(len(batches) / ddp.world)
+    return mine + [batches[0]] * (passes - len(mine)), len(mine)
+
+
 def validate(run: Run) -> np.ndarray:
     """Per-AU accuracy over the run's fixed validation batches (never augmented); ranks share the batches."""
     run.train_model.eval()
@@ -686,10 +714,11 @@ def validate(run: Run) -> np.ndarray:
     correct = torch.zeros(k, dtype=torch.float64, device=run.device)
     total = torch.zeros(k, dtype=torch.float64, device=run.device)
     with torch.inference_mode(), run.step.autocast:
-        for idx in run.val_batches:
+        for i, idx in enumerate(run.val_batches):
             c, n = correct_counts(run.train_model(run.step.inputs(idx)).float(), run.val_targets)
-            correct += c
-            total += n
+            if i < run.val_counted:
+                correct += c
+                total += n
     correct, total = run.ddp.all_sum(correct.clone()), run.ddp.all_sum(total.clone())
     return (correct / total.clamp(min=1)).cpu().numpy()
 
@@ -808,6 +837,8 @@ def _parallel(model: nn.Module, cfg: cfgmod.Config, ddp: Dist, device: torch.dev
     """DDP (BatchNorm synchronised across ranks where the backend can) and torch.compile, as asked."""
     if ddp.world > 1:
         model = batchnorm_across_ranks(model, device, log)
+        if not cfg.train.scale_batch:
+            dropout_across_ranks(model, log)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         model = torch.compile(model)
@@ -824,6 +855,23 @@ def batchnorm_across_ranks(model: nn.Module, device: torch.device, log: LogFn) -
     log("warning: this network has BatchNorm, which the gloo backend cannot synchronise: each process normalises "
         "with its own rows' statistics, so this run is not exactly the one-process experiment")
     return model
+
+
+def dropout_layers(model: nn.Module) -> list[str]:
+    """The names of the network's active dropout layers (LightCNN-9/29 and InceptionV3 have one)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
+def dropout_across_ranks(model: nn.Module, log: LogFn) -> list[str]:
+    """Each process draws the dropout masks of its own rows from its own torch stream (``BatchPlan``: keyed by
+    seed, step and rank), so a network with dropout trained on W processes is the one-process experiment in
+    distribution (the same batches, augmentation and gradient normalisation; masks drawn alike), not mask for mask:
+    the weights differ from one process's after the first step. Says so; returns the dropout layers."""
+    layers = dropout_layers(model)
+    if layers:
+        log(f"warning: this network has dropout ({', '.join(layers)}): each process draws the masks of its own rows, "
+            "so this run matches the one-process experiment in distribution, not mask for mask")
+    return layers
 
 
 def _learning_rate(cfg: cfgmod.Config, ddp: Dist) -> float:
