@@ -142,7 +142,7 @@ def test_csv_and_html(studies, tmp_path):
     assert len(rows) == 6 * 4 + 2 * 5 * 4  # every run of every study, 3 AUs + AVG each
     html = write_report(studies / "arch", "html", tmp_path / "r.html")
     text = Path(html["report"]).read_text()
-    assert "<td><b>80.0</b> ([75.5])</td>" in text and "<img src='figures/arch-per-au.png'" in text
+    assert "<td><b>80.0</b> ([75.5])</td>" in text and "<img src='data:image/png;base64," in text  # embedded
 
 
 def test_figures_are_png_images(studies, tmp_path):
