@@ -31,10 +31,22 @@ needs_chromium = pytest.mark.skipif(
 # image's natural size and whether it completed, and the tables' shapes, as attributes Chromium's DOM dump shows.
 PROBE = """<script>
 addEventListener('load', () => {
-  const images = [...document.images].map(i => [i.naturalWidth, i.naturalHeight, i.complete, i.alt]);
+  const lastRow = i => {  // the image decoded down to its last row: matplotlib's PNGs are opaque there
+    const c = document.createElement('canvas');
+    c.width = i.naturalWidth; c.height = i.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(i, 0, 0);
+    const row = g.getImageData(0, c.height - 1, c.width, 1).data;
+    return Math.min(...row.filter((_, k) => k % 4 === 3));
+  };
+  const images = [...document.images].map(i => [i.naturalWidth, i.naturalHeight, i.complete, i.alt,
+                                                 i.naturalWidth ? lastRow(i) : 0]);
+  const style = (q, p) => getComputedStyle(document.querySelector(q))[p];
+  const print = {nav: style('nav', 'display'), h2: style('h2', 'breakBefore'), table: style('table', 'breakInside'),
+                 figure: style('figure', 'breakInside'), wrap: style('.wrap', 'overflowX')};
   const tables = [...document.querySelectorAll('table')].map(t => [t.rows.length, t.rows[0].cells.length,
                                                                  t.getBoundingClientRect().width]);
-  document.body.setAttribute('data-probe', JSON.stringify({images, tables}));
+  document.body.setAttribute('data-probe', JSON.stringify({images, tables, print}));
 });
 </script>"""
 
@@ -94,18 +106,25 @@ def test_page_holds_both_layouts_the_tests_and_the_method(page):
     assert "100 balanced test batches per AU" in text and "3 subjects" in text
 
 
-@needs_chromium
-def test_chromium_renders_every_image_and_table(page, tmp_path):
-    out, _ = page
-    probe = tmp_path / "probe.html"
-    probe.write_text(out.read_text().replace("</body>", PROBE + "</body>"))
+def rendered(text: str, folder: Path) -> dict:
+    """What Chromium's rendering of ``text`` (with the probe added) reports."""
+    probe = folder / "probe.html"
+    probe.write_text(text.replace("</body>", PROBE + "</body>"))
     result = chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     match = re.search(r"data-probe=\"([^\"]*)\"", result.stdout)
     assert match, result.stderr[-2000:]
-    seen = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+@needs_chromium
+def test_chromium_renders_every_image_and_table(page, tmp_path):
+    out, _ = page
+    seen = rendered(out.read_text(), tmp_path)
     assert len(seen["images"]) == 5
-    for width, height, complete, alt in seen["images"]:
+    for width, height, complete, alt, last_row_alpha in seen["images"]:
         assert complete and width > 300 and height > 200, alt  # decoded, with the figure's own size
+        assert last_row_alpha == 255, alt  # and whole: a cut PNG leaves its last rows transparent
+    assert seen["print"]["nav"] != "none" and seen["print"]["wrap"] == "auto"  # on screen: contents, scrolling
     html_tables = out.read_text().count("<table")
     assert len(seen["tables"]) == html_tables >= 3 * 4
     assert all(rows >= 2 and cols >= 2 and width > 0 for rows, cols, width in seen["tables"])
@@ -120,7 +139,13 @@ def test_chromium_screenshot_and_print(page, tmp_path):
 
     image = mpimg.imread(shot)
     assert image.shape[:2] == (1600, 1280) and image[..., :3].std() > 0.05  # a page drawn, not a blank one
+    # the print rules are valid CSS that applies (rendered here as if for the screen): no navigation, each
+    # study on a new page, tables and figures kept whole, wide tables shown whole rather than scrolled
+    text = out.read_text()
+    assert text.count("@media print{") == 1
+    printed = rendered(text.replace("@media print{", "@media all{"), tmp_path)["print"]
+    assert printed == {"nav": "none", "h2": "page", "table": "avoid", "figure": "avoid", "wrap": "visible"}
     pdf = tmp_path / "report.pdf"
     chromium("--no-pdf-header-footer", f"--print-to-pdf={pdf}", out.as_uri())
     pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
-    assert pages >= 3  # each study starts a page (@media print), and no page is lost
+    assert pages >= text.count("<h2")  # each section starts a page
