@@ -90,7 +90,7 @@ class Tracker:
 
     def finish(self, hparams: dict[str, Any], best: dict[str, Any], step: int) -> None:
         """The run's settings and best validation figures for the HParams view (replacing earlier ones)."""
-        if self._open() is None:
+        if not self.enabled or (self._writer is None and _summary_writer() is None):
             return
         metrics = {"best/val_mean_accuracy": float(best.get("mean", -1.0)), "best/epoch": float(best.get("epoch", 0))}
         write_session(self.run_dir, HPARAMS_SUFFIX, metrics, step, hparams)
