@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 HPARAMS_SUFFIX = ".hparams"
+RUN_SECTIONS = ("model", "data", "train", "augment")
 EVAL_SUFFIX = ".eval"
 # The metrics the HParams view shows for every run (declared by each run, so any run found first lists them all;
 # the test ones are empty until `aubench eval`).
@@ -103,10 +104,13 @@ class Tracker:
 
 
 def hparams_of(config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """A run's settings as HParams values: every setting of config.yaml as ``section.key`` (numbers and strings;
-    booleans, lists and unset values as text), its cache's content identity and its AUs."""
+    """A run's settings as HParams values: every training setting of config.yaml (its model, data, train and augment
+    sections) as ``section.key`` (numbers and strings; booleans, lists and unset values as text), its cache's
+    content identity and its AUs."""
     flat: dict[str, Any] = {}
     for section, values in config.items():
+        if section not in RUN_SECTIONS:  # eval's and profile's defaults say nothing about this run
+            continue
         for key, value in (values or {}).items():
             flat[f"{section}.{key}"] = _hparam_value(value)
     flat["data.cache_identity"] = str(record.get("cache_identity") or "")
