@@ -46,6 +46,8 @@ figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid var(
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em;background:var(--head);
  padding:0 .25em;border-radius:3px}
 .settings td{font-size:.8rem}
+.shared{columns:17em 4;font-size:.82rem;padding-left:1.1rem;margin:.2rem 0}
+.shared li{break-inside:avoid}
 .note{border-left:3px solid var(--accent);padding:.2rem .8rem;background:#f6f9fc}
 @media print{
  @page{margin:14mm}
@@ -62,10 +64,8 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:
 }
 """
 
-# the settings shown per run (config.yaml keys), in this order; the rest is in the shared block
-RUN_SETTINGS = ("model.arch", "train.norm", "train.aug", "train.balance", "train.optimizer", "train.lr",
-                "train.epochs", "train.batches_per_epoch", "train.seed", "data.frames_frac", "data.subjects_frac",
-                "data.fold")
+# the sections of config.yaml that describe a run (eval's and profile's are command defaults)
+RUN_SECTIONS = ("model", "data", "train", "augment")
 
 
 def _e(text: Any) -> str:
@@ -121,10 +121,12 @@ def _units(study: StudyResults) -> list[tuple[str, Path]]:
 
 
 def settings_section(study: StudyResults) -> str:
-    """Each run's settings, cache identity, best validation and test evaluation; the settings every run shares."""
+    """Each run's settings where runs differ, its cache identity, training data, best validation and test
+    evaluation; then the settings every run shares."""
     units = []
     for name, path in _units(study):
-        config = _flat(_read(path / "config.yaml", "yaml"))
+        config = {k: v for k, v in _flat(_read(path / "config.yaml", "yaml")).items()
+                  if k.split(".")[0] in RUN_SECTIONS and k != "data.cache"}  # paths: in the note above the table
         record = _read(path / "data.json", "json") or {}
         summary = _read(path / "summary.json", "json") or {}
         result = _read(path / "eval.json", "json") or {}
@@ -132,10 +134,12 @@ def settings_section(study: StudyResults) -> str:
     trained = [u for u in units if u[1]]
     if not trained:
         return "<p class='muted'>No run of this study has been trained yet.</p>"
-    shared = {k: v for k, v in trained[0][1].items()
-              if all(u[1].get(k) == v for u in trained) and k not in RUN_SETTINGS and k != "data.cache"}
-    header = ["run", *RUN_SETTINGS, "cache identity", "train frames / subjects", "best val (epoch)",
-              "test: checkpoint, batches, subjects, frames"]
+    keys = sorted({k for u in trained for k in u[1]})
+    varying = ["model.arch"] + [k for k in keys if k != "model.arch" and len({repr(u[1].get(k)) for u in trained}) > 1]
+    shared = {k: trained[0][1].get(k) for k in keys if k not in varying}
+    short = [k.split(".", 1)[1] for k in varying]
+    header = ["run", *(short if len(set(short)) == len(short) else varying), "cache identity",
+              "train frames / subjects", "best val (epoch)", "test evaluation"]
     rows = []
     for name, config, record, summary, result in units:
         if not config:
@@ -145,26 +149,36 @@ def settings_section(study: StudyResults) -> str:
         best = summary.get("best_val_mean_accuracy")
         test = "-"
         if result:
+            n = len(result.get("subjects") or [])
             test = (f"epoch {result.get('epoch')} ({result.get('checkpoint')}), {result.get('batches')} batches, "
-                    f"{len(result.get('subjects') or [])} subjects, {result.get('frames_in_split')} frames")
+                    f"{n} subject{'' if n == 1 else 's'}, {result.get('frames_in_split')} frames")
         identity = str(record.get("cache_identity") or "-")
-        rows.append([name, *[_setting(config.get(k)) for k in RUN_SETTINGS], identity[:16],
+        rows.append([name, *[_setting(config.get(k)) for k in varying], identity[:12],
                      f"{(record.get('subset') or {}).get('frames', train_split.get('frames', '-'))} / "
                      f"{train_split.get('subjects', '-')}",
                      "-" if best is None else f"{100 * best:.1f} ({summary.get('best_epoch')})", test])
     identities = {u[2].get("cache_identity") for u in trained if u[2].get("cache_identity")}
-    caches = {u[1].get("data.cache") for u in trained}
-    note = (f"Every run read the same cache content (identity <code>{_e(next(iter(identities)))}</code>)."
-            if len(identities) == 1 else
-            f"<b>The runs read {len(identities)} different cache contents</b>: compare them with care.")
+    caches = {str((u[2] or {}).get("cache") or "-") for u in trained}
+    if not identities:
+        note = "No run records its cache's content identity (no data.json)."
+    elif len(identities) == 1:
+        note = f"Every run read the same cache content (identity <code>{_e(next(iter(identities)))}</code>)."
+    else:
+        note = f"<b>The runs read {len(identities)} different cache contents</b>: compare them with care."
     out = [f"<p>{note} Cache path{'s' if len(caches) > 1 else ''}: "
-           + ", ".join(f"<code>{_e(c)}</code>" for c in sorted(map(str, caches))) + ".</p>",
-           table(header, rows, "Each run's own settings (config.yaml), data (data.json), training (summary.json) "
-                 "and test evaluation (eval.json); accuracies in %.", "settings")]
+           + ", ".join(f"<code>{_e(c)}</code>" for c in sorted(caches)) + ".</p>",
+           table(header, rows, "Each run's settings where runs differ (config.yaml), its cache's content identity "
+                 "and training data (data.json), its best validation accuracy in % (summary.json) and what its "
+                 "test evaluation used (eval.json).", "settings")]
     if shared:
-        shared_rows = [[k, _setting(v)] for k, v in sorted(shared.items())]
-        out.append(table(["setting shared by every run", "value"], shared_rows, None, "settings"))
+        out.append("<p>Settings every run shares:</p><ul class='shared'>"
+                   + "".join(f"<li><code>{_e(k)}</code> {_e(_setting(v))}</li>" for k, v in shared.items())
+                   + "</ul>")
     return "\n".join(out)
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" + ("" if n == 1 else "s")
 
 
 def _setting(value: Any) -> str:
@@ -232,7 +246,7 @@ def method_section(studies: list[StudyResults]) -> str:
                 "checkpoint was tested")
         if first:
             text += (f" on {_e(first.get('batches'))} balanced test batches per AU (seed {_e(first.get('seed'))}) "
-                     f"drawn from the {_e(first.get('split'))} split: {len(first.get('subjects') or [])} subjects, "
+                     f"drawn from the {_e(first.get('split'))} split: {_count(len(first.get('subjects') or []), 'subject')}, "
                      f"{_e(first.get('frames_in_split'))} frames. Intervals: {_e(first.get('ci_note'))}.")
         else:
             text += "."
