@@ -28,10 +28,6 @@ from typing import Any
 HPARAMS_SUFFIX = ".hparams"
 RUN_SECTIONS = ("model", "data", "train", "augment")
 EVAL_SUFFIX = ".eval"
-# The metrics the HParams view shows for every run (declared by each run, so any run found first lists them all;
-# the test ones are empty until `aubench eval`).
-METRICS = ("best/val_mean_accuracy", "best/epoch", "test/mean_accuracy", "test/balanced_accuracy",
-           "test/mean_f1", "test/mean_auc")
 
 
 def _summary_writer() -> Any:
@@ -139,8 +135,11 @@ def write_session(run_dir: Path, suffix: str, metrics: dict[str, float], step: i
         if hparams is not None:
             from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-            declared = {name: 0.0 for name in METRICS}  # names only: the values are the scalars below
-            for summary in hparams_summaries(hparams, declared):
+            # The session's start and end only, no experiment summary: TensorBoard then builds the experiment
+            # from every run's session, lists first the settings that differ between runs, and offers each
+            # scalar tag's last value (best/, test/, the last epoch's val/ and train/) as a metric column.
+            _experiment, start, end = hparams_summaries(hparams, {})
+            for summary in (start, end):
                 writer.file_writer.add_summary(summary, step)
         for tag, value in metrics.items():
             writer.add_scalar(tag, value, step)
