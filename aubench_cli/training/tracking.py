@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aubench_cli.fileio import named
+
 HPARAMS_SUFFIX = ".hparams"
 RUN_SECTIONS = ("model", "data", "train", "augment")
 EVAL_SUFFIX = ".eval"
@@ -83,7 +85,10 @@ class Tracker:
         writer.add_scalar("val/mean_accuracy", float(row["val_mean"]), step)
         for au in au_names:
             writer.add_scalar(f"val/{au}", float(row[f"val_{au}"]), step)
-        writer.flush()
+        try:
+            writer.flush()  # the writer's thread re-raises here what it met (a full disk): the CLI says it in one line
+        except OSError as exc:
+            raise named(exc, self.run_dir / "events.out.tfevents") from exc
 
     def finish(self, hparams: dict[str, Any], best: dict[str, Any], step: int) -> None:
         """The run's settings and best validation figures for the HParams view (replacing earlier ones)."""
