@@ -1,9 +1,9 @@
 """Train a network with the paper's protocol (balanced batches, per-AU BCE, best validation checkpoint).
 
 Settings come from the defaults (the paper's), then --preset, then --set key=value, then the options below.
-Writes config.yaml, data.json, metrics.csv, best.pt and last.pt into the run directory. Ctrl-C saves a
-checkpoint; --resume RUN continues it exactly. Several GPUs or machines: torchrun --nproc-per-node N -m
-aubench_cli train ...
+Writes config.yaml, data.json, metrics.csv, best.pt, last.pt and TensorBoard event files (--no-tensorboard: none)
+into the run directory. Ctrl-C saves a checkpoint; --resume RUN continues it exactly. Several GPUs or machines:
+torchrun --nproc-per-node N -m aubench_cli train ...
 """
 
 from __future__ import annotations
