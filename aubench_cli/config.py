@@ -85,6 +85,9 @@ class TrainConfig:
     # Several processes (torchrun): false runs the one-process experiment (each rank trains on 1/W of every batch);
     # true gives each rank a full batch, the learning rate times W and 1/W of the steps (throughput, another run).
     scale_batch: bool = False
+    # TensorBoard event files in the run directory, per epoch (training/tracking.py): on, as in timm and Lightning;
+    # a resumed run takes this from the command that resumes it (it changes no result).
+    tensorboard: bool = True
 
 
 @dataclass

@@ -26,6 +26,13 @@ def test_demo_end_to_end_at_reduced_size(tmp_path):
     for name in ("best.pt", "metrics.csv", "eval.json", "config.yaml"):
         assert (run / name).is_file()
     assert (out / "cache" / "cache.json").is_file() and (out / "data" / "synth.json").is_file()
+    # TensorBoard reads the run's event files: the epoch's curves and eval's test figures
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run))
+    board.Reload()
+    assert [e.step for e in board.Scalars("train/loss")] == [1]
+    assert board.Scalars("test/mean_accuracy")[0].value == pytest.approx(evaluation["mean_accuracy"])
     assert "SYNTHETIC" in result.stderr
 
     # a second run reuses the dataset and the cache, and says so

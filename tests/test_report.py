@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from aubench_cli import config as cfgmod
 from aubench_cli.cli import app
 from aubench_cli.studies.report import collect, study_table, write_report
+from aubench_cli.studies.html import write_html
 from aubench_cli.studies.study import STATUS_DIR, parse_study, write_study_file
 
 runner = CliRunner()
@@ -140,9 +141,9 @@ def test_csv_and_html(studies, tmp_path):
     assert by[("arch", "d", "AVG")]["state"] == "missing" and by[("arch", "d", "AVG")]["accuracy"] == ""
     assert by[("fig2-frames", "p40", "AU01")]["state"] == "missing"
     assert len(rows) == 6 * 4 + 2 * 5 * 4  # every run of every study, 3 AUs + AVG each
-    html = write_report(studies / "arch", "html", tmp_path / "r.html")
+    html = write_html(studies / "arch", tmp_path / "r.html")
     text = Path(html["report"]).read_text()
-    assert "<td><b>80.0</b> ([75.5])</td>" in text and "<img src='figures/arch-per-au.png'" in text
+    assert "<td><b>80.0</b> ([75.5])</td>" in text and "<img src='data:image/png;base64," in text  # embedded
 
 
 def test_figures_are_png_images(studies, tmp_path):

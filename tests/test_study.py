@@ -233,6 +233,16 @@ def test_study_end_to_end_resumes_without_redoing(tmp_path):
     lines = (out / "raw" / "metrics.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
 
+    # the study is one TensorBoard log root: each run under its name, the extended run's curve each epoch once
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    board = EventMultiplexer().AddRunsFromDirectory(str(out))
+    board.Reload()
+    assert sorted(board.Runs()) == ["raw", "snorm"]
+    assert [e.step for e in board.Scalars("raw", "train/loss")] == [1, 2]
+    assert [e.step for e in board.Scalars("snorm", "val/mean_accuracy")] == [1]
+    assert "test/mean_accuracy" in board.Runs()["snorm"]["scalars"]  # eval's figures, for the HParams view
+
     # a run directory holding other settings is refused, not mixed
     fourth = runner.invoke(app, args + ["--only", "snorm", "--set", "train.pos_per_au=2"])
     assert fourth.exit_code == 1 and "other settings" in fourth.stdout + fourth.stderr
@@ -240,6 +250,12 @@ def test_study_end_to_end_resumes_without_redoing(tmp_path):
     report = runner.invoke(app, ["report", str(out), "--out", "-"])
     assert report.exit_code == 0, report.output
     assert "| AU01 |" in report.stdout and "lc9" in report.stdout and "failed" in report.stdout
+    # the HTML page: each run's settings with its cache's content identity
+    report = runner.invoke(app, ["report", str(out), "--format", "html", "--out", str(tmp_path / "r.html")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "r.html").read_text()
+    identity = json.loads((out / "raw" / "data.json").read_text())["cache_identity"]
+    assert f"<code>{identity}</code>" in page and "<td>sample-norm</td>" in page
 
 
 def test_missing_cache_is_one_error_before_any_run(tmp_path):

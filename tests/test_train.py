@@ -17,6 +17,7 @@ from aubench_cli.cli import app
 from aubench_cli.errors import AubenchError, UsageError
 from aubench_cli.training.trainer import load_checkpoint, select_subset, train
 from cachefixture import AUS, make_cache
+from test_tracking import read_events, steps
 
 runner = CliRunner()
 
@@ -408,6 +409,7 @@ def test_ctrl_c_on_one_rank_stops_both_and_resumes_exactly_on_one_process(cache,
     straight = _float64_train(_cfg(cache, **DDP_RUNS["stop"]), tmp_path / "straight")
     assert resumed["last"]["epoch"] == 3
     _assert_same_weights(_weights(root / "stop"), _weights(tmp_path / "straight"))
+    assert steps(read_events(root / "stop"), "train/loss") == [1, 2, 3]  # TensorBoard's curve: each epoch once
 
 
 def test_collectives_live_on_the_training_device_and_stop_checks_are_sparse(ddp_runs):
@@ -423,6 +425,17 @@ def test_rank_1_writes_nothing(ddp_runs):
     _, ranks = ddp_runs
     assert ranks[1]["writes"] == []
     assert any(w.endswith("last.pt") for w in ranks[0]["writes"])
+
+
+def test_only_rank_0_writes_event_files(ddp_runs):
+    from aubench_cli.training.tracking import HPARAMS_SUFFIX, event_files
+
+    root, _ = ddp_runs
+    for name in ("sgd", "adagrad"):
+        curves = [p for p in event_files(root / name) if not p.name.endswith(HPARAMS_SUFFIX)]
+        assert len(curves) == 1, curves  # one writer: rank 1 would add a file of its own
+        acc = read_events(root / name)
+        assert steps(acc, "train/loss") == [1, 2] and steps(acc, "val/mean_accuracy") == [1, 2]
 
 
 def test_scale_batch_is_another_run_and_says_so(ddp_runs):

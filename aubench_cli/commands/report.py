@@ -3,7 +3,9 @@
 DIR is a study directory written by aubench study (it holds study.json), or a folder of them (studies/): then
 every study is reported, and Fig. 2's two panels share one figure. Tables: AUs as rows, runs as columns, an AVG
 row, best in bold and second best [bracketed]; FLOPs / #params / memory rows for the architectures. Runs that are
-missing, unfinished or failed are shown as such. Figures (PNG) go to figures/ beside the report.
+missing, unfinished or failed are shown as such. Figures (PNG) go to figures/ beside the report;
+--format html writes one self-contained page instead (figures embedded, the literature's tables, each run's
+settings and cache identity, the paired tests, how the numbers were obtained).
 --layout literature: the AU literature's tables (runs as rows, AUs as columns, Avg. last; F1 at 0.5 and balanced
 accuracy; with folds the mean ± sd over folds and the pooled figure with its interval over subjects), in Markdown,
 LaTeX (--format tex, booktabs) or CSV, into DIR/report-literature.<format>.
@@ -39,6 +41,10 @@ def command(
         from aubench_cli.studies.literature import literature_report
 
         written = literature_report(folder, fmt.value, out, only, rope_from_points(rope), parse_pairs(pair))
+    elif fmt.value == "html" and not aus:
+        from aubench_cli.studies.html import write_html
+
+        written = write_html(folder, out, rope_from_points(rope), parse_pairs(pair))
     else:
         from aubench_cli.studies.report import write_report
 
@@ -51,7 +57,10 @@ def command(
         return
     if written["report"]:
         stderr.print(f"report written to {written['report']}", markup=False)
-    if layout == ReportLayout.paper:
+    if written.get("embedded_figures"):
+        stderr.print(f"{len(written['embedded_figures'])} figures embedded in the page (it needs no other file)",
+                     markup=False)
+    elif layout == ReportLayout.paper:
         stderr.print(f"{len(written['figures'])} figures in {written['figures'][0].rsplit('/', 1)[0] if written['figures'] else '-'}",
                      markup=False)
     for study in written["studies"]:

@@ -147,7 +147,8 @@ def command(
                                   else "already finished")
             table.add_row(r.get("key", r["name"]), r["arch"], r["state"], acc, note)
         stdout.print(table)
-        stdout.print(f"tables and figures: aubench report {out_dir}")
+        stdout.print(f"tables and figures: aubench report {out_dir}  (one HTML file: --format html)")
+        stdout.print(f"training curves and settings side by side: tensorboard --logdir {out_dir}")
     if failed:
         raise AubenchError(f"{len(failed)} of {len(results)} runs failed: {', '.join(r.get('key', r['name']) for r in failed)}",
                            f"details in {out_dir}/status/; fix them and run the same command again (finished runs are kept)")

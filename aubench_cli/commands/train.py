@@ -1,9 +1,9 @@
 """Train a network with the paper's protocol (balanced batches, per-AU BCE, best validation checkpoint).
 
 Settings come from the defaults (the paper's), then --preset, then --set key=value, then the options below.
-Writes config.yaml, data.json, metrics.csv, best.pt and last.pt into the run directory. Ctrl-C saves a
-checkpoint; --resume RUN continues it exactly. Several GPUs or machines: torchrun --nproc-per-node N -m
-aubench_cli train ...
+Writes config.yaml, data.json, metrics.csv, best.pt, last.pt and TensorBoard event files (--no-tensorboard: none)
+into the run directory. Ctrl-C saves a checkpoint; --resume RUN continues it exactly. Several GPUs or machines:
+torchrun --nproc-per-node N -m aubench_cli train ...
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from aubench_cli.commands.choices import Aug, Balance, Norm, Optimizer, complete
 from aubench_cli.errors import UsageError
 
 NAME = "train"
+# what a resume may pass anew: the total of epochs, where it runs, where its cache is now, whether it logs
+RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.cache", "train.tensorboard")
 
 
 def command(
@@ -52,6 +54,7 @@ def command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Preset name (presets/) or YAML file.")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting, e.g. augment.rotate=15.")] = None,
+    tensorboard: Annotated[Optional[bool], typer.Option("--tensorboard/--no-tensorboard", help="TensorBoard event files in the run directory (tensorboard --logdir RUN_OR_STUDY).", show_default="on")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
 ) -> None:
     from aubench_cli.training.trainer import train
@@ -67,7 +70,7 @@ def command(
         "data.val_subjects_frac": val_subjects_frac, "data.drop_unbalanceable": drop_unbalanceable,
         "model.weights": weights, "model.pretrained": pretrained,
         "model.allow_partial_weights": allow_partial_weights, "train.compile": compile_,
-        "train.scale_batch": scale_batch,
+        "train.scale_batch": scale_batch, "train.tensorboard": tensorboard,
     }
     if resume:
         _check_resume_settings(resume, preset, sets, options)
@@ -117,7 +120,7 @@ def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None,
 
     # --cache may point at the run's cache where it lies now: the trainer checks its content identity
     given = {k: v for k, v in options.items()
-             if v is not None and k not in ("train.epochs", "train.device", "data.cache")}
+             if v is not None and k not in RESUME_MAY_CHANGE}
     if not (given or preset or sets):
         return
     saved = saved_config(run)
@@ -126,7 +129,7 @@ def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None,
     a, b = cfgmod.to_dict(saved), cfgmod.to_dict(wanted)
     changed = [f"{section}.{key}: {value!r} in the run, {b[section][key]!r} given"
                for section, values in a.items() for key, value in values.items()
-               if f"{section}.{key}" not in ("train.epochs", "train.device", "data.cache") and b[section][key] != value]
+               if f"{section}.{key}" not in RESUME_MAY_CHANGE and b[section][key] != value]
     if changed:
         raise UsageError(f"a resumed run keeps its own settings; these differ: {'; '.join(changed)}",
                          "pass only --resume RUN (and --epochs N to extend it), or start a new run with --out")

@@ -46,6 +46,7 @@ from aubench_cli.fileio import atomic_write_text
 from aubench_cli.training.inference import store_val_thresholds
 from aubench_cli.models import create_model
 from aubench_cli.training.sampling import check_balanceable
+from aubench_cli.training.tracking import write_test
 from aubench_cli.training.trainer import load_checkpoint
 from aubench_cli.training.transforms import FeatureStats, normalize, to_float
 
@@ -253,6 +254,8 @@ def evaluate_run(
     if write:
         atomic_write_text(run / "eval.json", json.dumps(result, indent=2))
         atomic_write_text(run / "eval.csv", _csv(result))
+        if split == "test" and cache_path.resolve() == Path(cfg.data.cache).resolve():
+            write_test(run, result)  # TensorBoard's HParams view: only where training wrote event files
         if cache_path.resolve() == Path(cfg.data.cache).resolve() and not aus_missing:  # the run's own validation split
             val = fold_eval_index(run, data, "val")
             store_val_thresholds(run, data, labels, val["index"] if val else data.indices("val"), torch_device,

@@ -1,4 +1,5 @@
-"""Reports of studies in the paper's layout: tables (Markdown, HTML, CSV) and figures (PNG) from finished runs.
+"""Reports of studies in the paper's layout: tables (Markdown, CSV; the HTML page: ``studies/html.py``) and figures
+(PNG) from finished runs.
 
 ``collect(dir)`` reads a study directory written by ``aubench study`` (its ``study.json``, and each run's
 ``eval.json``, ``metrics.csv``, ``config.yaml`` and ``status/<run>.json``), or every study directory under a
@@ -21,9 +22,9 @@ A k-fold study (``DIR/<run>/fold<i>/[seed<k>/]``) shows each run as the mean ± 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -556,34 +557,6 @@ def render_markdown(studies: list[StudyResults], figures: dict[str, list[Path]],
     return "\n".join(out)
 
 
-def render_html(studies: list[StudyResults], figures: dict[str, list[Path]], base: Path) -> str:
-    out = ["<!doctype html>", "<html><head><meta charset='utf-8'><title>aubench report</title>",
-           "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-           "img{max-width:100%}</style></head><body>", "<h1>aubench report</h1>"]
-    for study in studies:
-        out += [f"<h2>{html.escape(study.title)}</h2>", f"<p>{html.escape(_caption(study))}</p>", "<table>"]
-        header, rows = study_table(study, "html")
-        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-        for row in rows:
-            # cells carry only our own <b> markup; escape the rest
-            cells = [html.escape(c).replace("&lt;b&gt;", "<b>").replace("&lt;/b&gt;", "</b>") for c in row]
-            out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        out.append("</table>")
-        res = _resolution_text(study)
-        if res:
-            out.append(f"<p>{html.escape(res)}</p>")
-        missing = _not_done(study)
-        if missing:
-            out.append("<p>Runs not done:</p><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
-        for fig in figures.get(study.name, []):
-            out.append(f"<p><img src='{html.escape(_rel(fig, base))}' alt='{html.escape(fig.stem)}'></p>")
-    for fig in figures.get("", []):
-        out.append(f"<p><img src='{html.escape(_rel(fig, base))}' alt='{html.escape(fig.stem)}'></p>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
 def render_csv(studies: list[StudyResults]) -> str:
     """One row per study, run and AU (AVG included): ours with its interval, the paper's, and the run's state."""
     buffer = io.StringIO()
@@ -782,7 +755,7 @@ def make_figures(studies: list[StudyResults], folder: Path) -> dict[str, list[Pa
 
 def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = None,
                  layout: str = "paper", aus: list[str] | None = None, rope: float | None = None,
-                 pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+                 pairs: list[tuple[str, str]] | None = None, page: Any = None) -> dict[str, Any]:
     """Write the report of the study (or studies) in ``folder``; returns what was written.
 
     ``out`` defaults to ``folder/report.<fmt>``; ``-`` returns the text instead of writing it. Figures go to a
@@ -790,6 +763,8 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
     The AU literature's layout is ``studies.literature.literature_report`` (which builds on this module).
     Both layouts open with a plain summary and end with each study's rankings (``studies/rankings.py``; ``rope``:
     the ROPE as a fraction, ``pairs``: runs to compare for practical equivalence besides the top two).
+    ``fmt="html"`` is ``studies.html.write_html``: one self-contained page, ``page`` its renderer (one-way imports:
+    the page shows the literature's layout too, and literature.py builds on this module).
     """
     from aubench_cli.studies import rankings as rankmod
 
@@ -811,15 +786,23 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
     path = Path(folder) / f"report.{fmt}" if out is None or to_stdout else Path(out)
     base = path.parent
     base.mkdir(parents=True, exist_ok=True)
-    figures = make_figures(studies, base / "figures")
-    ranked = rankmod.for_report([(s.name, s.dir) for s in studies], rope=rope, pairs=pairs or [])
-    rankmod.add_figures(ranked, figures, base / "figures")
-    if fmt == "md":
-        text = render_markdown(studies, figures, base)
-    elif fmt == "html":
-        text = render_html(studies, figures, base)
-    else:
-        text = render_csv(studies)
+    figures_dir = base / "figures"
+    embedded: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="aubench-figures-") as scratch:
+        if fmt == "html":  # one self-contained file: the figures drawn in a scratch folder and embedded
+            if page is None:
+                raise UsageError("write_report's html page is drawn by studies.html (it shows the literature's layout too)",
+                                 "call aubench_cli.studies.html.write_html")
+            figures_dir = Path(scratch)
+        figures = make_figures(studies, figures_dir)
+        ranked = rankmod.for_report([(s.name, s.dir) for s in studies], rope=rope, pairs=pairs or [])
+        rankmod.add_figures(ranked, figures, figures_dir)
+        if fmt == "html":
+            embedded = [p.name for paths in figures.values() for p in paths]
+            text = page(studies, figures)
+            figures = {}
+        else:
+            text = render_markdown(studies, figures, base) if fmt == "md" else render_csv(studies)
     text = rankmod.into_report(text, fmt, ranked)
     if not to_stdout:
         atomic_write_text(path, text)
@@ -827,7 +810,7 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
             atomic_write_text(rankmod.csv_path(path), rankmod.render_csv(ranked))
     return {
         "report": None if to_stdout else str(path), "text": text if to_stdout else None,
-        "figures": [str(p) for paths in figures.values() for p in paths],
+        "figures": [str(p) for paths in figures.values() for p in paths], "embedded_figures": embedded,
         "rankings": ranked, **({"rankings_csv": str(rankmod.csv_path(path))} if fmt == "csv" and not to_stdout else {}),
         "studies": [{"name": s.name, "dir": str(s.dir), "runs": {r.name: r.state for r in s.runs},
                      "resolution": resolution(s)} for s in studies],

@@ -49,6 +49,7 @@ from aubench_cli.models.weights import choose_layout, load_pretrained, load_weig
 from aubench_cli.device import keep_host_memory, resolve_device
 # checkpoints are read where trained networks are used; the trainer writes them (one-way: trainer -> inference)
 from aubench_cli.training.inference import CHECKPOINT_VERSION, load_checkpoint, store_val_thresholds
+from aubench_cli.training.tracking import Tracker, hparams_of
 from aubench_cli.training.sampling import (
     BalancedSampler,
     build_pools,
@@ -554,6 +555,7 @@ class Run:
     first_step: int = 0  # of start_epoch (a run interrupted mid-epoch continues there)
     loss_sum: torch.Tensor | None = None  # this epoch's global loss so far / W, on the device
     epoch_seconds: float = 0.0
+    tracker: Tracker | None = None  # TensorBoard event files (rank 0, unless turned off)
 
 
 def train(
@@ -613,6 +615,7 @@ def open_run(cfg: cfgmod.Config, out: str | Path | None, resume: bool, epochs: i
                                  f"pass --epochs {state['epoch']} or more")
             saved.train.epochs = epochs
         saved.train.device = cfg.train.device
+        saved.train.tensorboard = cfg.train.tensorboard  # how this session logs, not what the run is
         saved.data.cache = resume_cache(run_dir, saved.data.cache, cache if cache is not None else saved.data.cache)
         cfg = saved
         if cfg.train.scale_batch and state.get("world_size", 1) != ddp.world:
@@ -669,6 +672,8 @@ def set_up(cfg: cfgmod.Config, run_dir: Path, state: dict[str, Any] | None, ddp:
               *val_share(val_batches, ddp), torch.from_numpy(val_sampler.targets).to(device), norm_stats,
               load_report, lr, loss_sum=torch.zeros((), device=device))
     _restore_position(run, state)
+    run.tracker = Tracker(run_dir, enabled=cfg.train.tensorboard and ddp.main,
+                          first_epoch=None if state is None else run.start_epoch, log=log)
     return run
 
 
@@ -735,6 +740,8 @@ def end_epoch(run: Run, epoch: int, train_loss: float, per_au: np.ndarray, progr
            "val_mean": round(mean, 6), "lr": run.optimizer.param_groups[0]["lr"],
            "seconds": round(run.epoch_seconds, 3), "images_per_s": round(images / max(run.epoch_seconds, 1e-9), 1)}
     run.rows.append(row)
+    if run.tracker is not None:  # before the checkpoint: a resume hides a point past it, never misses one
+        run.tracker.epoch(row, run.data.au_names)
     save_checkpoints(run, epoch, 0, ["best", "last"] if improved else ["last"])
     if progress:
         progress({"event": "epoch", **row, "best_epoch": run.best["epoch"]})
@@ -790,6 +797,9 @@ def finish(run: Run) -> dict[str, Any]:
         atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2))
         # per-AU F1-maximising thresholds on the validation split, for `aubench predict --threshold val`
         store_val_thresholds(run.run_dir, run.data.cache, run.data.labels, run.data.val_index, run.device)
+        if run.tracker is not None:  # the settings and best validation figures for TensorBoard's HParams view
+            run.tracker.finish(hparams_of(cfgmod.to_dict(run.cfg), run.data.record), run.best,
+                               int(run.rows[-1]["epoch"]) if run.rows else run.cfg.train.epochs)
     return summary
 
 
