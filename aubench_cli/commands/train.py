@@ -46,6 +46,7 @@ def command(
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from the library registry's weights (online).")] = None,
     allow_partial_weights: Annotated[Optional[bool], typer.Option("--allow-partial-weights", help="Accept weights that leave tensors outside the classifier at init.")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model.")] = None,
+    cuda_graphs: Annotated[Optional[str], typer.Option("--cuda-graphs", metavar="auto|on|off", help="Replay the training step and validation as CUDA graphs (auto: on for CUDA; falls back to eager with a line saying why).", show_default="auto")] = None,
     scale_batch: Annotated[Optional[bool], typer.Option("--scale-batch", help="Under torchrun: a full batch per process, lr x N, 1/N of the steps (not the one-process experiment).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Run directory.", show_default="runs/<arch>-<settings>-<time>")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory exactly.")] = None,
@@ -67,7 +68,7 @@ def command(
         "data.val_subjects_frac": val_subjects_frac, "data.drop_unbalanceable": drop_unbalanceable,
         "model.weights": weights, "model.pretrained": pretrained,
         "model.allow_partial_weights": allow_partial_weights, "train.compile": compile_,
-        "train.scale_batch": scale_batch,
+        "train.scale_batch": scale_batch, "train.cuda_graphs": cuda_graphs,
     }
     if resume:
         _check_resume_settings(resume, preset, sets, options)
@@ -117,7 +118,7 @@ def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None,
 
     # --cache may point at the run's cache where it lies now: the trainer checks its content identity
     given = {k: v for k, v in options.items()
-             if v is not None and k not in ("train.epochs", "train.device", "data.cache")}
+             if v is not None and k not in ("train.epochs", "train.device", "train.cuda_graphs", "data.cache")}
     if not (given or preset or sets):
         return
     saved = saved_config(run)
@@ -126,7 +127,8 @@ def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None,
     a, b = cfgmod.to_dict(saved), cfgmod.to_dict(wanted)
     changed = [f"{section}.{key}: {value!r} in the run, {b[section][key]!r} given"
                for section, values in a.items() for key, value in values.items()
-               if f"{section}.{key}" not in ("train.epochs", "train.device", "data.cache") and b[section][key] != value]
+               if f"{section}.{key}" not in ("train.epochs", "train.device", "train.cuda_graphs", "data.cache")
+               and b[section][key] != value]
     if changed:
         raise UsageError(f"a resumed run keeps its own settings; these differ: {'; '.join(changed)}",
                          "pass only --resume RUN (and --epochs N to extend it), or start a new run with --out")
