@@ -159,7 +159,7 @@ def test_a_failed_capture_continues_eagerly(cache, tmp_path, monkeypatch):
     reference = train(_cfg(cache, **{"train.cuda_graphs": "emulate"}), tmp_path / "ref")
     tries = []
 
-    def refuse(graph):  # noqa: ARG001
+    def refuse(graph, stream=None):  # noqa: ARG001
         tries.append(1)
         raise RuntimeError("operation not permitted when stream is capturing")
 

@@ -175,7 +175,7 @@ class _Captured:
         graph = torch.cuda.CUDAGraph()
         try:
             torch.cuda.synchronize(self.device)
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=self.side):  # the warm-up's stream (as make_graphed_callables)
                 out = body()
         except Exception as exc:  # noqa: BLE001 - any capture failure falls back to the eager step
             self.failed = True
