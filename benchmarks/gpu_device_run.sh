@@ -18,7 +18,11 @@ OUT=${OUT:-/tmp/aubench-gpu-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/device_run.log") 2>&1
 CACHE=${CACHE:-.gpu/cache}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu with tiny settings checks the script's plumbing off the GPU
+A_ARCH=${A_ARCH:-all}; C_ARCH=${C_ARCH:-baseline,mobilenetv2}
+CURVE_BATCHES=${CURVE_BATCHES:-300}; CURVE_VAL=${CURVE_VAL:-300}; C_SECONDS=${C_SECONDS:-5}; C_BATCHES=${C_BATCHES:-50}
 FOLD=${FOLD:-"--folds 5 --fold 0"}  # the prepared cache's own val split is empty: train on a fold
+PY=${PY:-python3}
 A_S=${A_S:-200}; A_SECONDS=${A_SECONDS:-3}; A_BATCHES=${A_BATCHES:-30}
 B_S=${B_S:-140}; CURVE_EPOCHS=${CURVE_EPOCHS:-40}
 C_S=${C_S:-75}; PACK=${PACK:-4}
@@ -31,7 +35,7 @@ stamp "set-up"
 [ -f .gpu/env.sh ] && source .gpu/env.sh
 export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1
 nvidia-smi -L 2>/dev/null || true
-python3 - "$OUT/env.json" <<'PY' || true
+"$PY" - "$OUT/env.json" <<'PY' || true
 import json, sys, torch
 info = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "gpus": torch.cuda.device_count()}
@@ -45,19 +49,20 @@ print(info)
 PY
 
 stamp "a. gpu benchmark: 11 networks, graphs on and off (cap ${A_S} s)"
-timeout -k 10 "$A_S" python3 benchmarks/gpu.py --cache "$CACHE" --device cuda $FOLD --graphs on,off \
+timeout -k 10 "$A_S" "$PY" benchmarks/gpu.py --cache "$CACHE" --device "$DEVICE" $FOLD --arch "$A_ARCH" --graphs on,off \
   --seconds "$A_SECONDS" --batches-per-epoch "$A_BATCHES" --val-batches "$A_BATCHES" --budget $((A_S - 30)) \
   --json-out "$OUT/gpu_bench.json" > /dev/null
 stamp "a. done (exit $?)"
 
 stamp "b. baseline validation curve, ${CURVE_EPOCHS} epochs: graphs on vs eager, three runs at once (cap ${B_S} s)"
 curve() {  # name graphs seed
-  timeout -k 10 "$B_S" python3 -m aubench_cli train --cache "$CACHE" --device cuda $FOLD --arch baseline \
-    --epochs "$CURVE_EPOCHS" --cuda-graphs "$2" --seed "$3" --out "$WORK/curve-$1" > "$WORK/curve-$1.log" 2>&1
+  timeout -k 10 "$B_S" "$PY" -m aubench_cli train --cache "$CACHE" --device "$DEVICE" $FOLD --arch baseline \
+    --epochs "$CURVE_EPOCHS" --batches-per-epoch "$CURVE_BATCHES" --val-batches "$CURVE_VAL" --cuda-graphs "$2" --seed "$3" --out "$WORK/curve-$1" > "$WORK/curve-$1.log" 2>&1
   echo "curve $1 exit $?"; grep -m3 -i "graphs\|error" "$WORK/curve-$1.log" || true
 }
-curve graphs on 0 & curve eager off 0 & curve eager-seed1 off 1 & wait
-python3 - "$WORK" "$OUT/curve.json" <<'PY' || true
+curve graphs on 0 & p1=$!; curve eager off 0 & p2=$!; curve eager-seed1 off 1 & p3=$!
+wait "$p1" "$p2" "$p3"  # (a bare `wait` would also wait for the log's tee)
+"$PY" - "$WORK" "$OUT/curve.json" <<'PY' || true
 import csv, json, sys
 from pathlib import Path
 work, out = Path(sys.argv[1]), sys.argv[2]
@@ -87,8 +92,8 @@ PY
 stamp "b. done"
 
 stamp "c. packing: ${PACK} runs at once vs one, baseline and mobilenetv2, graphs on (cap ${C_S} s)"
-timeout -k 10 "$C_S" python3 benchmarks/gpu.py --cache "$CACHE" --device cuda $FOLD --arch baseline,mobilenetv2 \
-  --graphs on --pack "$PACK" --seconds 5 --batches-per-epoch 50 --val-batches 50 --budget $((C_S - 25)) \
+timeout -k 10 "$C_S" "$PY" benchmarks/gpu.py --cache "$CACHE" --device "$DEVICE" $FOLD --arch "$C_ARCH" \
+  --graphs on --pack "$PACK" --seconds "$C_SECONDS" --batches-per-epoch "$C_BATCHES" --val-batches "$C_BATCHES" --budget $((C_S - 25)) \
   --json-out "$OUT/pack.json" > /dev/null
 stamp "c. done (exit $?)"
 
@@ -101,10 +106,10 @@ eval: {batches: 20}
 runs:
   - {name: baseline, set: {model.arch: baseline}}
 Y
-timeout -k 10 "$D_S" python3 -m aubench_cli study "$WORK/pack-study.yaml" --cache "$CACHE" --out "$WORK/study" \
+timeout -k 10 "$D_S" "$PY" -m aubench_cli study "$WORK/pack-study.yaml" --cache "$CACHE" --out "$WORK/study" \
   --folds 2 --launcher local --runs-per-device 2 --wait --json > "$WORK/study.json"
 echo "study exit $?"
-python3 - "$WORK" "$OUT/study_pack.json" <<'PY' || true
+"$PY" - "$WORK" "$OUT/study_pack.json" <<'PY' || true
 import json, sys
 from pathlib import Path
 work = Path(sys.argv[1])
