@@ -23,6 +23,7 @@ FILE (all 11 networks, graphs on and off; --budget caps the whole run, what is l
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -81,6 +82,8 @@ def measure(arch: str, graphs: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aubench-gpu-") as tmp:
         ddp, device = tr.init_distributed(cfg.train.device)
         tr.keep_host_memory()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         cfg, run_dir, _ = tr.open_run(cfg, Path(tmp) / "run", False, None, True, ddp, log=lines.append)
         start = time.perf_counter()
         run = tr.set_up(cfg, run_dir, None, ddp, device, lines.append)
@@ -207,8 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def over_budget() -> bool:
         return args.budget is not None and time.monotonic() - began > args.budget
 
-    for arch in archs:
-        for g in settings:
+    for g in settings:  # one setting for every network first: a --budget cuts the last setting, not networks
+        for arch in archs:
             if over_budget():
                 result["networks"].append({"arch": arch, "graphs": g, "error": "skipped: --budget reached"})
                 continue
@@ -220,20 +223,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - one network's failure must not lose the others
                 row = {"arch": arch, "graphs": g, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
                 say(f"{arch:12s} graphs {g:4s}: FAILED {row['error']}")
-            finally:
+            finally:  # the run's graphs and their memory pools go before the next network
+                gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
             result["networks"].append(row)
             save()
-        if args.pack > 1:
-            for g in settings:
-                if over_budget():
-                    continue
-                row = packed(arch, g, args.pack, args)
-                say(f"{arch:12s} graphs {g:4s} x{args.pack} at once: {row['aggregate_train_images_per_s']:,.0f} "
-                    f"train images/s in all {row['errors'] or ''}")
-                result["packed"].append(row)
-                save()
+    for arch in archs if args.pack > 1 else []:
+        for g in settings:
+            if over_budget():
+                continue
+            row = packed(arch, g, args.pack, args)
+            say(f"{arch:12s} graphs {g:4s} x{args.pack} at once: {row['aggregate_train_images_per_s']:,.0f} "
+                f"train images/s in all {row['errors'] or ''}")
+            result["packed"].append(row)
+            save()
     save()
     for g, s in result["sweep"].items():
         say(f"Table I sweep, graphs {g}: {s['hours']:.2f} h over {s['networks']} networks"

@@ -23,9 +23,9 @@ A_ARCH=${A_ARCH:-all}; C_ARCH=${C_ARCH:-baseline,mobilenetv2}
 CURVE_BATCHES=${CURVE_BATCHES:-300}; CURVE_VAL=${CURVE_VAL:-300}; C_SECONDS=${C_SECONDS:-5}; C_BATCHES=${C_BATCHES:-50}
 FOLD=${FOLD:-"--folds 5 --fold 0"}  # the prepared cache's own val split is empty: train on a fold
 PY=${PY:-python3}
-A_S=${A_S:-200}; A_SECONDS=${A_SECONDS:-3}; A_BATCHES=${A_BATCHES:-30}
+A_S=${A_S:-185}; A_SECONDS=${A_SECONDS:-3}; A_BATCHES=${A_BATCHES:-30}
 B_S=${B_S:-140}; CURVE_EPOCHS=${CURVE_EPOCHS:-40}
-C_S=${C_S:-75}; PACK=${PACK:-4}
+C_S=${C_S:-90}; PACK=${PACK:-4}
 D_S=${D_S:-45}
 WORK=${WORK:-/tmp/aubench-gpu-work}
 rm -rf "$WORK"; mkdir -p "$WORK"
@@ -93,7 +93,7 @@ stamp "b. done"
 
 stamp "c. packing: ${PACK} runs at once vs one, baseline and mobilenetv2, graphs on (cap ${C_S} s)"
 timeout -k 10 "$C_S" "$PY" benchmarks/gpu.py --cache "$CACHE" --device "$DEVICE" $FOLD --arch "$C_ARCH" \
-  --graphs on --pack "$PACK" --seconds "$C_SECONDS" --batches-per-epoch "$C_BATCHES" --val-batches "$C_BATCHES" --budget $((C_S - 25)) \
+  --graphs on --pack "$PACK" --seconds "$C_SECONDS" --batches-per-epoch "$C_BATCHES" --val-batches "$C_BATCHES" --budget $((C_S - 20)) \
   --json-out "$OUT/pack.json" > /dev/null
 stamp "c. done (exit $?)"
 
