@@ -43,7 +43,8 @@ from aubench_cli.errors import UsageError
 from aubench_cli.training.sampling import correct_counts, weighted_bce
 from aubench_cli.training.transforms import normalize, to_float
 
-SETTINGS = ("auto", "on", "off", "emulate")  # emulate: the static-buffer path without capture (tests, CPU)
+CHOICES = ("auto", "on", "off")  # what a user chooses (--cuda-graphs)
+SETTINGS = (*CHOICES, "emulate")  # emulate: the static-buffer path without capture (tests, the CPU benchmark)
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (torch's recipe: lazy inits happen outside it)
 VAL_WARMUP_BATCHES = 2
 
