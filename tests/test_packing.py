@@ -145,3 +145,32 @@ def test_packed_runs_train_at_once_on_the_local_executor(small, monkeypatch):
         spans.append((datetime.fromisoformat(status["started"]), datetime.fromisoformat(status["at"])))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1  # the two runs overlapped in time
+
+
+def test_a_packed_run_never_joins_ddp(monkeypatch):
+    """A SLURM job of one GPU and N tasks runs N separate runs: its tasks must not read as N DDP ranks."""
+    import submitit
+
+    from aubench_cli.studies import study as studymod
+
+    env = type("Env", (), {"num_tasks": 2, "global_rank": 1, "local_rank": 1, "num_nodes": 1,
+                           "hostnames": ["gpu01"], "job_id": "77_3"})()
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: env)
+
+    class Stop(Exception):
+        pass
+
+    def stop(preset):
+        raise Stop
+
+    monkeypatch.setattr(studymod, "load_study", stop)
+    names = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    for name in names:  # recorded by monkeypatch: whatever the job sets is undone after the test
+        monkeypatch.setenv(name, "x")
+    for packed, expected in ((True, None), (False, "2")):
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+        spec = launcher.UnitSpec("p", "/tmp/x", "raw", None, [], None, {}, None, packed=packed)
+        with pytest.raises(Stop):
+            launcher.StudyJob()(spec)
+        assert os.environ.get("WORLD_SIZE") == expected
