@@ -82,6 +82,10 @@ class TrainConfig:
     channels_last: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (slow start, faster steps)
+    # The training step and validation replayed as CUDA graphs (training/graphs.py): "auto" is on for CUDA and off
+    # elsewhere; a setting that cannot be captured (DDP, --compile, frames not in GPU memory) falls back to eager.
+    # (YAML reads on/off as booleans: either form is accepted and recorded as on/off.)
+    cuda_graphs: str | bool = "auto"
     # Several processes (torchrun): false runs the one-process experiment (each rank trains on 1/W of every batch);
     # true gives each rank a full batch, the learning rate times W and 1/W of the steps (throughput, another run).
     scale_batch: bool = False

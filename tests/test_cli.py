@@ -148,6 +148,7 @@ def test_fixed_value_options_are_choices_equal_to_the_registries():
     from aubench_cli.studies.report import FORMATS, LAYOUTS as REPORT_LAYOUTS
     from aubench_cli.evaluation.evaluate import SPLITS
     from aubench_cli.training.sampling import BALANCING
+    from aubench_cli.training.graphs import CHOICES as CUDA_GRAPHS
     from aubench_cli.training.trainer import OPTIMIZERS
     from aubench_cli.training.transforms import AUGMENTATIONS, NORMALIZATIONS
 
@@ -155,7 +156,7 @@ def test_fixed_value_options_are_choices_equal_to_the_registries():
                   choices.Optimizer: OPTIMIZERS, choices.ReportFormat: FORMATS, choices.Layout: LAYOUTS,
                   choices.InputFormat: ("auto", *LAYOUTS), choices.CiUnit: CI_UNITS,
                   choices.Split: SPLITS, choices.Checkpoint: ("best", "last"),
-                  choices.ReportLayout: REPORT_LAYOUTS, choices.Precision: PRECISIONS}
+                  choices.ReportLayout: REPORT_LAYOUTS, choices.Precision: PRECISIONS, choices.CudaGraphs: CUDA_GRAPHS}
     for enum, registry in registries.items():
         assert sorted(e.value for e in enum) == sorted(registry), enum
     # each fixed-value option: its values listed in --help, a wrong value refused by the parser (exit 2)
@@ -163,7 +164,7 @@ def test_fixed_value_options_are_choices_equal_to_the_registries():
              ("eval", "--ci-unit", choices.CiUnit), ("eval", "--precision", choices.Precision), ("train", "--balance", choices.Balance),
              ("train", "--norm", choices.Norm), ("train", "--aug", choices.Aug), ("train", "--optimizer", choices.Optimizer),
              ("report", "--format", choices.ReportFormat), ("report", "--layout", choices.ReportLayout), ("synth", "--layout", choices.Layout),
-             ("preprocess", "--format", choices.InputFormat)]
+             ("preprocess", "--format", choices.InputFormat), ("train", "--cuda-graphs", choices.CudaGraphs)]
     for command, option, enum in fixed:
         shown = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).stdout.split())
         listed = "|".join(e.value for e in enum)

@@ -61,6 +61,12 @@ class Optimizer(str, Enum):
     sgd = "sgd"
 
 
+class CudaGraphs(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class ReportFormat(str, Enum):
     md = "md"
     csv = "csv"

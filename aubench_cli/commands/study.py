@@ -49,6 +49,7 @@ def command(
     gpus_per_run: Annotated[int, typer.Option("--gpus-per-run", min=0, help="GPUs per run; above 1, DDP across them.")] = 0,
     cpus_per_run: Annotated[Optional[int], typer.Option("--cpus-per-run", min=1, help="CPU cores per run.")] = None,
     array_parallelism: Annotated[int, typer.Option("--array-parallelism", min=1, help="Jobs of the array running at once.")] = 256,
+    runs_per_device: Annotated[Optional[int], typer.Option("--runs-per-device", min=1, help="With --launcher: N runs at once on each GPU, each pinned to its GPU (GPU memory checked first, locally).")] = None,
     slurm: Annotated[Optional[list[str]], typer.Option("--slurm", help="Any other sbatch parameter, KEY=VALUE (repeatable), e.g. account=myproj.")] = None,
 ) -> None:
     from aubench_cli.errors import AubenchError, debug_enabled
@@ -103,8 +104,13 @@ def command(
     if launcher is not None:
         _launch(study, preset, out_dir, units, sets or [], cache, given_weights, seeds, json_out, wait,
                 launcher.value, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism, slurm,
-                folds, fold_file, fold_seeds)
+                folds, fold_file, fold_seeds, runs_per_device or 0)
         return
+    if runs_per_device:
+        from aubench_cli.errors import UsageError
+
+        raise UsageError("--runs-per-device packs runs as jobs, and no --launcher was given",
+                         "add --launcher local (this machine's GPUs) or --launcher slurm")
 
     bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     tasks: dict[str, int] = {}
@@ -157,7 +163,8 @@ def command(
 def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cache: Optional[str], weights: dict,
             seeds: Optional[int], json_out: bool, wait: bool, launcher: str, partition: Optional[str], time_min: int,
             gpus_per_run: int, cpus_per_run: Optional[int], array_parallelism: int, slurm: Optional[list[str]],
-            folds: Optional[int] = None, fold_file: Optional[str] = None, fold_seeds: Optional[int] = None) -> None:
+            folds: Optional[int] = None, fold_file: Optional[str] = None, fold_seeds: Optional[int] = None,
+            runs_per_device: int = 0) -> None:
     from aubench_cli.errors import AubenchError
     from aubench_cli.studies.launcher import LAUNCHERS, LaunchOptions, parse_slurm_items, submit, wait_all
 
@@ -166,7 +173,7 @@ def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cac
 
         raise UsageError(f"unknown launcher {launcher!r}", suggest(launcher, LAUNCHERS))
     options = LaunchOptions(launcher, partition, time_min, gpus_per_run, cpus_per_run, array_parallelism,
-                            parse_slurm_items(slurm))
+                            parse_slurm_items(slurm), runs_per_device)
     outcome = submit(study, out_dir, units, preset=preset, sets=sets, cache=cache, weights=weights, seeds=seeds,
                      options=options, log=lambda m: stderr.print(m, markup=False), folds=folds, fold_file=fold_file,
                      fold_seeds=fold_seeds)
@@ -175,7 +182,9 @@ def _launch(study, preset: str, out_dir: Path, units: list, sets: list[str], cac
         print_json({**outcome, **({"results": results} if results is not None else {})})
     else:
         for job in outcome["submitted"]:
-            stdout.print(f"{job['key']}: job {job['job']}")
+            stdout.print(f"{job['key']}: job {job['job']}" + (f" on {job['device']}" if job.get("device") else ""))
+        if outcome.get("runs_per_device"):
+            stdout.print(f"{outcome['runs_per_device']} runs at once per GPU")
         for held in outcome["held"]:
             stdout.print(f"{held['key']}: already held by job {held['job']} (pending or running)")
         stdout.print(f"{len(outcome['submitted'])} submitted ({launcher}), {len(outcome['done'])} already done, "

@@ -15,12 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from aubench_cli import config as cfgmod
 from aubench_cli.commands._render import print_json, progress, stderr, stdout
-from aubench_cli.commands.choices import Aug, Balance, Norm, Optimizer, complete_device, value
+from aubench_cli.commands.choices import Aug, Balance, CudaGraphs, Norm, Optimizer, complete_device, value
 from aubench_cli.errors import UsageError
 
 NAME = "train"
 # what a resume may pass anew: the total of epochs, where it runs, where its cache is now, whether it logs
-RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.cache", "train.tensorboard")
+RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.cache", "train.tensorboard", "train.cuda_graphs")
 
 
 def command(
@@ -48,6 +48,7 @@ def command(
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Start from the library registry's weights (online).")] = None,
     allow_partial_weights: Annotated[Optional[bool], typer.Option("--allow-partial-weights", help="Accept weights that leave tensors outside the classifier at init.")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model.")] = None,
+    cuda_graphs: Annotated[Optional[CudaGraphs], typer.Option("--cuda-graphs", help="Replay the training step and validation as CUDA graphs (auto: on for CUDA; falls back to eager with a line saying why).", show_default="auto")] = None,
     scale_batch: Annotated[Optional[bool], typer.Option("--scale-batch", help="Under torchrun: a full batch per process, lr x N, 1/N of the steps (not the one-process experiment).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Run directory.", show_default="runs/<arch>-<settings>-<time>")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory exactly.")] = None,
@@ -70,7 +71,7 @@ def command(
         "data.val_subjects_frac": val_subjects_frac, "data.drop_unbalanceable": drop_unbalanceable,
         "model.weights": weights, "model.pretrained": pretrained,
         "model.allow_partial_weights": allow_partial_weights, "train.compile": compile_,
-        "train.scale_batch": scale_batch, "train.tensorboard": tensorboard,
+        "train.scale_batch": scale_batch, "train.tensorboard": tensorboard, "train.cuda_graphs": value(cuda_graphs),
     }
     if resume:
         _check_resume_settings(resume, preset, sets, options)

@@ -18,6 +18,10 @@ signals the end of the allocation, submitit calls ``StudyJob.checkpoint`` and re
 from the run's ``last.pt`` (resume is exact). Several GPUs per run: submitit starts one task per GPU with srun, and
 ``ddp_environment`` maps ``submitit.JobEnvironment`` onto what the trainer reads (RANK, LOCAL_RANK, WORLD_SIZE,
 LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+
+Several runs per GPU (``--runs-per-device N``, ``packing.py``): the local launcher submits N jobs per visible GPU,
+each pinned to its GPU and training its share of the runs in turn (``PackedJob``); the SLURM launcher submits
+jobs of one GPU and N tasks, each task one run. A packed job's runs never take part in DDP.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 from aubench_cli.data.cache import pid_alive
 from aubench_cli.errors import UsageError
 from aubench_cli.fileio import atomic_write_text
+from aubench_cli.studies import packing
 from aubench_cli.studies import study as studymod
 
 LEASE_DIR = "leases"
@@ -52,6 +57,7 @@ class LaunchOptions:
     cpus_per_run: int | None = None
     array_parallelism: int = 256
     slurm: dict[str, str] = field(default_factory=dict)  # any other sbatch parameter, --slurm key=value
+    runs_per_device: int = 0  # 0: one run per job (and per GPU); N: N runs at once on each GPU (packing.py)
 
 
 def parse_slurm_items(items: list[str] | None) -> dict[str, str]:
@@ -84,6 +90,7 @@ class UnitSpec:
     folds: int | None = None
     fold_file: str | None = None
     assignment: int | None = None  # --fold-seeds: the folds dealt with fold seed + assignment
+    packed: bool = False  # one of several runs sharing a GPU: never DDP, whatever the job's task count
 
 
 def ddp_environment(env: Any, job_id: str) -> dict[str, str]:
@@ -119,7 +126,8 @@ class StudyJob:
         job_id = _job_id()
         try:
             env = submitit.JobEnvironment()
-            os.environ.update(ddp_environment(env, job_id))
+            if not spec.packed:
+                os.environ.update(ddp_environment(env, job_id))
         except RuntimeError:
             pass
         study = studymod.load_study(spec.preset)
@@ -151,6 +159,26 @@ class StudyJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(StudyJob(), spec)
+
+
+class PackedJob:
+    """A job that shares its GPU with others: ``chains[r]`` are the runs its task r trains, one after another
+    (local: one task, pinned to its GPU by CUDA_VISIBLE_DEVICES; SLURM: N tasks on the job's one GPU)."""
+
+    def __call__(self, chains: list[list[UnitSpec]]) -> list[dict[str, Any]]:
+        import submitit
+
+        try:
+            rank = submitit.JobEnvironment().local_rank
+        except RuntimeError:  # called directly (tests)
+            rank = 0
+        return [StudyJob()(spec) for spec in (chains[rank] if rank < len(chains) else [])]
+
+    def checkpoint(self, chains: list[list[UnitSpec]]) -> Any:
+        """Requeued at a time limit: finished runs are skipped, the interrupted one resumes from last.pt."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(PackedJob(), chains)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -309,7 +337,19 @@ def submit(study: studymod.Study, out: Path, units: list[studymod.Unit], *, pres
         else:
             held.append({"key": unit.key, "job": (read_lease(out, unit.key) or {}).get("job")})
     jobs: list[dict[str, Any]] = []
-    if pending:
+    packed_per_device = None
+    if pending and options.runs_per_device:
+        specs = [UnitSpec(preset, str(out.resolve()), u.run.name, u.seed, list(sets), cache, dict(weights), seeds,
+                          u.fold, folds, fold_file, u.assignment, packed=True) for u in pending]
+        caches = sorted({cfgs[u.key].data.cache for u in pending})
+        try:
+            jobs, packed_per_device = _submit_packed(out, pending, specs, options, caches, log)
+        except Exception:  # the leases no job was named in go (a refused plan submits nothing)
+            for unit in pending:
+                if (read_lease(out, unit.key) or {}).get("job") is None:
+                    _lease_path(out, unit.key).unlink(missing_ok=True)
+            raise
+    elif pending:
         executor = make_executor(out, options)
         specs = [UnitSpec(preset, str(out.resolve()), u.run.name, u.seed, list(sets), cache, dict(weights), seeds,
                           u.fold, folds, fold_file, u.assignment) for u in pending]
@@ -323,11 +363,62 @@ def submit(study: studymod.Study, out: Path, units: list[studymod.Unit], *, pres
             name_lease(out, unit.key, job.job_id, options.launcher)
             jobs.append({"key": unit.key, "job": job.job_id, "log": str(Path(str(job.paths.stdout)))})
         _JOBS.extend(submitted)
-    return {"launcher": options.launcher, "submitted": jobs, "done": done, "held": held,
-            "logs": str((out / LOG_DIR).resolve())}
+    outcome = {"launcher": options.launcher, "submitted": jobs, "done": done, "held": held,
+               "logs": str((out / LOG_DIR).resolve())}
+    if packed_per_device is not None:
+        outcome["runs_per_device"] = packed_per_device
+    return outcome
+
+
+def _submit_packed(out: Path, pending: list[studymod.Unit], specs: list[UnitSpec], options: LaunchOptions,
+                   caches: list[str], log: Any) -> tuple[list[dict[str, Any]], int]:
+    """Submit the pending runs N at a time per GPU (``packing.py``); one entry per run, naming its job (and its
+    GPU, locally)."""
+    n = options.runs_per_device
+    if options.gpus_per_run > 1:
+        raise UsageError(f"--runs-per-device {n} packs one-GPU runs and --gpus-per-run is {options.gpus_per_run}",
+                         "use one of them: several runs per GPU, or several GPUs per run")
+    calls: list[tuple[dict[str, Any], list[list[list[int]]], int | None]] = []  # (parameters, jobs' chains, GPU)
+    if options.launcher == "local":
+        slots = packing.local_plan(len(pending), n, caches, log)
+        per_device = max(sum(1 for t in slots if t.device == s.device) for s in slots)
+        for device in sorted({slot.device for slot in slots}):
+            chains = [[list(slot.runs)] for slot in slots if slot.device == device]  # a job: one task, one chain
+            calls.append(({"gpus_per_node": 1, "visible_gpus": (device,), "tasks_per_node": 1}, chains, device))
+    else:
+        log(f"--runs-per-device {n}: each job is one GPU training {n} runs at once (their GPU memory is not checked "
+            "here: the GPUs are on the compute nodes)")
+        per_device = n
+        groups = [list(range(k, min(k + n, len(pending)))) for k in range(0, len(pending), n)]
+        calls.append(({"gpus_per_node": 1, "ntasks_per_node": n}, [[[i] for i in g] for g in groups], None))
+    jobs: list[dict[str, Any]] = []
+    for params, job_chains, device in calls:
+        executor = make_executor(out, options)
+        executor.update_parameters(**params)
+        try:
+            submitted = executor.map_array(PackedJob(), [[[specs[i] for i in chain] for chain in chains]
+                                                          for chains in job_chains])
+        except Exception:
+            for chains in job_chains:
+                for chain in chains:
+                    for i in chain:
+                        _lease_path(out, pending[i].key).unlink(missing_ok=True)
+            raise
+        for chains, job in zip(job_chains, submitted):
+            for chain in chains:
+                for i in chain:
+                    name_lease(out, pending[i].key, job.job_id, options.launcher)
+                    entry = {"key": pending[i].key, "job": job.job_id, "log": str(Path(str(job.paths.stdout)))}
+                    if device is not None:
+                        entry["device"] = f"cuda:{device}"
+                    jobs.append(entry)
+        _PACKED.update(job.job_id for job in submitted)
+        _JOBS.extend(submitted)
+    return jobs, per_device
 
 
 _JOBS: list[Any] = []  # the submitit Job objects of this process, for --wait
+_PACKED: set[str] = set()  # ids of those that are PackedJobs (a list of results per task)
 
 
 def wait_all() -> list[dict[str, Any]]:
@@ -335,6 +426,9 @@ def wait_all() -> list[dict[str, Any]]:
     results = []
     for job in list(_JOBS):
         try:
+            if job.job_id in _PACKED:
+                results.extend(r for task in job.results() for r in (task or []))
+                continue
             results.append(job.result())
         except Exception as exc:  # noqa: BLE001 - one failed job must not hide the others
             results.append({"key": None, "state": "failed", "error": f"job {job.job_id}: {exc}"})

@@ -39,7 +39,8 @@ RUN_KEYS = {"name", "title", "set", "paper", "x", "note"}
 # Settings that may differ between a run directory and the study without making it another run: the schedule
 # length (a longer one extends the run), the device, and evaluation (redone, not retrained).
 # The cache is left out too: the same study may see its cache under another path on another machine.
-_NOT_IDENTITY = {"train.epochs", "train.device", "train.compile", "train.amp", "train.channels_last", "data.cache"}
+_NOT_IDENTITY = {"train.epochs", "train.device", "train.compile", "train.amp", "train.channels_last", "train.cuda_graphs",
+                 "data.cache"}
 
 LogFn = Callable[[str], None]
 

@@ -50,6 +50,8 @@ from aubench_cli.device import keep_host_memory, resolve_device
 # checkpoints are read where trained networks are used; the trainer writes them (one-way: trainer -> inference)
 from aubench_cli.training.inference import CHECKPOINT_VERSION, load_checkpoint, store_val_thresholds
 from aubench_cli.training.tracking import Tracker, hparams_of
+from aubench_cli.training import graphs
+from aubench_cli.training.optim import OPTIMIZERS, load_optimizer_state, make_optimizer
 from aubench_cli.training.sampling import (
     BalancedSampler,
     build_pools,
@@ -71,7 +73,6 @@ from aubench_cli.training.transforms import (
     to_float,
 )
 
-OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 LogFn = Callable[[str], None]
 ProgressFn = Callable[[dict], None]
@@ -469,14 +470,22 @@ class BatchPlan:
         return [self.seed, *stream, self.ddp.rank] if self.scale_batch else [self.seed, *stream]
 
     def __call__(self, step: int) -> LocalBatch:
-        idx, targets = self.sampler.draw(np.random.default_rng(self._key(3, step)), self.labels)
-        torch.manual_seed(int(np.random.SeedSequence([self.seed, 8, step, self.ddp.rank]).generate_state(1)[0]))
-        aug = None
-        if self.augmentation is not None:
-            params = self.augmentation.sample(np.random.default_rng(self._key(6, step)), len(idx))
-            aug = torch.from_numpy(params[self.rows]).to(self.device, non_blocking=True)
+        idx, targets, params, torch_seed = self.draw(step)
+        torch.manual_seed(torch_seed)
+        aug = None if params is None else torch.from_numpy(params[self.rows]).to(self.device, non_blocking=True)
         t, w = self._targets_and_weights(targets)
         return LocalBatch(idx[self.rows], t, w, aug)
+
+    def draw(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+        """Step ``step``'s choices on the host, for the whole batch: frame indices, targets, augmentation
+        parameters (None for group A) and the torch seed (dropout). ``graphs.EpochBuffers`` draws whole epochs
+        through here, so both paths train on the same batches."""
+        idx, targets = self.sampler.draw(np.random.default_rng(self._key(3, step)), self.labels)
+        torch_seed = int(np.random.SeedSequence([self.seed, 8, step, self.ddp.rank]).generate_state(1)[0])
+        params = None
+        if self.augmentation is not None:
+            params = self.augmentation.sample(np.random.default_rng(self._key(6, step)), len(idx))
+        return idx, targets, params, torch_seed
 
     def _targets_and_weights(self, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self._fixed is not None and self._fixed[0] is targets:  # balanced batches: the same every step
@@ -556,6 +565,8 @@ class Run:
     loss_sum: torch.Tensor | None = None  # this epoch's global loss so far / W, on the device
     epoch_seconds: float = 0.0
     tracker: Tracker | None = None  # TensorBoard event files (rank 0, unless turned off)
+    graph_step: Any = None  # graphs.GraphStep when the step runs on static buffers (CUDA graphs), else None
+    graph_val: Any = None  # graphs.GraphValidation likewise
 
 
 def train(
@@ -616,6 +627,7 @@ def open_run(cfg: cfgmod.Config, out: str | Path | None, resume: bool, epochs: i
             saved.train.epochs = epochs
         saved.train.device = cfg.train.device
         saved.train.tensorboard = cfg.train.tensorboard  # how this session logs, not what the run is
+        saved.train.cuda_graphs = cfg.train.cuda_graphs  # how the step runs, not what it computes
         saved.data.cache = resume_cache(run_dir, saved.data.cache, cache if cache is not None else saved.data.cache)
         cfg = saved
         if cfg.train.scale_batch and state.get("world_size", 1) != ddp.world:
@@ -647,9 +659,6 @@ def set_up(cfg: cfgmod.Config, run_dir: Path, state: dict[str, Any] | None, ddp:
     norm_stats = _norm_stats(cfg, data, state)
     model, load_report = _build_model(cfg, len(data.au_names), device, state, log)
     lr = _learning_rate(cfg, ddp)
-    optimizer = _optimizer(cfg, model, lr)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
     train_model = _parallel(model, cfg, ddp, device, log)
 
     sampler = make_sampler(cfg.train.balance, data.labels, data.train_index, _seed_rng(cfg.train.seed, 1),
@@ -659,6 +668,11 @@ def set_up(cfg: cfgmod.Config, run_dir: Path, state: dict[str, Any] | None, ddp:
     val_batches = [val_sampler.draw(val_rng)[0] for _ in range(cfg.train.val_batches)]
     needed = np.unique(np.concatenate([data.train_index, *val_batches]))
     source = FrameSource(data.cache.images, needed, device)
+    graph_mode = graphs.choose_mode(cfg.train.cuda_graphs, device, world=ddp.world, compiled=cfg.train.compile,
+                                    frames_where=source.where, log=log)
+    optimizer = _optimizer(cfg, model, lr, capturable=graph_mode != "off", device=device)
+    if state is not None:
+        load_optimizer_state(optimizer, state["optimizer"])
     augmentation = build_augmentation(cfg.train.aug, cfg.augment)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.train.amp  # CUDA only
                 else contextlib.nullcontext())
@@ -671,6 +685,10 @@ def set_up(cfg: cfgmod.Config, run_dir: Path, state: dict[str, Any] | None, ddp:
               sampler.batch_size * (ddp.world if cfg.train.scale_batch else 1), steps,
               *val_share(val_batches, ddp), torch.from_numpy(val_sampler.targets).to(device), norm_stats,
               load_report, lr, loss_sum=torch.zeros((), device=device))
+    if graph_mode != "off":
+        run.graph_step = graphs.GraphStep(step, plan, graph_mode, device, cfg.train.amp, log)
+        run.graph_val = graphs.GraphValidation(step, run.val_batches, run.val_targets, graph_mode, device,
+                                               cfg.train.amp, log)
     _restore_position(run, state)
     run.tracker = Tracker(run_dir, enabled=cfg.train.tensorboard and ddp.main,
                           first_epoch=None if state is None else run.start_epoch, log=log)
@@ -689,13 +707,20 @@ def train_epoch(run: Run, epoch: int, interrupted: dict, progress: ProgressFn | 
         run.loss_sum.zero_()
         run.epoch_seconds = 0.0
     tick = time.perf_counter()
+    graph_step = run.graph_step
+    if graph_step is not None:  # the epoch's draws made ahead, for the static buffers (graphs.py)
+        graph_step.begin_epoch((epoch - 1) * run.steps_per_epoch + first, run.steps_per_epoch - first,
+                               run.steps_per_epoch, run.cfg.train.epochs * run.steps_per_epoch)
     for i in range(first, run.steps_per_epoch):
         global_step = (epoch - 1) * run.steps_per_epoch + i
         if (i == first or run.ddp.stop_check_due(global_step)) and run.ddp.any(interrupted["set"]):
             run.epoch_seconds += time.perf_counter() - tick
             save_checkpoints(run, *((epoch, i) if i else (epoch - 1, 0)), ["last"])  # steps 0..i-1 are done
             raise KeyboardInterrupt
-        run.loss_sum += run.step.train_step(run.plan(global_step)) / run.ddp.world
+        if graph_step is not None:
+            run.loss_sum += graph_step(global_step)
+        else:
+            run.loss_sum += run.step.train_step(run.plan(global_step)) / run.ddp.world
         if progress:
             progress({"event": "step", "epoch": epoch, "images": run.batch_size})
     run.epoch_seconds += time.perf_counter() - tick
@@ -714,6 +739,8 @@ def val_share(batches: list[np.ndarray], ddp: Dist) -> tuple[list[np.ndarray], i
 
 def validate(run: Run) -> np.ndarray:
     """Per-AU accuracy over the run's fixed validation batches (never augmented); ranks share the batches."""
+    if run.graph_val is not None:
+        return run.graph_val()
     run.train_model.eval()
     k = len(run.data.au_names)
     correct = torch.zeros(k, dtype=torch.float64, device=run.device)
@@ -773,6 +800,7 @@ def write_run_record(run: Run) -> None:
     record = dict(run.data.record, weights=run.load_report.as_dict() if run.load_report else None,
                   world_size=run.ddp.world, device=str(run.device), channels_last=run.step.channels_last,
                   frames_preloaded=run.step.source.preloaded, frames_held_in=run.step.source.where,
+                  cuda_graphs="off" if run.graph_step is None else ("capture" if run.graph_step.capture else "emulate"),
                   distributed={"mode": "scale-batch" if cfg.train.scale_batch else "same-experiment",
                                "global_batch": run.batch_size, "steps_per_epoch": run.steps_per_epoch,
                                "lr": run.lr})
@@ -890,11 +918,12 @@ def _learning_rate(cfg: cfgmod.Config, ddp: Dist) -> float:
     return lr * ddp.world if cfg.train.scale_batch else lr
 
 
-def _optimizer(cfg: cfgmod.Config, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def _optimizer(cfg: cfgmod.Config, model: nn.Module, lr: float, capturable: bool = False,
+               device: torch.device | None = None) -> torch.optim.Optimizer:
     name = cfg.train.optimizer or get_model_info(cfg.model.arch).optimizer
     if name not in OPTIMIZERS:
         raise UsageError(f"unknown optimizer {name!r}", suggest(name, OPTIMIZERS))
-    return OPTIMIZERS[name](model.parameters(), lr=lr)
+    return make_optimizer(name, model.parameters(), lr, capturable=capturable, device=device)
 
 
 def _use_channels_last(cfg: cfgmod.Config) -> bool:
@@ -967,6 +996,7 @@ def _validate(cfg: cfgmod.Config) -> None:
     get_model_info(cfg.model.arch)
     check_balance(cfg.train.balance)
     check_norm(cfg.train.norm)
+    cfg.train.cuda_graphs = graphs.check_setting(cfg.train.cuda_graphs)
     build_augmentation(cfg.train.aug, cfg.augment)
     for name in ("epochs", "batches_per_epoch", "val_batches", "pos_per_au", "neg_per_au"):
         if getattr(cfg.train, name) < 1:
