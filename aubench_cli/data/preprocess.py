@@ -135,7 +135,8 @@ def iter_frames(path: Path, wanted: Callable[[int, int], bool], stats: dict) -> 
 
     ``number`` is the frame number in an image's file name (the index for video files). Frames ``wanted``
     rejects are not decoded to pixels (``None``). ``stats`` receives ``container_frames`` and ``unreadable``, and
-    for video files ``msec``: the container's timestamp of the frame just yielded, in milliseconds.
+    for video files ``msec``: the container's timestamp of the frame just yielded, in milliseconds, and
+    ``first_msec``: frame 0's (which OpenCV may report below 0: predict counts time from it).
     """
     import cv2
 
@@ -164,6 +165,8 @@ def iter_frames(path: Path, wanted: Callable[[int, int], bool], stats: dict) -> 
         index = 0
         while cap.grab():
             stats["msec"] = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if index == 0:
+                stats["first_msec"] = stats["msec"]
             if wanted(index, index):
                 ok, frame = cap.retrieve()
                 if not ok:
