@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aubench_cli.commands.choices import Checkpoint, value
 from aubench_cli.commands.preprocess import _line, _stderr_console, run_with_frames_bar
 
 NAME = "predict"
@@ -27,7 +28,7 @@ def command(
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUT...", help="Video files, frame folders, or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the CSVs (created).")] = Path("predictions"),
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last.")] = "best",
+    checkpoint: Annotated[Checkpoint, typer.Option("--checkpoint", help="Checkpoint to apply.")] = Checkpoint.best,
     workers: Annotated[int, typer.Option(
         "--workers", "-j", help="Processes working on videos in parallel (0: one per CPU core).")] = 0,
     batch: Annotated[int, typer.Option("--batch", help="Faces scored per forward pass.")] = 64,
@@ -42,7 +43,7 @@ def command(
     """Predict per-frame AUs for new videos with a trained run."""
     from aubench_cli.evaluation.predict import PredictOptions, run_predict
 
-    options = PredictOptions(checkpoint=checkpoint, out=out, workers=workers, batch=batch, threshold=threshold,
+    options = PredictOptions(checkpoint=value(checkpoint), out=out, workers=workers, batch=batch, threshold=threshold,
                              plot=plot, overlay=overlay)
     stderr = _stderr_console()
 

@@ -121,7 +121,7 @@ def command(
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Intensity labels count as present at >= this (DISFA 0-5 scale).")] = 2.0,
     label_scale: Annotated[str, typer.Option(
-        "--label-scale", help="How label values are read: auto (the layout's coding; generic: decided from the "
+        "--label-scale", metavar=" | ".join(("auto", *SCALES)), help="How label values are read: auto (the layout's coding; generic: decided from the "
         "data), binary (1/0) or intensity (0-5, present at >= --threshold).")] = "auto",
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 1 when a label value is outside the scale or an AU is named twice (they are read "
