@@ -89,7 +89,7 @@ def _one_line(exc: Exception) -> str:
         values = [str(c.value if isinstance(c, enum.Enum) else c) for c in choices]
         opt = next((o for o in getattr(param, "opts", []) if o.startswith("--")), getattr(param, "name", "value"))
         return f"{bad.group(1)!r} is not a valid {opt} - choose one of {', '.join(values)}"
-    extra = re.search(r"unexpected extra arguments? \((.*)\)", message, re.IGNORECASE)
+    extra = re.search(r"unexpected extra argument(?:s|\(s\))? \((.*)\)", message, re.IGNORECASE)
     if extra and extra.group(1).strip().lower() in ("true", "false", "yes", "no", "1", "0"):
         return (f"unexpected value {extra.group(1)!r}: a flag takes no value - write the flag alone for true, "
                 "leave it out for false")
@@ -250,7 +250,37 @@ def _interrupted() -> None:
     _reported["interrupt"] = True
 
 
+def _exit_quietly_on_interrupt() -> None:
+    """From here on, Ctrl-C ends the process at once with 130. The command has returned; what is left is the
+    interpreter's shutdown, which waits for threads (Rich's refresh thread, a video writer's, a worker pool's
+    feeder): a Ctrl-C landing there printed 'Exception ignored in: <module 'threading'>' and a traceback."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or debug_enabled():
+        return
+
+    def _now(signum: int, frame: Any) -> None:
+        if not _reported["interrupt"]:
+            sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+    try:
+        signal.signal(signal.SIGINT, _now)
+    except (ValueError, OSError):  # not the main interpreter, or no signals here
+        pass
+
+
 def run() -> None:
+    try:
+        _run()
+    finally:
+        _exit_quietly_on_interrupt()
+
+
+def _run() -> None:
     try:
         app()
     except KeyboardInterrupt:  # outside a command (start-up): the same one line

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from aubench_cli.commands.choices import Checkpoint, value
 from aubench_cli.commands.preprocess import _line, _stderr_console, run_with_frames_bar
+from aubench_cli.errors import plural
 
 NAME = "predict"
 
@@ -49,7 +50,7 @@ def command(
 
     def on_start(event: dict) -> None:
         if event.get("kept"):
-            stderr.print(f"resuming: {event['kept']} videos already predicted with this run")
+            stderr.print(f"resuming: {plural(event['kept'], 'video')} already predicted with this run")
 
     summary = run_with_frames_bar("predict", stderr, as_json, on_start,
                                   lambda progress: run_predict(run, inputs, options, progress=progress),
@@ -66,7 +67,7 @@ def render_summary(summary: dict, console: Console) -> None:
     speed = f"; {fps:.0f} frames/s with {workers} worker{'s' if workers != 1 else ''}" if fps else ""
     console.print(Text.assemble(
         (summary["out"], "bold"),
-        f": {v['listed']} videos ({v['predicted_now']} predicted now, {v['kept']} kept from before, "
+        f": {plural(v['listed'], 'video')} ({v['predicted_now']} predicted now, {v['kept']} kept from before, "
         f"{v['failed']} failed); {summary['frames']} frames, {summary['faces_found']} with a face "
         f"({summary['faces_found_pct']:.1f}%){speed}",
     ))
@@ -74,6 +75,8 @@ def render_summary(summary: dict, console: Console) -> None:
                   f"{summary['epoch']}), threshold {summary['threshold']}", markup=False, highlight=False)
     for f in summary["failures"]:
         console.print(_line("failed", "red", f"{f['video']}: {f['reason']}"))
+    if not summary["faces_found"]:  # nothing predicted: no table of "-"
+        return
     table = Table(title="AU presence (share of frames with a face where AUxx_c = 1)", title_justify="left")
     for col in ("AU", "threshold", "present"):
         table.add_column(col, justify="left" if col == "AU" else "right")

@@ -47,7 +47,7 @@ from aubench_cli.data.cache import (
 from aubench_cli.data.workers import die_with_parent, ignore_interrupts
 from aubench_cli.data.fingerprint import changed, content_hash, fingerprint, stat_key
 from aubench_cli.data.splits import split_report, split_subjects
-from aubench_cli.errors import UsageError
+from aubench_cli.errors import UsageError, plural
 from aubench_cli.data.labels import (
     IMAGE_EXTENSIONS,
     SPLITS,
@@ -502,7 +502,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         summary.update(face_report(cache))
         summary["seconds"] = round(time.perf_counter() - started, 2)
         header = {**header, **{k: cache.header[k] for k in ("created",)}, "updated": now(),
-                  "status": "complete" if not failures else f"incomplete: {len(failures)} videos failed",
+                  "status": "complete" if not failures else f"incomplete: {plural(len(failures), 'video')} failed",
                   "summary": {k: summary[k] for k in ("videos", "frames_read", "faces_found", "failures", "skipped")}}
         consolidate(out, header)
     return summary

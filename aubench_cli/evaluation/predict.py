@@ -140,11 +140,14 @@ def frame_count(path: Path) -> int:
         return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not hidden(p))
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
-    try:
-        return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
-    finally:
-        cap.release()
+    from aubench_cli.data.align import quiet_native_stderr
+
+    with quiet_native_stderr():  # a corrupt file's FFmpeg lines ('moov atom not found'): the video's report says it
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
+        finally:
+            cap.release()
 
 
 # -- the run -----------------------------------------------------------------------------------------------------

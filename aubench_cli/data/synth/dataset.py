@@ -66,6 +66,8 @@ class SynthConfig:
                              "a face needs room: try 640x480 or 320x240")
         if not 1 <= self.fps <= 240:
             raise UsageError(f"--fps must be between 1 and 240, got {self.fps}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be 0 or more, got {self.seed}", "e.g. --seed 0")
         for name, rate in self.rates.items():
             if name not in layout.aus:
                 raise UsageError(f"rate given for {name!r}, which the {layout.name} layout does not hold",
