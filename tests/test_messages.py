@@ -130,3 +130,11 @@ def test_ctrl_c_during_shutdown_is_one_line(tmp_path):
 def test_typer_still_builds_every_command():
     command = typer.main.get_command(app)
     assert sorted(command.commands) == sorted(COMMANDS)
+
+
+def test_synth_refuses_a_non_empty_folder_before_drawing_a_bar(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("mine")
+    result = runner.invoke(app, ["synth", str(tmp_path / "d")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr  # no bar, no blank line
+    assert "is not empty" in result.stderr and "--overwrite" in result.stderr
