@@ -111,8 +111,9 @@ def draw_per_au(study: StudyResults, note: str | None = None):
     aus = study.aus() + ["AVG"]
     runs = study.runs
     n = max(1, len(runs))
-    cols = min(n, 4 if len(aus) <= 8 else 3)
-    rows = math.ceil(n / cols)
+    most = 4 if len(aus) <= 8 else 3  # panels per row
+    rows = math.ceil(n / most)
+    cols = math.ceil(n / rows)  # balanced rows: 4 runs as 2 x 2, 11 as 3 + 3 + 3 + 2
     panel_w = max(3.2, 0.32 * len(aus) + 0.8)
     width_in = panel_w * cols
     wrap = int(width_in * 15)
@@ -180,7 +181,7 @@ def draw_per_au(study: StudyResults, note: str | None = None):
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=len(handles), fontsize=7,
                frameon=False)
     _caption(fig, note, wrap)
-    fig.tight_layout(rect=(0, (extra + 0.1) / fig.get_figheight(), 1, 1 - 0.55 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, (extra + 0.1) / fig.get_figheight(), 1, 1 - 0.3 / fig.get_figheight()))
     return fig
 
 
