@@ -477,3 +477,29 @@ def test_timestamps_start_at_0_when_the_container_starts_before_it(trained, clip
     got = read_predictions(tmp_path / "clip.csv", AUS)
     assert got["timestamp"][0] == 0.0
     assert got["timestamp"] == pytest.approx(np.arange(12) / 30.0, abs=1e-6)
+
+
+def test_a_corrupt_video_is_said_once_without_ffmpeg_noise_or_an_empty_table(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    good = tmp_path / "good.mp4"
+    writer = cv2.VideoWriter(str(good), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = good.read_bytes()
+    assert data.rfind(b"moov") > len(data) // 2  # mp4v writes the index last
+    cut = tmp_path / "cut.mp4"  # an MP4 cut in half loses its index: FFmpeg says 'moov atom not found'
+    cut.write_bytes(data[: len(data) // 2])
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "aubench_cli", "predict", str(trained), str(cut), "--out",
+                          str(tmp_path / "out"), "--workers", "1"], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root), "COLUMNS": "200"}, timeout=300)
+    assert out.returncode == 1, out.stderr
+    failed = [line for line in out.stderr.splitlines() if line.startswith("failed ")]
+    assert len(failed) == 1 and "cut.mp4" in failed[0], out.stderr  # above the bar, not again under the summary
+    assert "moov atom" not in out.stderr and "[mov," not in out.stderr
+    assert "AU presence" not in out.stderr  # no table of '-' when no face was seen
