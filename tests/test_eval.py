@@ -295,3 +295,12 @@ def test_folds_pooled_from_real_evaluations_equal_one_evaluation_of_every_frame(
         assert row.cells["balanced_accuracy"][au].pooled == pytest.approx(whole["per_au"][au]["balanced_accuracy"])
         assert row.cells["f1"][au].mean == pytest.approx(np.mean([f["per_au"][au]["f1"] for f in folds]))
     assert row.cells["f1"]["Avg."].pooled == pytest.approx(whole["mean_f1"])
+
+
+@pytest.mark.parametrize("option, value, says", [("--batches", "0", "--batches must be at least 1, got 0"),
+                                                 ("--seed", "-1", "--seed must be 0 or more, got -1")])
+def test_bad_counts_are_one_line_and_exit_2(runs, option, value, says):
+    _, (a, _) = runs
+    result = runner.invoke(app, ["eval", str(a), option, value])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and says in result.stderr, result.output
+    assert "Traceback" not in result.output
