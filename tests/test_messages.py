@@ -138,3 +138,38 @@ def test_synth_refuses_a_non_empty_folder_before_drawing_a_bar(tmp_path):
     result = runner.invoke(app, ["synth", str(tmp_path / "d")])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr  # no bar, no blank line
     assert "is not empty" in result.stderr and "--overwrite" in result.stderr
+
+
+def test_study_dry_run_says_which_runs_download_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["study", "table1-architectures", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["resnet50"]["downloads_weights"] and not rows["baseline"]["downloads_weights"]
+    (tmp_path / "w.pt").write_bytes(b"")
+    result = runner.invoke(app, ["study", "table1-architectures", "--dry-run", "--weights", "resnet50=w.pt"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    found = re.search(r"(\d+) runs \(([^)]*)\) download pretrained weights[^)]*--weights RUN=FILE", text)
+    assert found and found.group(1) == "5" and "mobilenetv2" in found.group(2) and "resnet50" not in found.group(2)
+
+
+def test_a_study_run_that_cannot_download_is_told_the_study_syntax(tmp_path, monkeypatch):
+    from aubench_cli.errors import AubenchError
+    from aubench_cli.studies import study as studymod
+
+    def offline(*args, **kwargs):
+        raise AubenchError("could not fetch pretrained weights for resnet50 from torchvision (URLError: no network)",
+                           "offline? download IMAGENET1K_V1 on a connected machine, save its state_dict and pass it "
+                           "with --weights FILE")
+
+    monkeypatch.setattr(studymod, "_do_run", offline)
+    monkeypatch.setattr(studymod, "adopt_unseeded", lambda *a, **k: None)
+    study = studymod.load_study("table1-architectures")
+    unit = next(u for u in studymod.expand_units(study.runs, None, None) if u.run.name == "resnet50")
+    cfg = studymod.run_config(study, unit.run)
+    outcome = studymod.run_unit(unit, cfg, tmp_path)
+    assert outcome["state"] == "failed"
+    assert "pass it with --weights resnet50=FILE" in outcome["error"] and "--weights FILE" not in outcome["error"]
