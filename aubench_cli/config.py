@@ -293,7 +293,78 @@ def resolve(
     for key, value in (options or {}).items():
         if value is not None:
             set_value(cfg, key, value, source="the command line")
+    check_values(cfg)
     return cfg
+
+
+# The valid range of each numeric setting: (lowest, highest, lowest included, highest included, an example). None
+# as a bound: open on that side. A value outside is refused where the config is resolved (``check_values``), as
+# one line naming the setting, its value and the range, before anything runs (torch would stop on a negative
+# learning rate with a traceback, and a learning rate of 0 would train nothing, silently).
+RANGES: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
+    "train.lr": (0, None, False, False, "0.005"),
+    "train.epochs": (1, None, True, False, "10"),
+    "train.batches_per_epoch": (1, None, True, False, "300"),
+    "train.val_batches": (1, None, True, False, "300"),
+    "train.pos_per_au": (1, None, True, False, "4"),
+    "train.neg_per_au": (1, None, True, False, "4"),
+    "train.seed": (0, None, True, False, "0"),
+    "data.frames_frac": (0, 1, False, True, "0.2"),
+    "data.subjects_frac": (0, 1, False, True, "0.6"),
+    "data.folds": (2, None, True, False, "5"),
+    "data.fold": (0, None, True, False, "0"),
+    "data.fold_seed": (0, None, True, False, "0"),
+    "data.val_subjects_frac": (0, 1, False, False, "0.15"),
+    "augment.flip_p": (0, 1, True, True, "0.5"),
+    "augment.brightness": (0, 1, True, False, "0.2"),
+    "augment.contrast": (0, 1, True, False, "0.2"),
+    "augment.blur_p": (0, 1, True, True, "0.3"),
+    "augment.blur_sigma": (0, None, True, False, "1.2"),
+    "augment.zoom": (0, 1, True, False, "0.1"),
+    "augment.shift": (0, 1, True, False, "0.08"),
+    "augment.rotate": (0, 180, True, True, "10"),
+    "eval.batches": (1, None, True, False, "3000"),
+    "eval.seed": (0, None, True, False, "0"),
+    "profile.input_size": (1, None, True, False, "96"),
+    "profile.outputs": (1, None, True, False, "12"),
+    "profile.batch": (1, None, True, False, "16"),
+}
+# The command-line option of a setting, where it has one, for the hint (otherwise --set KEY=VALUE).
+OPTION_OF = {
+    "train.lr": "--lr", "train.epochs": "--epochs", "train.batches_per_epoch": "--batches-per-epoch",
+    "train.val_batches": "--val-batches", "train.seed": "--seed", "data.frames_frac": "--frames-frac",
+    "data.subjects_frac": "--subjects-frac", "data.folds": "--folds", "data.fold": "--fold",
+    "data.fold_seed": "--fold-seed", "data.val_subjects_frac": "--val-subjects-frac",
+    "profile.input_size": "--input", "profile.outputs": "--outputs", "profile.batch": "--batch",
+}
+
+
+def _range_text(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
+    if high is None:
+        return f"at least {low:g}" if low_in else f"greater than {low:g}"
+    if low_in and high_in:
+        return f"between {low:g} and {high:g}"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def check_values(cfg: Config) -> None:
+    """Refuse a numeric setting outside its range (``RANGES``), and a fold outside ``data.folds``."""
+    import math
+
+    flat = {f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()}
+    for key, (low, high, low_in, high_in, example) in RANGES.items():
+        value = flat[key]
+        if value is None:
+            continue
+        ok = math.isfinite(value) and (low is None or (value >= low if low_in else value > low)) \
+            and (high is None or (value <= high if high_in else value < high))
+        if not ok:
+            option = OPTION_OF.get(key)
+            hint = f"e.g. {option} {example}" if option else f"e.g. --set {key}={example}"
+            raise UsageError(f"{key} must be {_range_text(low, high, low_in, high_in)}, got {value:g}", hint)
+    folds, fold = cfg.data.folds, cfg.data.fold
+    if folds is not None and fold is not None and fold >= folds:
+        raise UsageError(f"data.fold must be below data.folds ({folds}), got {fold}", f"e.g. --fold {folds - 1}")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -86,3 +86,8 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     if close:
         return "did you mean " + " or ".join(repr(c) for c in close) + "?"
     return "valid choices: " + ", ".join(choices)
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``: a count with its noun in the right number (messages never say '1 videos')."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"

@@ -400,3 +400,12 @@ def test_predict_scores_in_fp32_whatever_the_surrounding_precision(runs):
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as inside a bf16 training step or evaluation
         inside = score_crops(run, crops)
     assert plain.dtype == np.float32 and np.array_equal(plain, inside)
+
+
+@pytest.mark.parametrize("option, value, says", [("--batches", "0", "--batches must be at least 1, got 0"),
+                                                 ("--seed", "-1", "--seed must be 0 or more, got -1")])
+def test_bad_counts_are_one_line_and_exit_2(runs, option, value, says):
+    _, (a, _) = runs
+    result = runner.invoke(app, ["eval", str(a), option, value])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and says in result.stderr, result.output
+    assert "Traceback" not in result.output

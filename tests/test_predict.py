@@ -398,3 +398,108 @@ def test_predict_forkserver_preloads_modules_that_exist():
     for name in predict.FORKSERVER_PRELOAD:
         importlib.import_module(name)
     assert "aubench_cli.evaluation.predict" in predict.FORKSERVER_PRELOAD and "torch" in predict.FORKSERVER_PRELOAD
+
+
+# -- what the pictures show ------------------------------------------------------------------------------------------
+
+
+def test_overlay_leaves_the_face_visible_and_shows_values_and_thresholds():
+    from types import SimpleNamespace
+
+    from aubench_cli.evaluation.predict import draw_overlay, panel_layout
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    landmarks = np.array([[300.0, 200.0], [340.0, 200.0], [320.0, 260.0]])
+    face = SimpleNamespace(landmarks=landmarks, crop=np.full((96, 96), 200, np.uint8))
+    aus, thresholds = ["AU01", "AU02", "AU12"], np.array([0.5, 0.5, 0.3])
+    out = draw_overlay(frame, face, np.array([0.8, 0.2, 0.25]), aus, thresholds)
+    g = panel_layout(480, 640, 3)
+    assert out.shape == (480, 640 + g["width"], 3)
+    changed = np.any(out[:, :640] != frame, axis=2)
+    assert changed.sum() <= 9 * len(landmarks)  # the frame is untouched but for the landmark dots
+    bx, bw, row = g["bar_x"], g["bar_w"], g["row"]
+
+    def pixel(i: int, frac: float) -> tuple[int, ...]:
+        return tuple(int(v) for v in out[g["top"] + i * row + row // 2, bx + int(frac * bw)])
+
+    assert pixel(0, 0.7) == (60, 200, 60)  # 0.8 >= 0.5: green up to 0.8
+    assert pixel(1, 0.1) == (170, 170, 170) and pixel(1, 0.3) == (70, 70, 70)  # 0.2 < 0.5: grey up to 0.2
+    assert pixel(2, 0.2) == (170, 170, 170)  # 0.25 < its own threshold 0.3
+    for i, t in enumerate(thresholds):  # the threshold tick, white, in each row
+        x = bx + int(round(bw * t))
+        assert tuple(int(v) for v in out[g["top"] + i * row + row // 2, x]) == (255, 255, 255)
+    # the value in figures right of the bar: another probability writes other pixels there
+    other = draw_overlay(frame, face, np.array([0.3, 0.2, 0.25]), aus, thresholds)
+    value = (slice(g["top"], g["top"] + row), slice(bx + bw + 2, out.shape[1]))
+    assert np.any(out[value] != other[value])
+    assert np.any(out[value] != 32)  # something written on the panel's background
+    # no face: the frame as it is, the panel says so
+    blank = draw_overlay(frame, None, None, aus, thresholds)
+    assert np.array_equal(blank[:, :640], frame)
+
+
+def test_plot_lanes_have_a_0_half_1_scale(trained, clip, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from aubench_cli.evaluation.predict import draw_prediction_plot
+
+    run_predict(trained, [clip], opts(tmp_path))
+    fig = draw_prediction_plot(tmp_path / "clip.csv", AUS, np.full(len(AUS), 0.5))
+    try:
+        lanes = fig.axes
+        assert len(lanes) == len(AUS)
+        for ax in lanes:
+            assert list(ax.get_yticks()) == [0, 0.5, 1]
+            assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "0.5", "1"]
+            low, high = ax.get_ylim()
+            assert low <= 0 and high >= 1
+    finally:
+        plt.close(fig)
+
+
+def test_timestamps_start_at_0_when_the_container_starts_before_it(trained, clip, tmp_path, monkeypatch):
+    """OpenCV can report frame 0 of a real clip at -1/60 s (B-frames, edit lists): rows count from frame 0."""
+    from aubench_cli.data import preprocess
+
+    real = preprocess.align_video
+    offset = -1000 / 60
+
+    def early_container(path, wanted=None, stats=None, **kw):
+        for index, number, frame, face in real(path, wanted, stats, **kw):
+            stats["msec"] += offset  # every position one 60 fps frame earlier, as such a container reports
+            if index == 0:
+                stats["first_msec"] = stats["msec"]
+            yield index, number, frame, face
+
+    monkeypatch.setattr(preprocess, "align_video", early_container)
+    run_predict(trained, [clip], opts(tmp_path))
+    got = read_predictions(tmp_path / "clip.csv", AUS)
+    assert got["timestamp"][0] == 0.0
+    assert got["timestamp"] == pytest.approx(np.arange(12) / 30.0, abs=1e-6)
+
+
+def test_a_corrupt_video_is_said_once_without_ffmpeg_noise_or_an_empty_table(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    good = tmp_path / "good.mp4"
+    writer = cv2.VideoWriter(str(good), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = good.read_bytes()
+    assert data.rfind(b"moov") > len(data) // 2  # mp4v writes the index last
+    cut = tmp_path / "cut.mp4"  # an MP4 cut in half loses its index: FFmpeg says 'moov atom not found'
+    cut.write_bytes(data[: len(data) // 2])
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "aubench_cli", "predict", str(trained), str(cut), "--out",
+                          str(tmp_path / "out"), "--workers", "1"], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root), "COLUMNS": "200"}, timeout=300)
+    assert out.returncode == 1, out.stderr
+    failed = [line for line in out.stderr.splitlines() if line.startswith("failed ")]
+    assert len(failed) == 1 and "cut.mp4" in failed[0], out.stderr  # above the bar, not again under the summary
+    assert "moov atom" not in out.stderr and "[mov," not in out.stderr
+    assert "AU presence" not in out.stderr  # no table of '-' when no face was seen

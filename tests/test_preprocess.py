@@ -638,3 +638,15 @@ def test_crop_i_is_the_crop_of_frame_i(tmp_path):
     shown = [read_barcode(cache.images[j]) for j in range(len(cache))]
     np.testing.assert_array_equal(shown, cache.frame)  # the crop shows the frame it claims to be
     np.testing.assert_array_equal(cache.labels, rows)  # with that frame's labels
+
+
+def test_a_video_skipped_for_its_label_file_is_named_and_fails_the_command(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root)
+    label = root / "labels" / "s2_v1.csv"
+    label.write_text("fr@me;;AU 1,xx\n" + label.read_text().split("\n", 1)[1])  # a garbled header
+    result = runner.invoke(app, ["preprocess", str(root), "--out", str(tmp_path / "cache"), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    assert "skipped videos/s2_v1.avi: label file" in " ".join(result.stderr.split())  # the file, not an internal id
+    assert "videos__s2_v1" not in result.stderr
+    assert "error: 1 video skipped" in " ".join(result.stderr.split())

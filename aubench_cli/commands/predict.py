@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aubench_cli.commands.choices import Checkpoint, value
 from aubench_cli.commands.preprocess import _line, _stderr_console, run_with_frames_bar
+from aubench_cli.errors import plural
 
 NAME = "predict"
 
@@ -27,7 +29,7 @@ def command(
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUT...", help="Video files, frame folders, or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the CSVs (created).")] = Path("predictions"),
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best | last.")] = "best",
+    checkpoint: Annotated[Checkpoint, typer.Option("--checkpoint", help="Checkpoint to apply.")] = Checkpoint.best,
     workers: Annotated[int, typer.Option(
         "--workers", "-j", help="Processes working on videos in parallel (0: one per CPU core).")] = 0,
     batch: Annotated[int, typer.Option("--batch", help="Faces scored per forward pass.")] = 64,
@@ -42,13 +44,13 @@ def command(
     """Predict per-frame AUs for new videos with a trained run."""
     from aubench_cli.evaluation.predict import PredictOptions, run_predict
 
-    options = PredictOptions(checkpoint=checkpoint, out=out, workers=workers, batch=batch, threshold=threshold,
+    options = PredictOptions(checkpoint=value(checkpoint), out=out, workers=workers, batch=batch, threshold=threshold,
                              plot=plot, overlay=overlay)
     stderr = _stderr_console()
 
     def on_start(event: dict) -> None:
         if event.get("kept"):
-            stderr.print(f"resuming: {event['kept']} videos already predicted with this run")
+            stderr.print(f"resuming: {plural(event['kept'], 'video')} already predicted with this run")
 
     summary = run_with_frames_bar("predict", stderr, as_json, on_start,
                                   lambda progress: run_predict(run, inputs, options, progress=progress),
@@ -65,7 +67,7 @@ def render_summary(summary: dict, console: Console) -> None:
     speed = f"; {fps:.0f} frames/s with {workers} worker{'s' if workers != 1 else ''}" if fps else ""
     console.print(Text.assemble(
         (summary["out"], "bold"),
-        f": {v['listed']} videos ({v['predicted_now']} predicted now, {v['kept']} kept from before, "
+        f": {plural(v['listed'], 'video')} ({v['predicted_now']} predicted now, {v['kept']} kept from before, "
         f"{v['failed']} failed); {summary['frames']} frames, {summary['faces_found']} with a face "
         f"({summary['faces_found_pct']:.1f}%){speed}",
     ))
@@ -73,6 +75,8 @@ def render_summary(summary: dict, console: Console) -> None:
                   f"{summary['epoch']}), threshold {summary['threshold']}", markup=False, highlight=False)
     for f in summary["failures"]:
         console.print(_line("failed", "red", f"{f['video']}: {f['reason']}"))
+    if not summary["faces_found"]:  # nothing predicted: no table of "-"
+        return
     table = Table(title="AU presence (share of frames with a face where AUxx_c = 1)", title_justify="left")
     for col in ("AU", "threshold", "present"):
         table.add_column(col, justify="left" if col == "AU" else "right")

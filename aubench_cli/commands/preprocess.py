@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from aubench_cli.errors import UsageError, suggest
+from aubench_cli.errors import UsageError, plural, suggest
 from aubench_cli.data.labels import LAYOUTS, SCALES
 from aubench_cli.data.preprocess import PreprocessOptions, parse_splits, run_preprocess
 
@@ -55,13 +55,13 @@ def frames_events(bar: Progress, on_start: Callable[[dict], None]) -> Callable[[
     """The handler of a ``frames_bar``'s events (preprocess and predict send the same ones): ``start`` (frames and
     videos to do; ``on_start`` prints what else it says), ``frames`` done, and one ``video`` per finished video,
     a failed one printed above the bar."""
-    state = {"task": None, "done": 0, "videos": 0}
+    state = {"task": None, "done": 0, "videos": 0, "shown": set()}
 
     def on_progress(event: dict) -> None:
         kind = event.get("event")
         if kind == "start":
             state["videos"] = event["videos"]
-            state["task"] = bar.add_task("frames", total=max(event["frames"], 1), videos=f"0/{event['videos']} videos")
+            state["task"] = bar.add_task("frames", total=max(event["frames"], 1), videos=f"0/{plural(event['videos'], 'video')}")
             on_start(event)
         elif state["task"] is None:
             return
@@ -69,10 +69,12 @@ def frames_events(bar: Progress, on_start: Callable[[dict], None]) -> Callable[[
             bar.advance(state["task"], event["n"])
         elif kind == "video":
             state["done"] += 1
-            bar.update(state["task"], videos=f"{state['done']}/{state['videos']} videos")
+            bar.update(state["task"], videos=f"{state['done']}/{plural(state['videos'], 'video')}")
             if event["status"] == "failed":
                 bar.console.print(_line("failed", "red", f"{event['video']}: {event['error']}"))
+                state["shown"].add(str(event["video"]))
 
+    on_progress.shown = state["shown"]  # type: ignore[attr-defined]  # failures already printed above the bar
     return on_progress
 
 
@@ -92,19 +94,35 @@ def frames_bar(label: str, console: Console, as_json: bool) -> Progress:
     )
 
 
+def close_unused(bar: Progress) -> None:
+    """Stop a bar that never showed a task without a trace: Rich would leave an empty line (its final render, and
+    on a pipe a newline of its own) above the error or summary that follows."""
+    if bar.disable:
+        return
+    bar.live.transient = True
+    bar.live.stop()
+    bar.disable = True  # its __exit__ then stops nothing more
+
+
 def run_with_frames_bar(label: str, stderr: Console, as_json: bool, on_start: Callable[[dict], None],
                         job: Callable[[Callable[[dict], None]], dict], render: Callable[[dict, Console], None]) -> dict:
     """What preprocess and predict share: ``job(progress)`` run under a frames bar on stderr, its duration in
     ``seconds``, then its summary printed as JSON on stdout (``--json``) or ``render``-ed on stderr."""
     bar = frames_bar(label, stderr, as_json)
     started = time.perf_counter()
+    events = frames_events(bar, on_start)
     with bar:
-        summary = job(frames_events(bar, on_start))
+        try:
+            summary = job(events)
+        finally:
+            if not bar.tasks:  # nothing drawn (an error before the first video, a no-op resume): no blank line
+                close_unused(bar)
     summary.setdefault("seconds", round(time.perf_counter() - started, 2))
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
-    else:
-        render(summary, stderr)
+    else:  # a failure printed above the bar is not printed again under the summary
+        failures = [f for f in summary.get("failures", []) if str(f.get("video")) not in events.shown]
+        render({**summary, "failures": failures}, stderr)
     return summary
 
 
@@ -121,7 +139,7 @@ def command(
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Intensity labels count as present at >= this (DISFA 0-5 scale).")] = 2.0,
     label_scale: Annotated[str, typer.Option(
-        "--label-scale", help="How label values are read: auto (the layout's coding; generic: decided from the "
+        "--label-scale", metavar=" | ".join(("auto", *SCALES)), help="How label values are read: auto (the layout's coding; generic: decided from the "
         "data), binary (1/0) or intensity (0-5, present at >= --threshold).")] = "auto",
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 1 when a label value is outside the scale or an AU is named twice (they are read "
@@ -159,7 +177,7 @@ def command(
 
     def on_start(event: dict) -> None:
         if event.get("already_done"):
-            stderr.print(f"resuming: {event['already_done']} videos already in the cache")
+            stderr.print(f"resuming: {plural(event['already_done'], 'video')} already in the cache")
         for note in event.get("notes", []):
             stderr.print(_line("rerun", "cyan", note))
 
@@ -168,8 +186,14 @@ def command(
                                   render_summary)
     if summary.get("strict_failed"):
         stderr.print(_line("--strict", "red", f"{summary['label_problems']} label problems (listed above): exit 1"))
+    # a video left out of the cache (unreadable labels, its file missing) fails the command, as a failed video does;
+    # label files without a video are only reported
+    skipped = [s for s in summary["skipped"] if not s["reason"].startswith("labels without")]
+    if skipped and not summary["failures"]:
+        stderr.print(_line("error:", "bold red", f"{plural(len(skipped), 'video')} skipped (listed above): exit 1 - "
+                           "fix them and run the same command again (the cache is resumed)"))
     stderr.file.flush()
-    if summary["failures"] or summary.get("strict_failed"):
+    if summary["failures"] or summary.get("strict_failed") or skipped:
         raise typer.Exit(1)
 
 
@@ -186,7 +210,7 @@ def _verify(out: Path, as_json: bool) -> None:
     if report["journal"]:
         stderr.print(_line("journal", "yellow", report["journal"]))
     if report["ok"]:
-        stderr.print(Text.assemble((str(out), "bold"), f": {report['videos']} videos, {report['frames']} frames: "
+        stderr.print(Text.assemble((str(out), "bold"), f": {plural(report['videos'], 'video')}, {plural(report['frames'], 'frame')}: "
                                                        "sizes and checksums intact"))
         return
     n = len(report["damaged"])
@@ -247,7 +271,7 @@ def render_summary(summary: dict, console: Console) -> None:
     speed = f"; {fps:.0f} frames/s with {workers} worker{'s' if workers != 1 else ''}" if fps else ""
     console.print(Text.assemble(
         (summary["cache"], "bold"),
-        f": {v['in_cache']} videos in the cache ({v['processed_now']} now, {v['already_done']} already done), "
+        f": {plural(v['in_cache'], 'video')} in the cache ({v['processed_now']} now, {v['already_done']} already done), "
         f"{v['failed']} failed, {v['skipped']} skipped; {summary['frames_read']} frames read, "
         f"{summary['frames_labelled']} labelled, {summary['faces_found']} faces found "
         f"({summary['faces_found_pct']:.1f}%){speed}",
@@ -255,7 +279,7 @@ def render_summary(summary: dict, console: Console) -> None:
     for f in summary["failures"]:
         console.print(_line("failed", "red", f"{f['video']}: {f['reason']}"))
     for s in summary["skipped"]:
-        console.print(_line("skipped", "yellow", f"{s['video']}: {s['reason']}"))
+        console.print(_line("skipped", "yellow", f"{s.get('file') or s['video']}: {s['reason']}"))
     for m in summary["mismatches"][:20]:
         for issue in m["issues"]:
             console.print(_line("labels", "yellow", f"{m['video']}: {issue}"))

@@ -20,6 +20,7 @@ import typer
 
 from aubench_cli.commands.choices import ReportFormat, ReportLayout
 from aubench_cli.commands._render import print_json, stderr
+from aubench_cli.errors import plural
 
 NAME = "report"
 
@@ -58,10 +59,10 @@ def command(
     if written["report"]:
         stderr.print(f"report written to {written['report']}", markup=False)
     if written.get("embedded_figures"):
-        stderr.print(f"{len(written['embedded_figures'])} figures embedded in the page (it needs no other file)",
+        stderr.print(f"{plural(len(written['embedded_figures']), 'figure')} embedded in the page (it needs no other file)",
                      markup=False)
     elif layout == ReportLayout.paper:
-        stderr.print(f"{len(written['figures'])} figures in {written['figures'][0].rsplit('/', 1)[0] if written['figures'] else '-'}",
+        stderr.print(f"{plural(len(written['figures']), 'figure')} in {written['figures'][0].rsplit('/', 1)[0] if written['figures'] else '-'}",
                      markup=False)
     for study in written["studies"]:
         not_done = {name: state for name, state in study["runs"].items() if state != "done"}

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from aubench_cli.commands.choices import Launcher
 from aubench_cli.commands._render import print_json, progress, stderr, stdout
+from aubench_cli.errors import plural
 
 NAME = "study"
 
@@ -93,6 +94,9 @@ def command(
             for r in rows:
                 r["fold_subjects"] = per_fold[r["fold"]]["subjects"]
                 r["fold_frames"] = per_fold[r["fold"]]["frames"]
+        for r in rows:  # pretrained weights from the library's registry: a download on first use
+            cfg = cfgs.get(r["key"])
+            r["downloads_weights"] = bool(cfg is not None and cfg.model.pretrained and not cfg.model.weights)
         if json_out:
             print_json(rows)
             return
@@ -127,9 +131,10 @@ def command(
         elif kind == "eval" and name in tasks:
             bar.update(tasks[name], description=f"{name}: eval")
 
-    stderr.print(f"study {study.name}: {len(runs)} of {len(study.runs)} runs"
-                 + (f" x {fold_seeds} fold assignments" if fold_seeds else "") + (f" x {folds} folds" if folds else "")
-                 + (f" x {seeds} seeds" if seeds else "") + f" into {out_dir}")
+    stderr.print(f"study {study.name}: {len(runs)} of {plural(len(study.runs), 'run')}"
+                 + (f" x {plural(fold_seeds, 'fold assignment')}" if fold_seeds else "")
+                 + (f" x {plural(folds, 'fold')}" if folds else "")
+                 + (f" x {plural(seeds, 'seed')}" if seeds else "") + f" into {out_dir}")
     with bar:
         try:
             results = run_study(study, out_dir, units=units, sets=sets, cache=cache, weights=given_weights, seeds=seeds,
@@ -237,6 +242,11 @@ def _render_plan(name: str, rows: list[dict], out_dir: Path, per_fold: Optional[
     for r in rows:
         if r["problem"]:
             stdout.print(f"[yellow]{r['name']}: {r['problem']}; pass --weights {r['name']}=FILE[/]")
+    downloads = list(dict.fromkeys(r["name"] for r in rows if r.get("downloads_weights")))
+    if downloads:
+        stdout.print(f"[yellow]{plural(len(downloads), 'run')} ({', '.join(downloads)}) download pretrained weights "
+                     "from the library's registry on first use (network needed once; offline, give a local file "
+                     f"with --weights RUN=FILE, e.g. --weights {downloads[0]}=FILE)[/]")
 
 
 def _render_folds(per_fold: Optional[list[dict]], folds: int) -> None:

@@ -19,6 +19,7 @@ from rich.table import Table
 from aubench_cli.commands._render import print_json
 from aubench_cli.commands.choices import Layout
 from aubench_cli.data.synth import SynthConfig, parse_size, synthesize
+from aubench_cli.data.synth.dataset import check_output
 
 NAME = "synth"
 
@@ -50,6 +51,7 @@ def command(
     config = SynthConfig(subjects=subjects, videos_per_subject=videos_per_subject, frames=frames, width=width,
                          height=height, fps=fps, layout=layout.value, seed=seed, motion=motion)
     config.validate()  # bad options fail before the progress bar appears
+    check_output(Path(out), overwrite)  # so does a folder that is not empty
     bar = Progress(
         TextColumn("[bold]synth"),
         BarColumn(),

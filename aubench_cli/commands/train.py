@@ -16,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from aubench_cli import config as cfgmod
 from aubench_cli.commands._render import print_json, progress, stderr, stdout
 from aubench_cli.commands.choices import Aug, Balance, CudaGraphs, Norm, Optimizer, complete_device, value
-from aubench_cli.errors import UsageError
+from aubench_cli.commands.preprocess import close_unused
+from aubench_cli.errors import UsageError, plural
 
 NAME = "train"
 # what a resume may pass anew: the total of epochs, where it runs, where its cache is now, whether it logs
@@ -88,7 +89,7 @@ def command(
         if kind == "start":
             state["task"] = bar.add_task("train", total=event["total"], speed="")
             state["run"] = event["run"]
-            stderr.print(f"training into {event['run']} ({event['epochs']} epochs, batches of {event['batch_size']})")
+            stderr.print(f"training into {event['run']} ({plural(event['epochs'], 'epoch')}, batches of {event['batch_size']})")
         elif kind == "step":
             bar.update(state["task"], advance=1, description=f"epoch {event['epoch']}")
         elif kind == "epoch":
@@ -108,6 +109,9 @@ def command(
             run = state.get("run", resume or out)
             stderr.print(f"[yellow]interrupted: checkpoint saved; continue with aubench train --resume {run}[/]")
             raise typer.Exit(130) from None
+        finally:
+            if not bar.tasks:  # an error before the first epoch, a resume with nothing left to do: no empty bar
+                close_unused(bar)
     if json_out:
         print_json(summary)
         return

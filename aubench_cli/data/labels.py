@@ -321,7 +321,7 @@ def scale_evidence(layout: str, raws: Iterable[RawLabels], requested: str = "aut
         evidence = (f"only {middle} of {known} known cells ({pct}) hold values above 1 and at most 5, under the "
                     f"{100 * INTENSITY_EVIDENCE:g} % that intensities need: those cells are outside the scale")
     else:
-        evidence = f"{ones} of {known} known cells hold 0 or 1, none a value above 1 and at most 5"
+        evidence = f"{ones} of {known} known cells hold 0 or 1; none holds a value above 1 and at most 5"
     if known - ones - middle:
         evidence += f"; {known - ones - middle} other values are outside both scales"
     return {"scale": "binary", "decided_by": "data", "known_cells": known, "cells_above_1": middle,
@@ -826,6 +826,13 @@ class DatasetLabels:
         return int(self.outside_scale["count"]) + len(self.duplicate_columns)
 
 
+def _relative(path: Path, root: Path | None) -> str:
+    try:
+        return str(Path(path).relative_to(root)) if root is not None else str(path)
+    except ValueError:
+        return str(path)
+
+
 def read_dataset_labels(layout: str, videos: list[VideoSource], threshold: float, scale: str = "auto",
                         root: Path | None = None) -> DatasetLabels:
     """Read every video's label cells, decide the dataset's one scale (``scale_evidence``: a value of 1 means
@@ -836,8 +843,8 @@ def read_dataset_labels(layout: str, videos: list[VideoSource], threshold: float
     for v in videos:
         try:
             raws[v.id] = read_raw_labels(layout, v)
-        except LabelError as exc:
-            skipped.append({"video": v.id, "reason": exc.message})
+        except LabelError as exc:  # "file": the video as the user knows it (the id is internal)
+            skipped.append({"video": v.id, "file": _relative(v.path, root), "reason": exc.message})
     decided = scale_evidence(layout, raws.values(), scale)
     if decided["scale"] == "intensity":
         if not 0 < threshold <= INTENSITY_MAX:

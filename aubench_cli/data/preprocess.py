@@ -48,7 +48,7 @@ from aubench_cli.data.cache import (
 from aubench_cli.data.workers import die_with_parent, ignore_interrupts
 from aubench_cli.data.fingerprint import changed, content_hash, fingerprint, stat_key
 from aubench_cli.data.splits import choose_split_seed, split_report, split_subjects
-from aubench_cli.errors import UsageError
+from aubench_cli.errors import UsageError, plural
 from aubench_cli.data.labels import (
     IMAGE_EXTENSIONS,
     SPLITS,
@@ -141,7 +141,8 @@ def iter_frames(path: Path, wanted: Callable[[int, int], bool], stats: dict) -> 
 
     ``number`` is the frame number in an image's file name (the index for video files). Frames ``wanted``
     rejects are not decoded to pixels (``None``). ``stats`` receives ``container_frames`` and ``unreadable``, and
-    for video files ``msec``: the container's timestamp of the frame just yielded, in milliseconds.
+    for video files ``msec``: the container's timestamp of the frame just yielded, in milliseconds, and
+    ``first_msec``: frame 0's (which OpenCV may report below 0: predict counts time from it).
     """
     import cv2
 
@@ -170,6 +171,8 @@ def iter_frames(path: Path, wanted: Callable[[int, int], bool], stats: dict) -> 
         index = 0
         while cap.grab():
             stats["msec"] = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if index == 0:
+                stats["first_msec"] = stats["msec"]
             if wanted(index, index):
                 ok, frame = cap.retrieve()
                 if not ok:
@@ -512,7 +515,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         summary.update(face_report(cache))
         summary["seconds"] = round(time.perf_counter() - started, 2)
         header = {**header, **{k: cache.header[k] for k in ("created",)}, "updated": now(),
-                  "status": "complete" if not failures else f"incomplete: {len(failures)} videos failed",
+                  "status": "complete" if not failures else f"incomplete: {plural(len(failures), 'video')} failed",
                   "summary": {k: summary[k] for k in ("videos", "frames_read", "faces_found", "failures", "skipped")}}
         consolidate(out, header)
     return summary

@@ -181,6 +181,8 @@ def evaluate_run(
         raise UsageError(f"unknown split {split!r}", "use test, val, train or all")
     if batches < 1:
         raise UsageError(f"--batches must be at least 1, got {batches}", "the paper uses 3000")
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {seed}", "e.g. --seed 0")
     columns = [data.au_names.index(au) for au in au_names]
     labels = np.ascontiguousarray(data.labels[:, columns])
     fold = fold_eval_index(run, data, split)  # a fold run on its own cache: its fold's subjects (never "all")

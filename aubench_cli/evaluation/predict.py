@@ -140,11 +140,14 @@ def frame_count(path: Path) -> int:
         return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not hidden(p))
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
-    try:
-        return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
-    finally:
-        cap.release()
+    from aubench_cli.data.align import quiet_native_stderr
+
+    with quiet_native_stderr():  # a corrupt file's FFmpeg lines ('moov atom not found'): the video's report says it
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
+        finally:
+            cap.release()
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
@@ -430,7 +433,10 @@ def predict_video(task: dict, progress: ProgressFn | None = None) -> dict:
                 while expected < index:  # a frame the decoder skipped (unreadable): a row all the same
                     pending.append((expected, None, None, None))
                     expected += 1
-                ts = stats.get("msec") / 1000.0 if is_file and stats.get("msec") is not None else None
+                # seconds from the first frame: the container's own clock, shifted so that frame 0 is at 0 (the
+                # decoder's first position can be a frame before 0, e.g. -1/60 s on a 60 fps clip)
+                ts = ((stats["msec"] - stats.get("first_msec", 0.0)) / 1000.0
+                      if is_file and stats.get("msec") is not None else None)
                 pending.append((index, ts, face, frame if overlay is not None else None))
                 expected = index + 1
                 n_faces += face is not None
@@ -483,8 +489,68 @@ def _fps(video: Path) -> float:
     return float(fps) if fps and 0 < fps < 1000 else 30.0
 
 
+def panel_layout(h: int, w: int, k: int) -> dict[str, Any]:
+    """Where ``draw_overlay`` puts things in the panel to the right of a ``h`` x ``w`` frame with ``k`` AUs: the
+    panel's left edge and width, the crop inset's side, and each AU row's top, height, bar start and bar width."""
+    pw = max(220, w // 3)
+    inset = max(32, min(pw - 16, h // 3))
+    top = 8 + inset + 8
+    row = max(10, min(24, (h - top - 4) // max(k, 1)))
+    if top + row * k > h:  # a short frame: the crop goes, the rows stay
+        inset, top = 0, 6
+        row = max(10, min(24, (h - top - 4) // max(k, 1)))
+    label_w, value_w = 46, 40
+    return {"x": w, "width": pw, "inset": inset, "top": top, "row": row, "bar_x": w + 6 + label_w,
+            "bar_w": pw - 12 - label_w - value_w}
+
+
+def draw_overlay(frame: np.ndarray, face: Any, probs: np.ndarray | None, au_names: list[str],
+                 thresholds: np.ndarray) -> np.ndarray:
+    """One overlay frame: the video frame untouched but for the landmarks (small dots), and beside it a panel with
+    the aligned crop and, per AU, its probability as a bar (green at or above its threshold), the threshold as a
+    white tick and the value in figures (``-`` where no face was found). The face is never covered."""
+    import cv2
+
+    img = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    h, w = img.shape[:2]
+    k = len(au_names)
+    g = panel_layout(h, w, k)
+    out = np.full((h, w + g["width"], 3), 32, dtype=np.uint8)
+    out[:, :w] = img
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    if face is not None:
+        for x, y in face.landmarks.astype(int):
+            cv2.circle(out, (int(x), int(y)), 1, (0, 255, 255), -1)
+        if g["inset"]:
+            crop = cv2.resize(face.crop, (g["inset"], g["inset"]), interpolation=cv2.INTER_AREA)
+            x0 = w + (g["width"] - g["inset"]) // 2
+            out[8:8 + g["inset"], x0:x0 + g["inset"]] = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+    elif g["inset"]:
+        cv2.putText(out, "no face", (w + 10, 8 + g["inset"] // 2), font, 0.6, (80, 80, 255), 1, cv2.LINE_AA)
+    row, scale = g["row"], max(0.3, min(0.5, g["row"] / 40))
+    for i, au in enumerate(au_names):
+        y = g["top"] + i * row
+        y_text = y + row - max(3, row // 4)
+        cv2.putText(out, au, (w + 6, y_text), font, scale, (230, 230, 230), 1, cv2.LINE_AA)
+        bx, bw = g["bar_x"], g["bar_w"]
+        cv2.rectangle(out, (bx, y + 2), (bx + bw, y + row - 3), (70, 70, 70), -1)
+        if probs is not None:
+            p = float(probs[i])
+            on = p >= thresholds[i]
+            cv2.rectangle(out, (bx, y + 2), (bx + int(round(bw * p)), y + row - 3),
+                          (60, 200, 60) if on else (170, 170, 170), -1)
+            cv2.putText(out, f"{p:.2f}", (bx + bw + 5, y_text), font, scale, (255, 255, 255) if on else (200, 200, 200),
+                        1, cv2.LINE_AA)
+        else:
+            cv2.putText(out, "-", (bx + bw + 5, y_text), font, scale, (150, 150, 150), 1, cv2.LINE_AA)
+        tx = bx + int(round(bw * float(thresholds[i])))
+        cv2.line(out, (tx, y), (tx, y + row - 1), (255, 255, 255), 1)
+    return out
+
+
 class _Overlay:
-    """Writes each frame with the aligned crop inset and one bar per AU probability (MP4, else MJPG AVI)."""
+    """Writes each frame (``draw_overlay``: the frame, and beside it the aligned crop and one bar per AU
+    probability with its value and threshold) into an MP4, else an MJPG AVI."""
 
     def __init__(self, paths: dict[str, Path], au_names: list[str], thresholds: np.ndarray, tmp_files: list[Path],
                  fps: float):
@@ -508,36 +574,11 @@ class _Overlay:
         raise RuntimeError("OpenCV can write neither MP4 (mp4v) nor AVI (MJPG) video here")
 
     def write(self, frame: np.ndarray | None, face: Any, probs: np.ndarray | None) -> None:
-        import cv2
-
         if frame is None:  # an undecodable frame: repeat nothing, draw nothing
             return
+        img = draw_overlay(frame, face, probs, self.au_names, self.thresholds)
         if self.writer is None:
-            self._open(frame)
-        img = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        h, w = img.shape[:2]
-        inset = max(48, min(h, w) // 3)
-        if face is not None:
-            crop = cv2.resize(face.crop, (inset, inset), interpolation=cv2.INTER_NEAREST)
-            img[:inset, :inset] = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
-            lm = face.landmarks.astype(int)
-            for x, y in lm:
-                cv2.circle(img, (int(x), int(y)), 2, (0, 255, 255), -1)
-        else:
-            cv2.putText(img, "no face", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 255), 2)
-        k = len(self.au_names)
-        row = max(8, min(22, (h - 8) // max(k, 1)))
-        bar_w = max(40, w // 5)
-        x0 = w - bar_w - 70
-        for i, au in enumerate(self.au_names):
-            y = 4 + i * row
-            cv2.rectangle(img, (x0, y), (x0 + bar_w, y + row - 3), (60, 60, 60), -1)
-            if probs is not None:
-                on = probs[i] >= self.thresholds[i]
-                length = int(round(bar_w * float(probs[i])))
-                cv2.rectangle(img, (x0, y), (x0 + length, y + row - 3), (0, 200, 0) if on else (200, 200, 200), -1)
-            cv2.putText(img, au, (x0 + bar_w + 4, y + row - 5), cv2.FONT_HERSHEY_SIMPLEX, max(0.3, row / 40),
-                        (255, 255, 255), 1)
+            self._open(img)
         self.writer.write(img)
 
     def finish(self) -> Path | None:
@@ -569,7 +610,22 @@ def read_predictions(path: Path, au_names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _plot_from_csv(csv_path: Path, png: Path, au_names: list[str], thresholds: np.ndarray) -> None:
-    """One lane per AU: its probability over time, the threshold dashed, frames without a face shaded."""
+    """``draw_prediction_plot`` written atomically to ``png``."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_prediction_plot(csv_path, au_names, thresholds)
+    tmp = _tmp(png)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, png)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def draw_prediction_plot(csv_path: Path, au_names: list[str], thresholds: np.ndarray):
+    """One lane per AU: its probability over time on a 0 / 0.5 / 1 scale (ticks on the right), the threshold
+    dashed, frames without a face shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -581,27 +637,23 @@ def _plot_from_csv(csv_path: Path, png: Path, au_names: list[str], thresholds: n
     x = t if use_time else data["frame"].astype(np.float64)
     faceless = data["success"] == 0
     k = len(au_names)
-    fig, axes = plt.subplots(k, 1, figsize=(12, 0.55 * k + 1.2), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(k, 1, figsize=(12, 0.7 * k + 1.2), sharex=True, squeeze=False)
     for i, (ax, au) in enumerate(zip(axes[:, 0], au_names)):
         if faceless.any():
             ax.fill_between(x, 0, 1, where=faceless, color="0.8", step="mid", linewidth=0)
         ax.plot(x, data["probs"][:, i], linewidth=0.8, color="C0")
         ax.axhline(thresholds[i], color="C3", linestyle="--", linewidth=0.6)
-        ax.set_ylim(0, 1)
-        ax.set_yticks([])
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_yticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=6)
+        ax.yaxis.tick_right()
+        ax.grid(axis="y", color="0.85", linewidth=0.5)
         ax.set_ylabel(au, rotation=0, ha="right", va="center", fontsize=8)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        ax.spines["top"].set_visible(False)
     axes[-1, 0].set_xlabel("time (s)" if use_time else "frame")
-    axes[0, 0].set_title(f"{csv_path.name}: AU probabilities (dashed: threshold; grey: no face)", fontsize=9)
+    axes[0, 0].set_title(f"{csv_path.name}: probability of each AU, 0 to 1 (dashed: threshold; grey: no face)",
+                         fontsize=9)
     fig.tight_layout(h_pad=0.1)
-    tmp = _tmp(png)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, png)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    return fig
 
 
 # -- the whole run -----------------------------------------------------------------------------------------------

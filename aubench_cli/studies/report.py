@@ -10,9 +10,11 @@ second best in [brackets] (ours and the paper's ranked separately by ``evaluatio
 eval table uses, on the values as printed, to 0.1), the paper's number in parentheses beside ours, the mean
 balanced accuracy with its 95 % interval over test subjects, and for architecture studies the FLOPs / #params /
 memory rows. Under each table, the resolution of its test split: the 95 % half-width of a paired difference
-between two of its runs and the smallest difference detectable with 80 % power (``resolution``). Figures: a
-per-AU bar chart per study, accuracy against FLOPs for architecture studies, and Fig. 2's panels (accuracy
-against % of frames and % of subjects); their error bars are the balanced accuracy's 95 % intervals.
+between two of its runs and the smallest difference detectable with 80 % power (``resolution``). Figures
+(drawn in ``studies/figures.py``): per-AU bars per study, accuracy against FLOPs for architecture studies, and
+Fig. 2's panels (accuracy against % of frames and % of subjects); their error bars are the balanced accuracy's
+95 % intervals. Every caption says what differs from the paper's protocol (``protocol_notes``: the overrides
+recorded in study.json, settings unlike the preset's, synthetic data).
 
 A k-fold study (``DIR/<run>/fold<i>/[seed<k>/]``) shows each run as the mean ± sd over its folds here;
 ``layout="literature"`` prints the AU literature's tables instead (runs as rows, F1, pooled folds:
@@ -33,10 +35,12 @@ import yaml
 
 import numpy as np
 
+from aubench_cli import config as cfgmod
 from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
 from aubench_cli.errors import UsageError
-from aubench_cli.studies.study import COSTS_FILE, STATUS_DIR, STUDY_FILE, arch_costs
+from aubench_cli.studies.figures import _costs, curve_figure, flops_figure, per_au_figure
+from aubench_cli.studies.study import COSTS_FILE, STATUS_DIR, STUDY_FILE
 
 # Studies under one folder are reported in the paper's order; others follow alphabetically.
 PAPER_ORDER = ["table1-architectures", "table2-normalization", "table2-augmentation", "table2-balancing",
@@ -68,6 +72,7 @@ class RunResult:
     mean_sd: float | None = None
     spread_over: str = "seeds"  # what ``seeds`` holds: the training seeds, or the folds of a k-fold study
     subset: dict[str, Any] | None = None  # data.json's Section V subset (realised frames where the budget was not met)
+    config: dict[str, Any] | None = None  # the run's config.yaml (the first seed's or fold's)
 
     @property
     def label(self) -> str:
@@ -136,6 +141,7 @@ def _read_run(run_dir: Path, status_path: Path, entry: dict[str, Any]) -> RunRes
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
     if config:
         run.arch = config["model"]["arch"]
+        run.config = config
     else:
         run.arch = (entry.get("set") or {}).get("model.arch") or None
     eval_path = run_dir / "eval.json"
@@ -202,7 +208,8 @@ def _combine(entry: dict[str, Any], parts: list[RunResult], over: str) -> RunRes
     done = [r for r in parts if r.state == "done"]
     first = parts[0]
     run = RunResult(entry["name"], first.title, "done", x=first.x, paper=first.paper, seeds=parts,
-                    arch=next((r.arch for r in parts if r.arch), None), spread_over=over)
+                    arch=next((r.arch for r in parts if r.arch), None), spread_over=over,
+                    config=next((r.config for r in parts if r.config), None))
     if len(done) < len(parts):
         worst = next(r for r in parts if r.state != "done")
         run.state = worst.state
@@ -408,16 +415,6 @@ def _mark(value: float | None, rank: int | None, fmt: str) -> str:
     return text
 
 
-def _costs(study: StudyResults) -> dict[str, dict[str, Any]]:
-    """Our per-image costs (paper conventions) per run, with as many outputs as the runs predict."""
-    k = len(next((r.per_au for r in study.runs if r.per_au), None) or []) or 12
-    out = {}
-    for run in study.runs:
-        if run.arch:
-            out[run.name] = arch_costs(run.arch, k, study.dir)
-    return out
-
-
 def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of a study's table in the paper's layout, cells already marked for ``fmt``."""
     header = ["Exp."] + [run.label for run in study.runs]
@@ -484,10 +481,87 @@ def study_table(study: StudyResults, fmt: str) -> tuple[list[str], list[list[str
     return header, rows
 
 
+# Settings that are the machine's, not the experiment's: never reported as a difference from the paper.
+_NOT_PROTOCOL = ("data.cache", "data.drop_unbalanceable", "train.device", "train.channels_last", "train.amp",
+                 "train.compile", "train.scale_batch", "model.layout", "model.allow_partial_weights")
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in config.items() if isinstance(values, dict)
+            for key, value in values.items()}
+
+
+def _is_synthetic(study: StudyResults) -> bool | None:
+    """Whether the study's cache was made from ``aubench synth`` data (its source folder holds synth.json); None
+    when the cache or its source cannot be read."""
+    caches = {study.record.get("cache")} | {(r.config or {}).get("data", {}).get("cache") for r in study.runs}
+    verdict = None
+    for cache in caches - {None}:
+        header = Path(str(cache)) / "cache.json"
+        try:
+            source = (json.loads(header.read_text()).get("source") or {}).get("path")
+        except (OSError, ValueError):
+            continue
+        if source and (Path(source) / "synth.json").is_file():
+            return True
+        if source and Path(source).is_dir():
+            verdict = False
+    return verdict
+
+
+def protocol_notes(study: StudyResults) -> list[str]:
+    """What differs from the paper's protocol, for every table and figure caption: the overrides given to
+    ``aubench study`` (recorded in study.json), each setting of a run that differs from what its preset asks
+    (the paper's), test batches other than the preset's, and whether the data is synthetic."""
+    notes: list[str] = []
+    synthetic = _is_synthetic(study)
+    if synthetic:
+        notes.append("SYNTHETIC DATA (aubench synth): these numbers test the pipeline, not the paper's claims")
+    sets = [str(s) for s in study.record.get("sets") or []]
+    if sets:
+        notes.append("overrides: " + ", ".join(f"--set {s}" for s in sets))
+    differ: dict[str, set[str]] = {}
+    for entry, run in zip(study.record.get("runs") or [], study.runs):
+        if not run.config:
+            continue
+        wanted = cfgmod.Config()
+        try:
+            cfgmod.apply_mapping(wanted, study.record.get("shared") or {}, "preset")
+            for key, value in (entry.get("set") or {}).items():
+                cfgmod.set_value(wanted, key, value, "preset")
+        except UsageError:
+            continue
+        want, got = _flat(cfgmod.to_dict(wanted)), _flat(run.config)
+        for key, value in got.items():
+            if key in want and key not in _NOT_PROTOCOL and not key.startswith(("eval.", "profile.")) \
+                    and value != want[key]:
+                differ.setdefault(f"{key} {value} (paper {want[key]})", set()).add(run.name)
+    if differ:
+        n = sum(1 for r in study.runs if r.config)
+        notes.append("settings unlike the paper's: " + ", ".join(
+            text + ("" if len(names) == n else f" in {', '.join(sorted(names))}") for text, names in differ.items()))
+    paper_batches = (study.record.get("shared") or {}).get("eval", {}).get("batches", cfgmod.EvalConfig().batches)
+    batches = sorted({r.eval_batches for r in study.runs if r.state == "done" and r.eval_batches is not None})
+    if batches and batches != [paper_batches]:
+        notes.append(f"{'/'.join(str(b) for b in batches)} test batches (paper {paper_batches})")
+    if synthetic is None and study.runs and any(r.state == "done" for r in study.runs):
+        notes.append("data source unknown (cache not found)")
+    return notes
+
+
+def protocol_text(study: StudyResults) -> str:
+    """``protocol_notes`` as one sentence (or the statement that the runs follow the paper's protocol)."""
+    notes = protocol_notes(study)
+    if not notes:
+        return "Protocol: as in the paper (the preset's settings, no overrides)."
+    return "Differs from the paper's protocol: " + "; ".join(notes) + "."
+
+
 def _caption(study: StudyResults) -> str:
     done = [r for r in study.runs if r.state == "done"]
     batches = {r.eval_batches for r in done}
-    parts = [f"Preset `{study.name}`, directory `{study.dir}`; {len(done)} of {len(study.runs)} runs done."]
+    parts = [f"Preset `{study.name}`, directory `{study.dir}`; {len(done)} of {len(study.runs)} runs done.",
+             protocol_text(study)]
     parts.append("Test accuracy (%) at 0.5 over each AU's own frames of "
                  + (f"{', '.join(str(b) for b in sorted(batches))} balanced test batches" if batches else "the balanced test batches")
                  + "; best in bold, second best [bracketed]. The balanced AVG row is the mean balanced accuracy "
@@ -596,142 +670,6 @@ def _rel(path: Path, base: Path) -> str:
 # figures
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def per_au_figure(study: StudyResults, path: Path) -> Path:
-
-    plt = _pyplot()
-    aus = study.aus() + ["AVG"]
-    runs = study.runs
-    width = 0.8 / max(1, len(runs))
-    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.45 * len(aus) * (1 + len(runs) / 6))), 5.5))
-    xs = np.arange(len(aus))
-    cmap = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")  # tab20: pairs of shades, still distinct
-    for i, run in enumerate(runs):
-        pos = xs - 0.4 + width * (i + 0.5)
-        vals, bals, lows, highs = [], [], [], []
-        for au in aus:
-            if au == "AVG":
-                acc, bal, ci = run.mean, run.balanced, run.mean_ci
-            else:
-                m = run.per_au.get(au) or {}
-                acc, bal, ci = m.get("accuracy"), m.get("balanced_accuracy"), m.get("ci95")
-            vals.append(np.nan if acc is None else 100 * acc)
-            bals.append(np.nan if bal is None or not ci else 100 * bal)
-            lows.append(0 if bal is None or not ci else 100 * (bal - ci[0]))
-            highs.append(0 if bal is None or not ci else 100 * (ci[1] - bal))
-        if run.n_seeds:  # the mean over seeds as the bar, each seed as a dot
-            ax.bar(pos, vals, width, color=cmap(i % cmap.N), label=f"{run.label} (mean of {run.n_seeds} {run.spread_over})")
-            for x, au in zip(pos, aus):
-                ys = [100 * v for v in run.seed_values(au)]
-                ax.scatter([x] * len(ys), ys, s=9, color="black", zorder=3, label=None)
-        else:
-            ax.bar(pos, vals, width, color=cmap(i % cmap.N), label=run.label)
-            ax.errorbar(pos, bals, yerr=[lows, highs], fmt=".", ms=2, color="dimgrey", capsize=1.5, elinewidth=0.7,
-                        label="balanced accuracy, 95 % CI" if i == 0 else None)
-        paper = run.paper.get("accuracy") or {}
-        if paper:
-            ax.scatter(pos, [paper.get(au, np.nan) for au in aus], marker="_", s=60, color="black", zorder=3,
-                       label="paper" if i == 0 else None)
-    ax.set_xticks(xs, aus)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(40, 100)
-    ax.axhline(50, color="grey", lw=0.6, ls=":")
-    ax.set_title(study.title, fontsize=10)
-    ax.legend(fontsize=7, ncol=min(4, len(runs) + 1), loc="upper left", bbox_to_anchor=(0, -0.08), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def flops_figure(study: StudyResults, path: Path) -> Path:
-    plt = _pyplot()
-    costs = _costs(study)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for run in study.runs:
-        if run.mean is not None and run.name in costs:
-            x, y = costs[run.name]["flops"] / 1e6, 100 * run.mean
-            ax.scatter([x], [y], color="tab:blue")
-            if run.mean_ci and run.balanced is not None:
-                b = 100 * run.balanced
-                ax.errorbar([x], [b], yerr=[[b - 100 * run.mean_ci[0]], [100 * run.mean_ci[1] - b]], fmt="_",
-                            color="tab:blue", alpha=0.6, capsize=3)
-            ax.annotate(run.title, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        paper_avg = (run.paper.get("accuracy") or {}).get("AVG")
-        if paper_avg is not None and run.paper.get("flops_m"):
-            ax.scatter([run.paper["flops_m"]], [paper_avg], facecolors="none", edgecolors="tab:red")
-            ax.annotate(run.title, (run.paper["flops_m"], paper_avg), textcoords="offset points", xytext=(4, -10),
-                        fontsize=7, color="tab:red")
-    ax.scatter([], [], color="tab:blue", label="ours (accuracy; bars: balanced accuracy, 95 % CI)")
-    if any(r.paper.get("flops_m") for r in study.runs):
-        ax.scatter([], [], facecolors="none", edgecolors="tab:red", label="paper (Table I)")
-    missing = [r.title for r in study.runs if r.state != "done"]
-    if missing:
-        ax.text(0.01, 0.01, "not done: " + ", ".join(missing), transform=ax.transAxes, fontsize=7, va="bottom",
-                color="grey", wrap=True)
-    ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
-
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("forward FLOPs per image (millions, log scale)")
-    ax.set_ylabel("mean test accuracy over AUs (%)")
-    ax.set_title("Accuracy against computational cost", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def curve_figure(studies: list[StudyResults], path: Path) -> Path:
-    """One panel per curve study (Fig. 2: left frames, right subjects): mean accuracy against x, 95 % intervals."""
-    plt = _pyplot()
-    order = {"left": 0, "right": 1}
-    studies = sorted(studies, key=lambda s: (order.get(str(s.meta.get("panel")), 2), s.name))
-    fig, axes = plt.subplots(1, len(studies), figsize=(5.2 * len(studies), 4.2), squeeze=False, sharey=True)
-    for ax, study in zip(axes[0], studies):
-        points = sorted((r.x, 100 * r.mean, 100 * r.balanced, 100 * r.mean_ci[0], 100 * r.mean_ci[1])
-                        for r in study.runs
-                        if r.x is not None and r.mean is not None and r.mean_ci and r.balanced is not None)
-        if points:
-            xs, ys, bs, lo, hi = zip(*points)
-            ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.2, label="balanced accuracy, 95 % CI")
-            ax.plot(xs, bs, ":", color="tab:blue", lw=1)
-            ax.plot(xs, ys, "o-", color="tab:blue", label="mean accuracy")
-        missing = [f"{r.x:g}" if r.x is not None else r.name for r in study.runs if r.state != "done"]
-        if missing:
-            ax.text(0.02, 0.97, f"not done: {', '.join(missing)} %", transform=ax.transAxes, fontsize=8, color="grey",
-                    va="top")
-        xs_all = [r.x for r in study.runs if r.x is not None]
-        if xs_all:
-            ax.set_xticks(xs_all)
-            ax.set_xlim(min(xs_all) - 10, max(xs_all) + 10)
-        ax.set_xlabel(str(study.meta.get("x_label") or "x"))
-        ax.set_title(str(study.meta.get("paper_ref") or study.name), fontsize=10)
-        ax.grid(alpha=0.3)
-        if points:
-            ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("mean test accuracy over AUs (%)")
-    fig.suptitle("AU detection accuracy against training frames and subjects (baseline CNN)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def make_figures(studies: list[StudyResults], folder: Path) -> dict[str, list[Path]]:
     """Every figure of the report as PNG under ``folder``, keyed by study name ('' for figures of several)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -742,14 +680,19 @@ def make_figures(studies: list[StudyResults], folder: Path) -> dict[str, list[Pa
         if study.kind == "curve":
             curves.setdefault(str(study.meta.get("figure") or study.name), []).append(study)
         else:
-            made.append(per_au_figure(study, folder / f"{study.name}-per-au.png"))
+            made.append(per_au_figure(study, folder / f"{study.name}-per-au.png", note=protocol_text(study)))
         if study.has_costs():
-            made.append(flops_figure(study, folder / f"{study.name}-accuracy-vs-flops.png"))
+            made.append(flops_figure(study, folder / f"{study.name}-accuracy-vs-flops.png", _costs(study),
+                                     note=protocol_text(study)))
     for name, group in curves.items():
-        path = curve_figure(group, folder / f"{name}.png")
+        texts = [protocol_text(s) for s in group]
+        note = texts[0] if len(set(texts)) == 1 else " ".join(
+            f"{s.meta.get('paper_ref') or s.name}: {t}" for s, t in zip(group, texts))
+        path = curve_figure(group, folder / f"{name}.png", note=note)
         figures.setdefault("" if len(group) > 1 else group[0].name, []).append(path)
         for study in group:  # the per-AU view of curve studies too
-            figures[study.name].append(per_au_figure(study, folder / f"{study.name}-per-au.png"))
+            figures[study.name].append(per_au_figure(study, folder / f"{study.name}-per-au.png",
+                                                     note=protocol_text(study)))
     return figures
 
 
@@ -817,4 +760,5 @@ def write_report(folder: str | Path, fmt: str = "md", out: str | Path | None = N
     }
 
 
-__all__ = ["collect", "write_report", "study_table", "make_figures", "COSTS_FILE"]
+__all__ = ["collect", "write_report", "study_table", "make_figures", "protocol_notes", "COSTS_FILE",
+           "per_au_figure", "flops_figure", "curve_figure"]

@@ -247,6 +247,7 @@ def run_config(study: Study, run: StudyRun, sets: list[str] | None = None, cache
         cfg.data.fold_seed += assignment
     if cfg.train.aug:
         cfg.train.aug = cfg.train.aug.upper()
+    cfgmod.check_values(cfg)  # a --set out of range stops the study before any run starts
     return cfg
 
 
@@ -698,7 +699,8 @@ def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg:
             raise
         message = exc.message if isinstance(exc, AubenchError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, AubenchError) and exc.hint:
-            message += f" - {exc.hint}"
+            # the library's advice is aubench train's syntax; a study takes its weights per run
+            message += " - " + exc.hint.replace("--weights FILE", f"--weights {run.name}=FILE")
         _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold,
                                       "assignment": unit.assignment, "state": "failed",
                                       "error": message, "started": started, "at": _now()})

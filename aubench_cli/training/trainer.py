@@ -121,7 +121,7 @@ def select_subset(cache: Any, index: np.ndarray, frames_frac: float, subjects_fr
     """
     for name, value in (("frames_frac", frames_frac), ("subjects_frac", subjects_frac)):
         if not 0 < value <= 1:
-            raise UsageError(f"data.{name} must be in (0, 1], got {value}", "e.g. --frames-frac 0.2")
+            raise UsageError(f"data.{name} must be in (0, 1], got {value}", f"e.g. --{name.replace('_', '-')} 0.2")
     if frames_frac < 1 and frames_frac > subjects_frac + 1e-9:
         raise UsageError(
             f"--frames-frac {frames_frac} is more than --subjects-frac {subjects_frac} can provide",

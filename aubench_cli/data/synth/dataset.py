@@ -68,6 +68,8 @@ class SynthConfig:
                              "a face needs room: try 640x480 or 320x240")
         if not 1 <= self.fps <= 240:
             raise UsageError(f"--fps must be between 1 and 240, got {self.fps}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be 0 or more, got {self.seed}", "e.g. --seed 0")
         for name, rate in self.rates.items():
             if name not in layout.aus:
                 raise UsageError(f"rate given for {name!r}, which the {layout.name} layout does not hold",
@@ -196,7 +198,8 @@ def render_video(config: SynthConfig, subject: int, video: int, labels: Labels,
         yield renderer.render(labels.intensity[t], cond.poses[t], cond.lights[t], cond.background, cond.noise(t))
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a path that is a file, or a non-empty folder without ``overwrite`` (before anything is drawn)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a folder", "give a new or empty folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -213,7 +216,7 @@ def synthesize(out: str | os.PathLike, config: SynthConfig, progress: Progress |
     """
     layout = config.validate()
     root = Path(out)
-    _check_output(root, overwrite)
+    check_output(root, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     astronaut_landmarks()  # fail early, before any file is written, if the face cannot be found
     plan = _plan(config, layout)
