@@ -156,7 +156,8 @@ def test_when_graphs_fall_back_to_eager():
 
 def test_a_failed_capture_continues_eagerly(cache, tmp_path, monkeypatch):
     """A capture that raises is logged once and the run goes on with the same step, eagerly: same weights."""
-    reference = train(_cfg(cache, **{"train.cuda_graphs": "emulate"}), tmp_path / "ref")
+    three = {"train.epochs": 3}  # validation: one pass of its 3 batches per epoch, captured after 2 eager ones
+    reference = train(_cfg(cache, **three, **{"train.cuda_graphs": "emulate"}), tmp_path / "ref")
     tries = []
 
     def refuse(graph, stream=None):  # noqa: ARG001
@@ -174,8 +175,23 @@ def test_a_failed_capture_continues_eagerly(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "graph", refuse)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     lines = []
-    summary = train(_cfg(cache, **{"train.cuda_graphs": "emulate"}), tmp_path / "fell", log=lines.append)
+    summary = train(_cfg(cache, **three, **{"train.cuda_graphs": "emulate"}), tmp_path / "fell", log=lines.append)
     failures = [line for line in lines if line.startswith("CUDA graphs off: capturing")]
     assert len(tries) == 2 and len(failures) == 2  # the step and validation, each tried once
     assert "the step failed (RuntimeError: operation not permitted" in failures[0]
     assert summary["weights_checksum"] == reference["weights_checksum"]
+
+
+def test_validation_graph_takes_several_batches_per_pass_and_counts_as_the_plain_one(cache, tmp_path):
+    from aubench_cli.training.trainer import read_metrics
+
+    assert [graphs.val_group(n) for n in (1, 3, 7, 8, 12, 300, 301)] == [1, 3, 7, 8, 6, 6, 7]
+    assert graphs.val_group(300, most=4) == 4
+    cfg = {"train.val_batches": 6, "train.epochs": 3}  # one pass of 6 batches per epoch (and 2 eager warm-ups)
+    train(_cfg(cache, **cfg, **{"train.cuda_graphs": "off"}), tmp_path / "plain")
+    train(_cfg(cache, **cfg, **{"train.cuda_graphs": "emulate"}), tmp_path / "static")
+    plain, static = read_metrics(tmp_path / "plain" / "metrics.csv"), read_metrics(tmp_path / "static" / "metrics.csv")
+    columns = [k for k in plain[0] if k.startswith("val_")]
+    assert len(columns) > 1 and len(plain) == len(static) == 3
+    for a, b in zip(plain, static):  # per-AU validation accuracy, every epoch
+        assert [a[k] for k in columns] == pytest.approx([b[k] for k in columns], abs=1e-6)
