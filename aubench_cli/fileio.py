@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` or what it held before, never a part: a failed write (a full disk) leaves no temp."""
+    """``path`` holds ``data`` or what it held before, never a part: a failed write (a full disk) leaves no temp.
+
+    The temporary name is the writer's own (process and thread), so two processes writing one file (a study's
+    lease, written by the launcher and by the job) never write into each other's temporary file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)

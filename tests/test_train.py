@@ -498,7 +498,7 @@ def test_validation_counts_only_the_ranks_own_batches():
                           step=SimpleNamespace(autocast=contextlib.nullcontext(),
                                                inputs=lambda idx: torch.from_numpy(idx).double()[:, None]),
                           val_batches=[wrong, right], val_counted=1, val_targets=torch.ones(4, 1, dtype=torch.int8),
-                          ddp=Dist())
+                          ddp=Dist(), graph_val=None)
     assert validate(run).tolist() == [0.0]  # the uncounted pass (a batch of another rank) leaves the score alone
     run.val_counted = 2
     assert validate(run).tolist() == [0.5]
