@@ -291,3 +291,16 @@ def test_aus_option_restricts_the_columns_and_the_average(folded):
     result = runner.invoke(app, ["report", str(out), "--layout", "literature", "--aus", "AU12,AU01", "--out", "-"])
     assert result.exit_code == 0 and "| Method | AU12 | AU01 | Avg. |" in result.stdout
     assert runner.invoke(app, ["report", str(out), "--aus", "AU12"]).exit_code == 2
+
+
+def test_literature_captions_say_how_the_runs_differ_from_the_paper(tmp_path):
+    preset = {"name": "odd", "study": {"title": "Study odd", "kind": "table"},
+              "runs": [{"name": "run_a", "title": "Net_A"}, {"name": "b", "title": "B"}]}
+    out = tmp_path / "odd"
+    write_study_file(parse_study(preset, "odd", tmp_path / "odd.yaml"), out, ["train.epochs=1"], None, None)
+    labels = _truth()
+    for name, noise in NOISE.items():
+        _write_unit(out / name, _predictions(labels, noise, 3), labels, SUBJECTS)
+    for fmt in ("md", "tex"):
+        text = literature.literature_report(out, fmt, "-")["text"]
+        assert "overrides: --set train.epochs=1" in text.replace("\\_", "_").replace("\\", ""), fmt

@@ -40,7 +40,7 @@ from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
 # one way: this layout builds on report.py's reading of a study (report.py never imports this module)
 from aubench_cli.studies.report import (  # noqa: F401 - unit_grid, pooled_counts, tex_escape: public here too
-    FOLD_DIR, _read_run, collect, fold_count, pooled_counts, tex_escape, unit_grid)
+    FOLD_DIR, _read_run, collect, fold_count, load_study_dir, pooled_counts, protocol_text, tex_escape, unit_grid)
 
 METRICS = {"f1": "F1 (%) at 0.5", "balanced_accuracy": "Balanced accuracy (%)"}
 AVG = "Avg."
@@ -238,6 +238,7 @@ def caption(study: LiteratureStudy) -> str:
             parts.append(f"{r.title} has no result for {', '.join(lacking)}: its Avg. is over the other AUs.")
         if r.pooled_note and study.folds:
             parts.append(f"{r.title}: no pooled figure ({r.pooled_note}).")
+    parts.append(protocol_text(load_study_dir(study.dir)))  # overrides, settings unlike the paper's, synthetic data
     parts.append("What these numbers can be compared with: docs/studies.md.")
     return " ".join(parts)
 
