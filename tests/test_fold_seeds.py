@@ -90,6 +90,7 @@ def test_launcher_jobs_carry_the_assignment(tmp_path, monkeypatch):
                     for i in range(len(specs))]
 
     monkeypatch.setattr(launcher, "make_executor", lambda out, options: FakeExecutor())
+    monkeypatch.setattr(launcher, "_JOBS", [])  # the fake jobs must not stay for a later test's --wait
     result = runner.invoke(app, ["study", str(preset), "--cache", str(cache), "--out", str(out), "--only", "raw",
                                  "--folds", "2", "--fold-seeds", "2", "--launcher", "local", "--json"])
     assert result.exit_code == 0, result.output
