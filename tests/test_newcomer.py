@@ -54,3 +54,22 @@ def test_synth_preprocess_train_eval_at_defaults(tmp_path, monkeypatch):
         assert fix in refused.stderr, (fix, refused.stderr)
     tested = runner.invoke(app, ["eval", "runs/first", "--batches", "5"])
     assert tested.exit_code == 2 and "--split-seed" in tested.stderr and "--folds" in tested.stderr
+
+
+@pytest.mark.slow
+def test_a_tiny_set_trains_and_evaluates_at_defaults(tmp_path, monkeypatch):
+    """6 subjects of 30 frames: the split chosen by subjects alone left AU06 without a positive frame in val, and
+    train refused; preprocess now also asks every split to hold both kinds of frame of every AU."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    made = runner.invoke(app, ["synth", "ds", "--subjects", "6", "--videos-per-subject", "1", "--frames", "30",
+                               "--size", "320x240"])
+    assert made.exit_code == 0, made.output
+    prep = runner.invoke(app, ["preprocess", "ds", "--out", "cache", "--workers", "1", "--json"])
+    assert prep.exit_code == 0, prep.output
+    assert json.loads(prep.stdout)["split_seed"]["from"] == "first-balancing"
+    trained = runner.invoke(app, ["train", "--cache", "cache", "--epochs", "1", "--batches-per-epoch", "2",
+                                  "--val-batches", "1", "--out", "run"])
+    assert trained.exit_code == 0, trained.output
+    evaluated = runner.invoke(app, ["eval", "run", "--cache", "cache", "--batches", "20"])
+    assert evaluated.exit_code == 0, evaluated.output

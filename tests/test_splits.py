@@ -225,3 +225,29 @@ def test_eval_refuses_only_subjects_the_run_saw(trained):
     with pytest.raises(UsageError, match="S02"):
         check_held_out(run, c, "test", c.indices("test"))
     assert np.array_equal(np.sort(c.indices("test")), c.indices("test"))
+
+
+def test_default_seed_also_balances_every_au_where_a_seed_can():
+    from aubench_cli.data.splits import choose_split_seed, unbalanced
+
+    subjects = [f"s{i:02d}" for i in range(1, 7)]
+    wanted = ["train", "val", "test"]
+    seed, how, _ = choose_split_seed(subjects)  # by subjects alone
+    where = split_subjects(subjects, seed=seed)
+    # AU06 occurs in three subjects only, all in train under that seed: val and test have none of it
+    carriers = [s for s in subjects if where[s] == "train"][:3]
+    assert len(carriers) == 3
+    coded = {s: ({"AU01", "AU06"} if s in carriers else {"AU01"}, {"AU01", "AU06"}) for s in subjects}
+    assert unbalanced(subjects, (0.74, 0.11, 0.15), seed, coded, wanted)  # the old choice leaves AU06 one-sided
+    chosen, how2, note = choose_split_seed(subjects, coded=coded)
+    assert how2 == "first-balancing" and chosen != seed and "AU06" in note
+    assert set(split_subjects(subjects, seed=chosen).values()) == set(wanted)
+    assert not unbalanced(subjects, (0.74, 0.11, 0.15), chosen, coded, wanted)
+    assert not any(set(split_subjects(subjects, seed=s).values()) == set(wanted)
+                   and not unbalanced(subjects, (0.74, 0.11, 0.15), s, coded, wanted) for s in range(chosen))
+    # labels that every split can balance keep the choice by subjects alone; a given seed is obeyed as given
+    plenty = {s: ({"AU01"}, {"AU01"}) for s in subjects}
+    assert choose_split_seed(subjects, coded=plenty) == choose_split_seed(subjects)
+    assert choose_split_seed(subjects, given=seed, coded=coded)[:2] == (seed, "given")
+    recorded = {"source": "seed", "seed": seed, "proportions": [0.74, 0.11, 0.15]}
+    assert choose_split_seed(subjects, recorded=recorded, coded=coded)[1] == "recorded"  # a rerun moves no one

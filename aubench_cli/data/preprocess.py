@@ -420,6 +420,17 @@ def _settings(options: PreprocessOptions) -> dict:
     }
 
 
+def _coded_per_subject(videos: list, tables: dict, au_names: list[str]) -> dict[str, tuple[set, set]]:
+    """Subject -> (the AUs its label files mark present in some frame, those they mark absent in some frame)."""
+    coded: dict[str, tuple[set, set]] = {}
+    for v in videos:
+        values = tables[v.id].values
+        pos, neg = coded.setdefault(v.subject, (set(), set()))
+        pos.update(au for au, hit in zip(au_names, (values == 1).any(0)) if hit)
+        neg.update(au for au, hit in zip(au_names, (values == 0).any(0)) if hit)
+    return coded
+
+
 def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOptions | None = None,
                    progress: ProgressFn | None = None) -> dict:
     """Preprocess a dataset folder into a cache; returns the summary (see docs/preprocessing.md)."""
@@ -443,7 +454,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
     usable = DatasetListing(listing.layout, listing.root, videos)
     recorded = _recorded_splits(out) if not options.overwrite else None
     seed, seed_from, seed_note = choose_split_seed([v.subject for v in videos], options.splits, options.split_seed,
-                                                   recorded)
+                                                   recorded, _coded_per_subject(videos, tables, au_names))
     subjects, split_source = assign_splits(usable, options.splits, seed)
     if split_source != "seed":
         seed_from, seed_note = "given", None

@@ -28,7 +28,7 @@ SPLITS = ("train", "val", "test")
 ROLES_FILE = "data.json"  # the run directory's data record, where ``train`` writes ``subject_roles``
 SPLIT_FIX = ("choose another --split-seed, give the splits in the manifest's split column, "
              "or train with k-fold cross-validation over subjects (--folds K --fold I)")
-SEED_HOW = ("given", "default", "first-filling", "recorded")  # cache.json splits.seed_from: where the seed came from
+SEED_HOW = ("given", "default", "first-filling", "first-balancing", "recorded")  # cache.json splits.seed_from: where the seed came from
 
 
 def subject_position(name: str, proportions: tuple[float, float, float], seed: int) -> float:
@@ -156,13 +156,56 @@ def seed_with_every_split(subjects: list[str], proportions=(0.74, 0.11, 0.15), s
 
 
 def choose_split_seed(subjects: list[str], proportions=(0.74, 0.11, 0.15), given: int | None = None,
-                      recorded: dict[str, Any] | None = None) -> tuple[int, str, str | None]:
+                      recorded: dict[str, Any] | None = None,
+                      coded: dict[str, tuple[set, set]] | None = None) -> tuple[int, str, str | None]:
     """The split seed of a preprocess run, where it came from (``SEED_HOW``) and a note to print (None: nothing
     to say). ``given`` (``--split-seed``) is obeyed as given. Without it: the seed the existing cache records
     (``recorded``: its header's ``splits``) when made with the same shares and it still gives every wanted split a
     subject, so a rerun with added subjects moves no one (adding subjects never empties a split); else seed 0 when
     it fills every split with a share above 0, else the first seed from 0 that does (``seed_with_every_split``);
-    seed 0 when none can (fewer subjects than wanted splits: ``split_report`` warns)."""
+    seed 0 when none can (fewer subjects than wanted splits: ``split_report`` warns). ``coded`` (subject -> the AUs
+    it has a positive label for, and those it has a negative label for): when that seed leaves some split without
+    a positive or a negative frame of an AU the dataset codes both ways (a small set: training or evaluation would
+    refuse it), the first seed from 0 that fills every split and balances every AU in each is used instead
+    (``first-balancing``), where one in 1000 does."""
+    chosen = _choose_filling(subjects, proportions, given, recorded)
+    if chosen[1] not in ("default", "first-filling") or not coded:
+        return chosen
+    wanted = [s for s, p in zip(SPLITS, proportions) if p > 0]
+    lacking = unbalanced(subjects, proportions, chosen[0], coded, wanted)
+    if not lacking:
+        return chosen
+    for seed in range(1000):
+        if set(wanted) <= set(split_subjects(subjects, proportions, seed).values()) \
+                and not unbalanced(subjects, proportions, seed, coded, wanted):
+            return seed, "first-balancing", (
+                f"split seed {seed}: seed {chosen[0]} leaves {'; '.join(lacking[:3])} without a positive or a "
+                "negative frame, so the first seed that gives every split a subject and both kinds of frame of "
+                "every AU is used and recorded in the cache (a rerun keeps it; --split-seed N or the manifest's "
+                "split column choose the split yourself)")
+    return chosen
+
+
+def unbalanced(subjects: list[str], proportions, seed: int, coded: dict[str, tuple[set, set]],
+               wanted: list[str]) -> list[str]:
+    """``"<split>: AU,..."`` for each wanted split lacking a positive or a negative label of an AU that the
+    dataset (``coded``: subject -> (AUs with a positive, AUs with a negative)) codes both ways."""
+    both = set.union(set(), *(p for p, _ in coded.values())) & set.union(set(), *(n for _, n in coded.values()))
+    where = split_subjects(sorted(set(subjects)), proportions, seed)
+    out = []
+    for split in wanted:
+        members = [coded.get(name, (set(), set())) for name, s in where.items() if s == split]
+        pos = set.union(set(), *(p for p, _ in members))
+        neg = set.union(set(), *(n for _, n in members))
+        missing = sorted(both - (pos & neg))
+        if missing:
+            out.append(f"{split}: {', '.join(map(str, missing))}")
+    return out
+
+
+def _choose_filling(subjects: list[str], proportions=(0.74, 0.11, 0.15), given: int | None = None,
+                    recorded: dict[str, Any] | None = None) -> tuple[int, str, str | None]:
+    """``choose_split_seed`` without the labels: obeyed, recorded, default or first-filling."""
     if given is not None:
         return int(given), "given", None
     wanted = [s for s, p in zip(SPLITS, proportions) if p > 0]
