@@ -85,6 +85,7 @@ class LiteratureStudy:
     seeds: int | None
     rows: list[Row]
     only: list[str] | None = None  # the AUs asked for (--aus), in that order: the columns and Avg.
+    protocol: str = ""  # report.protocol_text: how the runs differ from the paper's protocol (every caption says it)
 
     def aus(self) -> list[str]:
         if self.only:
@@ -153,7 +154,8 @@ def load(study_dir: Path, record: dict[str, Any], aus: list[str] | None = None) 
     rows = [literature_row(study_dir, entry, folds, seeds, aus) for entry in record.get("runs", [])]
     meta = record.get("study") or {}
     name = record.get("preset") or study_dir.name
-    return LiteratureStudy(name, str(meta.get("title") or name), study_dir, folds, seeds, rows, aus)
+    return LiteratureStudy(name, str(meta.get("title") or name), study_dir, folds, seeds, rows, aus,
+                           protocol_text(load_study_dir(study_dir)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def caption(study: LiteratureStudy) -> str:
             parts.append(f"{r.title} has no result for {', '.join(lacking)}: its Avg. is over the other AUs.")
         if r.pooled_note and study.folds:
             parts.append(f"{r.title}: no pooled figure ({r.pooled_note}).")
-    parts.append(protocol_text(load_study_dir(study.dir)))  # overrides, settings unlike the paper's, synthetic data
+    parts.append(study.protocol)  # overrides, settings unlike the paper's, synthetic data
     parts.append("What these numbers can be compared with: docs/studies.md.")
     return " ".join(parts)
 

@@ -607,20 +607,19 @@ def _do_run(run: StudyRun, cfg: cfgmod.Config, run_dir: Path, log: LogFn,
 def recorded_seeds(out: Path, seeds: int | None) -> int | None:
     """``--seeds`` as given, else what the study directory was run with (a study run once with seeds keeps its
     ``seed<k>/`` layout: a later command without ``--seeds`` must not train into the run folder above them)."""
-    if seeds is not None:
-        return seeds
-    try:
-        return json.loads((out / STUDY_FILE).read_text()).get("seeds")
-    except (OSError, json.JSONDecodeError):
-        return None
+    return _recorded(out, "seeds", seeds)
 
 
 def recorded_fold_seeds(out: Path, fold_seeds: int | None) -> int | None:
     """``--fold-seeds`` as given, else what the study directory was run with (as ``recorded_seeds``)."""
-    if fold_seeds is not None:
-        return fold_seeds
+    return _recorded(out, "fold_seeds", fold_seeds)
+
+
+def _recorded(out: Path, key: str, given: int | None) -> int | None:
+    if given is not None:
+        return given
     try:
-        return json.loads((out / STUDY_FILE).read_text()).get("fold_seeds")
+        return json.loads((out / STUDY_FILE).read_text()).get(key)
     except (OSError, json.JSONDecodeError):
         return None
 
