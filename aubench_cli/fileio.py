@@ -57,3 +57,45 @@ def check_writable(path: str | Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+class BackgroundWriter:
+    """Runs one write job at a time in a thread of its own, so the caller goes on while it is written (a training
+    run's checkpoints: the next epoch trains while the last one's are fsynced).
+
+    ``submit`` first waits for the job before it, so jobs land in the order given and at most one is pending (one
+    snapshot in memory). A job's error is raised by the next ``submit`` or ``wait``, in the caller's thread. As a
+    context manager it waits on exit and raises a job's error unless another exception is already on its way (that
+    one wins; the files are atomic either way). The thread is not a daemon: a process that ends finishes the write
+    it began.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, job) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(job,), name="aubench-writer")
+        self._thread.start()
+
+    def _run(self, job) -> None:
+        try:
+            job()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by wait()
+            self._error = exc
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Block until the pending job is written; raise its error (unless ``raise_error`` is false)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.wait(raise_error=exc_type is None)

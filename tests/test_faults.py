@@ -356,7 +356,8 @@ def test_disk_full_in_train_keeps_the_last_checkpoint(small, tmp_path, monkeypat
     real_end = trainmod.end_epoch
 
     def end_epoch(run, epoch, *args):
-        if epoch == 2:  # epoch 1's checkpoints are written; the disk fills up now
+        if epoch == 2:  # epoch 1's checkpoints are written (the background write done); the disk fills up now
+            run.writer.wait()
             monkeypatch.setattr(os, "fsync", _enospc)
         return real_end(run, epoch, *args)
 

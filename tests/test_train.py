@@ -697,3 +697,44 @@ def test_cuda_out_of_memory_suggests_a_smaller_batch(cache, tmp_path, monkeypatc
     with pytest.raises(AubenchError) as info:
         train(_cfg(cache), tmp_path / "r")
     assert "pos_per_au" in info.value.hint
+
+
+def test_checkpoints_are_written_while_the_next_epoch_trains_and_hold_their_own_epoch(cache, tmp_path, monkeypatch):
+    """The write of epoch 1's checkpoint runs in the background during epoch 2's training; what it writes is the
+    state at the end of epoch 1 (copied to host memory), not the weights epoch 2 has changed since."""
+    import threading
+
+    from aubench_cli.training import trainer as trainmod
+
+    epoch2_trained = threading.Event()
+    at_end: dict[int, float] = {}
+    written: dict[int, float] = {}
+    overlapped: dict[int, bool] = {}
+    real_end, real_train_epoch, real_save = trainmod.end_epoch, trainmod.train_epoch, trainmod.save_checkpoint
+
+    def checksum(tensors):
+        return float(sum(t.double().sum() for t in tensors))
+
+    def end_epoch(run, epoch, *args):
+        at_end[epoch] = checksum(run.model.state_dict().values())
+        return real_end(run, epoch, *args)
+
+    def train_epoch(run, epoch, *args):
+        loss = real_train_epoch(run, epoch, *args)
+        if epoch == 2:
+            epoch2_trained.set()
+        return loss
+
+    def save_checkpoint(paths, state):
+        if state["epoch"] == 1:  # held until epoch 2 has trained: only possible if the write runs alongside it
+            overlapped[1] = epoch2_trained.wait(timeout=60)
+        written[state["epoch"]] = checksum(state["model"].values())
+        return real_save(paths, state)
+
+    monkeypatch.setattr(trainmod, "end_epoch", end_epoch)
+    monkeypatch.setattr(trainmod, "train_epoch", train_epoch)
+    monkeypatch.setattr(trainmod, "save_checkpoint", save_checkpoint)
+    train(_cfg(cache), tmp_path / "r")
+    assert overlapped == {1: True}
+    assert written == at_end and at_end[1] != at_end[2]  # each epoch's own weights, though epoch 2 changed them
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 2  # written before train() returned

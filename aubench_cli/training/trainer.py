@@ -43,7 +43,7 @@ from torch import nn
 from aubench_cli import __version__
 from aubench_cli import config as cfgmod
 from aubench_cli.errors import AubenchError, UsageError, suggest
-from aubench_cli.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from aubench_cli.fileio import BackgroundWriter, atomic_write_bytes, atomic_write_text, check_writable
 from aubench_cli.models import create_model, get_model_info
 from aubench_cli.models.weights import choose_layout, load_pretrained, load_weights_file
 from aubench_cli.device import keep_host_memory, resolve_device
@@ -379,10 +379,24 @@ def check_gpus_for_ranks(local_rank: int, local_world: int) -> None:
 # checkpoints and run files
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path | list[Path], state: dict[str, Any]) -> None:
+    """``state`` serialized once and written, atomically, to each path."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    for one in [path] if isinstance(path, (str, Path)) else path:
+        atomic_write_bytes(Path(one), buffer.getbuffer())  # a view: no copy of the bytes
+
+
+def host_copy(obj: Any) -> Any:
+    """``obj`` (a state dict: nested dicts, lists, tuples) with every tensor copied to host memory, so that what
+    a background writer saves is this moment's state while training goes on changing the live tensors."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
 
 
 def resume_cache(run_dir: Path, saved_cache: str, cache: str | Path) -> str:
@@ -567,6 +581,7 @@ class Run:
     tracker: Tracker | None = None  # TensorBoard event files (rank 0, unless turned off)
     graph_step: Any = None  # graphs.GraphStep when the step runs on static buffers (CUDA graphs), else None
     graph_val: Any = None  # graphs.GraphValidation likewise
+    writer: BackgroundWriter = field(default_factory=BackgroundWriter)  # checkpoints written while training goes on
 
 
 def train(
@@ -600,7 +615,8 @@ def train(
         total = (cfg.train.epochs - run.start_epoch + 1) * run.steps_per_epoch - run.first_step
         progress({"event": "start", "total": total, "batch_size": run.batch_size, "epochs": cfg.train.epochs,
                   "run": str(run_dir)})
-    with _deferred_interrupt() as interrupted, _cuda_oom_hint(run):
+    # the writer's exit waits for the last checkpoint (and raises its error) before the summary is written
+    with _deferred_interrupt() as interrupted, _cuda_oom_hint(run), run.writer:
         for epoch in range(run.start_epoch, cfg.train.epochs + 1):
             train_loss = train_epoch(run, epoch, interrupted, progress)
             per_au = validate(run)
@@ -716,6 +732,7 @@ def train_epoch(run: Run, epoch: int, interrupted: dict, progress: ProgressFn | 
         if (i == first or run.ddp.stop_check_due(global_step)) and run.ddp.any(interrupted["set"]):
             run.epoch_seconds += time.perf_counter() - tick
             save_checkpoints(run, *((epoch, i) if i else (epoch - 1, 0)), ["last"])  # steps 0..i-1 are done
+            run.writer.wait()  # written (or its error raised) before the interrupt is
             raise KeyboardInterrupt
         if graph_step is not None:
             run.loss_sum += graph_step(global_step)
@@ -775,7 +792,11 @@ def end_epoch(run: Run, epoch: int, train_loss: float, per_au: np.ndarray, progr
 
 
 def save_checkpoints(run: Run, epoch: int, step: int, names: list[str]) -> None:
-    """``<name>.pt`` for each name, and metrics.csv; rank 0 writes, every rank takes part (the loss sum)."""
+    """``<name>.pt`` for each name, and metrics.csv; rank 0 writes, every rank takes part (the loss sum).
+
+    The state is copied to host memory here and serialized and written by ``run.writer`` in the background (one
+    serialization for all names), so the next epoch trains meanwhile; the writer keeps the order, and a write's
+    error surfaces at the next save or when training ends."""
     loss_sum = float(run.ddp.all_sum(run.loss_sum.clone()))
     if not run.ddp.main:
         return
@@ -784,13 +805,17 @@ def save_checkpoints(run: Run, epoch: int, step: int, names: list[str]) -> None:
         "checkpoint_version": CHECKPOINT_VERSION, "aubench_version": __version__,
         "arch": cfg.model.arch, "au_names": run.data.au_names, "config": cfgmod.to_dict(cfg),
         "norm": cfg.train.norm, "norm_stats": {"mean": run.norm_stats.mean, "std": run.norm_stats.std},
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "epoch": epoch, "step": step, "best": run.best, "loss_sum": loss_sum, "epoch_seconds": run.epoch_seconds,
-        "world_size": run.ddp.world,
+        "model": host_copy(run.model.state_dict()), "optimizer": host_copy(run.optimizer.state_dict()),
+        "epoch": epoch, "step": step, "best": dict(run.best), "loss_sum": loss_sum,
+        "epoch_seconds": run.epoch_seconds, "world_size": run.ddp.world,
     }
-    for name in names:
-        save_checkpoint(run.run_dir / f"{name}.pt", state)
-    write_metrics(run.run_dir / "metrics.csv", run.rows)
+    paths, rows, metrics = [run.run_dir / f"{name}.pt" for name in names], list(run.rows), run.run_dir / "metrics.csv"
+
+    def job() -> None:
+        save_checkpoint(paths, state)
+        write_metrics(metrics, rows)
+
+    run.writer.submit(job)
 
 
 def write_run_record(run: Run) -> None:
