@@ -1,6 +1,6 @@
 """The report's figures (PNG, matplotlib): per-AU bars, accuracy against FLOPs, and Fig. 2's curves.
 
-Each function takes a study (``studies.report.StudyResults``) and a path, draws every run the study holds (a run
+Each function takes a study (``studies.results.StudyResults``) and a path, draws every run the study holds (a run
 that is not done is named on the figure, never dropped), and writes the PNG. ``note`` is a caption line printed
 under the figure: what differs from the paper's protocol and whether the data is synthetic
 (``report.protocol_notes``). Values are in % throughout; y-limits come from the data, so no bar or point falls
@@ -19,8 +19,8 @@ import numpy as np
 
 from aubench_cli.studies.study import arch_costs
 
-if TYPE_CHECKING:  # only for annotations: report.py imports this module
-    from aubench_cli.studies.report import RunResult, StudyResults
+if TYPE_CHECKING:  # only for annotations
+    from aubench_cli.studies.results import RunResult, StudyResults
 
 # Okabe-Ito (colour-blind safe), less black (whiskers are drawn in grey on the bars), then tab10: 14 distinct qualitative colours.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",

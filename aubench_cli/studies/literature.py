@@ -39,8 +39,8 @@ from aubench_cli.errors import UsageError
 from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
 # one way: this layout builds on report.py's reading of a study (report.py never imports this module)
-from aubench_cli.studies.report import (  # noqa: F401 - unit_grid, pooled_counts, tex_escape: public here too
-    FOLD_DIR, _read_run, collect, fold_count, load_study_dir, pooled_counts, protocol_text, tex_escape, unit_grid)
+from aubench_cli.studies.report import collect, load_study_dir, protocol_text
+from aubench_cli.studies.results import _read_run, fold_count, pooled_counts, tex_escape, unit_grid
 
 METRICS = {"f1": "F1 (%) at 0.5", "balanced_accuracy": "Balanced accuracy (%)"}
 AVG = "Avg."

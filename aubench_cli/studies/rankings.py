@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from aubench_cli.evaluation import ranking, stats
+from aubench_cli.studies.results import _read_run, fold_count, pooled_counts, tex_escape, unit_grid
 from aubench_cli.studies.study import FOLD_SEED_DIR, STUDY_FILE
 
 NOISE_METRICS = {"balanced_accuracy": "balanced accuracy", "f1": "F1"}
@@ -48,9 +49,7 @@ def _assignment_root(study_dir: Path, name: str, r: int) -> Path:
 
 
 def _units(study_dir: Path, entry: dict[str, Any], folds: int | None, seeds: int | None, r: int) -> list[list[Any]]:
-    """``[fold][seed]`` evaluations of one run on assignment ``r`` (``report._read_run``)."""
-    from aubench_cli.studies.report import unit_grid
-    from aubench_cli.studies.report import _read_run
+    """``[fold][seed]`` evaluations of one run on assignment ``r`` (``results._read_run``)."""
 
     name = entry["name"]
     grid = unit_grid(study_dir, name, folds, seeds)
@@ -63,7 +62,6 @@ def _units(study_dir: Path, entry: dict[str, Any], folds: int | None, seeds: int
 
 def study_inputs(study_dir: Path, record: dict[str, Any]) -> Inputs:
     """Every run's counts ``(A, S, C, K, 4)`` on the AUs all runs share (module docstring)."""
-    from aubench_cli.studies.report import fold_count, pooled_counts
 
     folds, seeds = fold_count(study_dir, record), record.get("seeds")
     fold_seeds = record.get("fold_seeds") if folds else None
@@ -342,7 +340,6 @@ def html_section(name: str, result: dict[str, Any], figures: list[str]) -> str:
 
 def tex_section(name: str, result: dict[str, Any]) -> list[str]:
     """The rank table (booktabs) and the noise floor, with the rest as LaTeX comments."""
-    from aubench_cli.studies.report import tex_escape
 
     if result["ranking"] is None:
         return [f"% {tex_escape(name)}: no ranking ({tex_escape(result['note'])})", ""]
@@ -404,7 +401,6 @@ def open_with_summary(text: str, fmt: str, paragraphs: list[str]) -> str:
         marker = "</h1>"
         return text.replace(marker, marker + "\n" + block, 1) if marker in text else block + text
     if fmt == "tex":
-        from aubench_cli.studies.report import tex_escape
 
         lines = text.split("\n")
         return "\n".join(lines[:1] + [f"% Summary: {tex_escape(p)}" for p in paragraphs] + lines[1:])
