@@ -173,3 +173,13 @@ def test_a_study_run_that_cannot_download_is_told_the_study_syntax(tmp_path, mon
     outcome = studymod.run_unit(unit, cfg, tmp_path)
     assert outcome["state"] == "failed"
     assert "pass it with --weights resnet50=FILE" in outcome["error"] and "--weights FILE" not in outcome["error"]
+
+
+def test_a_study_rewrites_train_weights_advice_but_not_another_commands():
+    from aubench_cli.studies.study import study_hint
+
+    hint = ("fix the file, or pass --allow-partial-weights; `aubench models vgg16 --weights FILE "
+            "--allow-partial-weights --json` lists all; or pass --weights FILE")
+    said = study_hint(hint, "vgg16-ft")
+    assert "`aubench models vgg16 --weights FILE --allow-partial-weights --json`" in said  # that command's syntax
+    assert said.endswith("or pass --weights vgg16-ft=FILE")

@@ -676,6 +676,15 @@ def check_caches(cfgs: dict[str, cfgmod.Config]) -> None:
         read_header(Path(path))
 
 
+def study_hint(hint: str, run: str) -> str:
+    """A hint written for ``aubench train`` said for run ``run`` of a study, which takes weights per run:
+    ``--weights FILE`` becomes ``--weights RUN=FILE``, except inside a quoted command (`aubench models ...
+    --weights FILE`), which is another command's syntax and stays as it is."""
+    spans = hint.split("`")  # odd positions are inside backticks
+    return "`".join(part if i % 2 else part.replace("--weights FILE", f"--weights {run}=FILE")
+                    for i, part in enumerate(spans))
+
+
 def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg: None,
              progress: Callable[[str, dict], None] | None = None, debug: bool = False) -> dict[str, Any]:
     """Train then evaluate one unit, recording its state in ``status/<key>.json``; a failure is returned, not
@@ -698,8 +707,7 @@ def run_unit(unit: Unit, cfg: cfgmod.Config, out: Path, log: LogFn = lambda msg:
             raise
         message = exc.message if isinstance(exc, AubenchError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, AubenchError) and exc.hint:
-            # the library's advice is aubench train's syntax; a study takes its weights per run
-            message += " - " + exc.hint.replace("--weights FILE", f"--weights {run.name}=FILE")
+            message += " - " + study_hint(exc.hint, run.name)
         _write_status(out, unit.key, {"run": run.name, "seed": unit.seed, "fold": unit.fold,
                                       "assignment": unit.assignment, "state": "failed",
                                       "error": message, "started": started, "at": _now()})
