@@ -11,7 +11,8 @@
 #   d. `aubench study --launcher local --runs-per-device 2` on a tiny study: the jobs pinned to the GPU (D_S)
 # Writes to $OUT (default /tmp/aubench-gpu-out): env.json, gpu_bench.json, curve.json, pack.json,
 # study_pack.json and device_run.log (everything printed). Every setting below can be overridden from the
-# environment, e.g. CURVE_EPOCHS=20 A_S=150 bash benchmarks/gpu_device_run.sh.
+# environment, e.g. CURVE_EPOCHS=20 A_S=150 bash benchmarks/gpu_device_run.sh; STAGES=a A_GRAPHS=on A_S=150 runs
+# the Table I sweep with graphs alone (what docs/performance.md still lacks after the background checkpoints).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/aubench-gpu-out}
@@ -23,7 +24,8 @@ A_ARCH=${A_ARCH:-all}; C_ARCH=${C_ARCH:-baseline,mobilenetv2}
 CURVE_BATCHES=${CURVE_BATCHES:-300}; CURVE_VAL=${CURVE_VAL:-300}; C_SECONDS=${C_SECONDS:-5}; C_BATCHES=${C_BATCHES:-50}
 FOLD=${FOLD:-"--folds 5 --fold 0"}  # the prepared cache's own val split is empty: train on a fold
 PY=${PY:-python3}
-A_S=${A_S:-185}; A_SECONDS=${A_SECONDS:-3}; A_BATCHES=${A_BATCHES:-30}
+A_S=${A_S:-185}; A_SECONDS=${A_SECONDS:-3}; A_BATCHES=${A_BATCHES:-30}; A_GRAPHS=${A_GRAPHS:-on,off}
+STAGES=${STAGES:-abcd}  # which stages to run, e.g. STAGES=a A_GRAPHS=on: the sweep with graphs only (about 2 min)
 B_S=${B_S:-140}; CURVE_EPOCHS=${CURVE_EPOCHS:-40}
 C_S=${C_S:-90}; PACK=${PACK:-4}
 D_S=${D_S:-45}
@@ -48,12 +50,15 @@ json.dump(info, open(sys.argv[1], "w"), indent=2)
 print(info)
 PY
 
+if [[ $STAGES == *a* ]]; then
 stamp "a. gpu benchmark: 11 networks, graphs on and off (cap ${A_S} s)"
-timeout -k 10 "$A_S" "$PY" benchmarks/gpu.py --cache "$CACHE" --device "$DEVICE" $FOLD --arch "$A_ARCH" --graphs on,off \
+timeout -k 10 "$A_S" "$PY" benchmarks/gpu.py --cache "$CACHE" --device "$DEVICE" $FOLD --arch "$A_ARCH" --graphs "$A_GRAPHS" \
   --seconds "$A_SECONDS" --batches-per-epoch "$A_BATCHES" --val-batches "$A_BATCHES" --budget $((A_S - 30)) \
   --json-out "$OUT/gpu_bench.json" > /dev/null
 stamp "a. done (exit $?)"
+fi
 
+if [[ $STAGES == *b* ]]; then
 stamp "b. baseline validation curve, ${CURVE_EPOCHS} epochs: graphs on vs eager, three runs at once (cap ${B_S} s)"
 curve() {  # name graphs seed
   timeout -k 10 "$B_S" "$PY" -m aubench_cli train --cache "$CACHE" --device "$DEVICE" $FOLD --arch baseline \
@@ -90,13 +95,17 @@ json.dump({"summary": summary, "runs": runs}, open(out, "w"), indent=2)
 print(json.dumps(summary, indent=2))
 PY
 stamp "b. done"
+fi
 
+if [[ $STAGES == *c* ]]; then
 stamp "c. packing: ${PACK} runs at once vs one, baseline and mobilenetv2, graphs on (cap ${C_S} s)"
 timeout -k 10 "$C_S" "$PY" benchmarks/gpu.py --cache "$CACHE" --device "$DEVICE" $FOLD --arch "$C_ARCH" \
   --graphs on --pack "$PACK" --seconds "$C_SECONDS" --batches-per-epoch "$C_BATCHES" --val-batches "$C_BATCHES" --budget $((C_S - 20)) \
   --json-out "$OUT/pack.json" > /dev/null
 stamp "c. done (exit $?)"
+fi
 
+if [[ $STAGES == *d* ]]; then
 stamp "d. aubench study --launcher local --runs-per-device 2 (cap ${D_S} s)"
 cat > "$WORK/pack-study.yaml" <<'Y'
 name: pack-smoke
@@ -129,4 +138,6 @@ json.dump({"outcome": outcome, "runs": runs}, open(sys.argv[2], "w"), indent=2)
 print(json.dumps(runs, indent=2))
 PY
 stamp "d. done"
+fi
+
 ls -la "$OUT"
