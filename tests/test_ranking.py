@@ -146,6 +146,19 @@ def test_caveats_name_few_subjects_and_seeds():
     assert "Caveats:" in r["summary"]
 
 
+def test_an_au_whose_positives_lie_in_one_subject_is_a_caveat():
+    """As stats gives such an AU no interval (stats.single_holders), the rankings say their intervals miss it."""
+    rng = np.random.default_rng(6)
+    labels = labels_of(rng)
+    skill = rng.uniform(0.6, 0.8, SUBJECTS)
+    plain = ranking.rankings([counts_of(labels, skill, rng) for _ in range(3)], ["a", "b", "c"], resamples=200)
+    assert plain["aus_in_one_subject"] == [] and "frame in one subject" not in " ".join(plain["caveats"])
+    labels[1:, :, 2] = False  # AU 2's positives: subject 0's only
+    r = ranking.rankings([counts_of(labels, skill, rng) for _ in range(3)], ["a", "b", "c"], resamples=200)
+    assert r["aus_in_one_subject"] == [2]
+    assert any("1 AU with every positive (or negative) frame in one subject" in c for c in r["caveats"])
+
+
 def test_subjects_are_resampled_together_for_every_run():
     """A gain of 1 point on every subject, under a subject spread of 10 points: paired, it is certain; resampling
     each run's subjects on their own would drown it in the spread between subjects."""

@@ -79,22 +79,65 @@ def test_subject_interval_is_wider_than_frame_interval_when_frames_of_a_subject_
 
 
 def test_degenerate_resamples_are_left_out_and_counted():
+    """Two subjects hold all of AU 0's positives: the bootstrap resamples with neither are degenerate, left out of
+    AU 0's interval and of the mean's, and counted; the interval stands on the others."""
     c = 25
     pos = np.zeros(c, int)
-    pos[0] = 10  # every positive of the AU in one subject
-    tp = np.where(pos > 0, 7, 0)
+    pos[:2] = 10  # every positive of the AU in two subjects
+    tp = np.where(pos > 0, [7, 4] + [0] * (c - 2), 0)
     neg, tn = np.full(c, 10), np.full(c, 8)
     second = _counts(np.full(c, 4), np.full(c, 5), np.full(c, 4), np.full(c, 5))
     counts = np.concatenate([_counts(tp, pos, tn, neg), second], axis=1)
     ci = stats.interval(counts, np.random.default_rng(0), resamples=3000)
+    assert ci["method"] == "bootstrap-percentile"
     rate = ci["per_au"][0]["degenerate"] / 3000
-    assert rate == pytest.approx((1 - 1 / c) ** c, abs=0.03)  # subject 0 missing from the resample
+    assert rate == pytest.approx((1 - 2 / c) ** c, abs=0.02)  # subjects 0 and 1 both missing from the resample
     assert ci["per_au"][1]["degenerate"] == 0
     assert ci["mean"]["degenerate"] == ci["per_au"][0]["degenerate"]  # the mean needs every AU
-    assert ci["per_au"][0]["ci95"] is not None  # from the remaining resamples
+    assert ci["per_au"][0]["ci95"] is not None and "unavailable" not in ci["per_au"][0]  # from the other resamples
     # one subject: no interval over subjects at all
     one = stats.interval(counts[:1], np.random.default_rng(0))
     assert one["method"] == "none" and one["mean"]["ci95"] is None and one["mean"]["value"] is not None
+
+
+@pytest.mark.parametrize("c", [25, 2500])  # the percentile bootstrap; its normal limit (frames as units)
+def test_no_method_gives_an_interval_where_one_unit_holds_an_aus_positives(c):
+    """One subject holds all of AU 0's positives: every bootstrap resample with any positive has that subject, so
+    AU 0's TPR is the same in all of them (its linearised term is zero): the interval would only show the
+    negatives' spread. AU 0 and the mean get no interval, and say why; AU 1 keeps its interval. The same in a
+    paired comparison, pooled folds and the two-level seed bootstrap. (Before, the bootstrap dropped the ~37 %
+    degenerate resamples and gave an interval.)"""
+    rng = np.random.default_rng(1)
+    pos = np.zeros(c, int)
+    pos[0] = 10
+    tp = np.where(pos > 0, 7, 0)
+    neg = np.full(c, 10)
+    tn = rng.integers(5, 10, c)
+    second = _counts(rng.integers(1, 5, c), np.full(c, 5), rng.integers(1, 5, c), np.full(c, 5))
+    counts = np.concatenate([_counts(tp, pos, tn, neg), second], axis=1)
+    ci = stats.interval(counts, np.random.default_rng(0), resamples=500)
+    assert ci["method"] == ("bootstrap-percentile" if c < stats.LARGE_SAMPLE else "normal-linearised")
+    first, other, mean = ci["per_au"][0], ci["per_au"][1], ci["mean"]
+    assert first["ci95"] is None and first["value"] is not None and "one unit holds all" in first["unavailable"]
+    assert mean["ci95"] is None and mean["unavailable"] and mean["value"] is not None
+    assert other["ci95"] is not None and "unavailable" not in other
+    # all negatives in one unit: the same
+    flipped = counts[:, :, [2, 3, 0, 1]]
+    assert stats.interval(flipped, np.random.default_rng(0), resamples=500)["per_au"][0]["unavailable"]
+    better = counts.copy()
+    better[:, 0, 2] = np.minimum(better[:, 0, 3], better[:, 0, 2] + 1)
+    pair = stats.paired(better, counts, np.random.default_rng(0), resamples=500)
+    assert pair["per_au"][0]["ci95"] is None and pair["per_au"][0]["unavailable"]
+    assert pair["per_au"][0]["p_value"] is not None  # the permutation test still holds: it needs no spread
+    assert pair["per_au"][1]["ci95"] is not None and pair["mean"]["ci95"] is None
+    if c < stats.LARGE_SAMPLE:
+        pooled = stats.pooled(np.stack([counts, better]), np.random.default_rng(0), "balanced_accuracy", 500)
+        assert pooled["per_au"][0]["ci95"] is None and pooled["per_au"][1]["ci95"] is not None
+        seeds = stats.paired_seeds(np.stack([better, better]), np.stack([counts, counts]),
+                                   np.random.default_rng(0), 500)
+        assert seeds["per_au"][0]["ci95"] is None and seeds["per_au"][0]["p_value"] is None
+        assert seeds["per_au"][0]["unavailable"] and seeds["per_au"][0]["value"] is not None
+        assert seeds["per_au"][1]["ci95"] is not None
 
 
 def test_the_jackknife_gives_no_interval_where_one_subject_holds_an_aus_positives():
@@ -112,7 +155,7 @@ def test_the_jackknife_gives_no_interval_where_one_subject_holds_an_aus_positive
     assert ci["method"] == "jackknife-t"
     first, other, mean = ci["per_au"][0], ci["per_au"][1], ci["mean"]
     assert first["ci95"] is None and first["value"] is not None and first["degenerate"] == 1
-    assert "1 of the 8 leave-one-out replicates" in first["unavailable"]
+    assert "one unit holds all" in first["unavailable"]
     assert mean["ci95"] is None and mean["unavailable"]
     assert other["ci95"] is not None and "unavailable" not in other and other["degenerate"] == 0
     better = counts.copy()

@@ -282,14 +282,15 @@ def shared_aus(run_aus: list[str], cache_aus: list[str], run_name: str,
 
 
 def _unavailable_note(au_names: list[str], ci: dict[str, Any], unit: str) -> str:
-    """The AUs (and the mean) the jackknife gives no interval, and why (stats.JACKKNIFE_UNAVAILABLE)."""
+    """The AUs (and the mean) given no interval, and why (stats.SINGLE_HOLDER_UNAVAILABLE)."""
     missing = [au for au, item in zip(au_names, ci["per_au"]) if item.get("unavailable")]
     if not missing:
         return ""
     mean = " and for the mean over AUs" if ci["mean"].get("unavailable") else ""
     return (f"; no interval for {', '.join(missing)}{mean}: one {unit} holds all the positives (or negatives) of "
-            f"{'it' if len(missing) == 1 else 'each'}, so leaving that {unit} out leaves none and their spread between "
-            f"{unit}s cannot be estimated (an interval without that {unit} would be too narrow)")
+            f"{'it' if len(missing) == 1 else 'each'}, so their spread between {unit}s cannot be estimated (no "
+            f"resample without that {unit} has any, and every resample with it has its one rate: an interval "
+            "would be too narrow)")
 
 
 def split_index(run: Path, data: Any, split: str, cache_path: Path, own_cache: Path) -> np.ndarray:

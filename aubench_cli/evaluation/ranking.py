@@ -244,7 +244,10 @@ def rankings(counts: Sequence[np.ndarray], names: Sequence[str], *, rope: float 
         comparisons.append({"a": a, "b": b, "diff": _num(point[i] - point[j]),
                             **rope_compare(scores[:, i], scores[:, j], rope, seed)})
     levels = [as_levels(c).shape for c in counts]
+    # AUs whose positives (or negatives) all lie in one subject: no resample sees that class vary between subjects
+    one_holder = stats.single_holders(as_levels(counts[0])[0, 0])[:-1]
     out = {**ranked, "alpha": alpha, "rope": rope, "best": names[order[0]], "second": names[order[1]],
+           "aus_in_one_subject": [int(i) for i in np.flatnonzero(one_holder)],
            "lead": _lead(reps, point, order[0], order[1]) if len(reps) else None,
            "subjects": levels[0][2], "assignments": levels[0][0], "seeds": [s[1] for s in levels],
            "critical_difference": cd, "rope_comparisons": comparisons}
@@ -274,6 +277,11 @@ def caveats(r: dict[str, Any]) -> list[str]:
         out.append(f"the Friedman test does not reject (p = {cd['p_value']:.2g}): no run is shown to differ")
     if r["degenerate"]:
         out.append(f"{r['degenerate']} resamples left out (an AU without positive or negative frames in them)")
+    held = r.get("aus_in_one_subject") or []
+    if held:
+        out.append(f"{len(held)} AU{'s' if len(held) > 1 else ''} with every positive (or negative) frame in one "
+                   "subject: how that class varies between subjects is in no resample, so the rank intervals and "
+                   "P(best) are optimistic")
     return out
 
 

@@ -13,9 +13,13 @@ only reweights those rows, so thousands of resamples are one matrix product.
   bootstrap under-covers, a leave-one-unit-out jackknife with Student t quantiles on ``n - 1`` degrees of
   freedom. With one unit there is no interval. **Degenerate resamples**: a bootstrap resample in which an AU has
   no positive or no negative frame has no balanced accuracy for that AU; it is left out of that AU's interval
-  and of the mean's, and counted (``degenerate``). A degenerate leave-one-out replicate is the unit that holds all
-  of an AU's positives (or negatives) left out: dropping it would drop the most influential unit, so the
-  jackknife gives that AU (and the mean, which needs every AU) no interval, and says why (``unavailable``).
+  and of the mean's, and counted (``degenerate``). **One unit holding all of an AU's positives (or negatives)**
+  gives that AU, and the mean (which needs every AU), no interval under any method, and says why
+  (``unavailable``): the jackknife's replicate without that unit has no balanced accuracy, and dropping it would
+  drop the most influential unit; every bootstrap resample that has the AU at all has that unit, so its rate is
+  the same in all of them (and in the linearisation its term is zero): no resample sees how that class varies
+  between units, and the interval would be too narrow. With two or more units holding them the bootstrap stands,
+  its degenerate resamples counted.
 - Paired comparisons (``paired``): the difference of two runs' balanced accuracies on the same frames, its
   interval by the same rule, and a permutation test that swaps the two runs' predictions within each unit. Since
   a swap leaves the labels (so each AU's positives and negatives) unchanged, the difference is a sum of
@@ -53,9 +57,9 @@ RESAMPLES = 2000
 PERMUTATIONS = 10000
 EXACT_MAX_UNITS = 16  # 2^16 sign patterns enumerated exactly
 TP, POS, TN, NEG = range(4)
-JACKKNIFE_UNAVAILABLE = ("no interval: {degenerate} of the {n} leave-one-out replicates have no positive or no "
-                         "negative frame (one unit holds all of them), so their spread between units cannot be "
-                         "estimated")
+SINGLE_HOLDER_UNAVAILABLE = ("no interval: one unit holds all of its positive (or negative) frames, so their spread "
+                             "between units cannot be estimated (the replicates without that unit have none, the "
+                             "others all hold its one rate)")
 
 
 def unit_counts(pred: np.ndarray, labels: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarray:
@@ -157,11 +161,15 @@ def influence(stats_: np.ndarray, k: int, paired: bool) -> np.ndarray:
     return np.concatenate([psi, psi.mean(axis=1, keepdims=True)], axis=1)
 
 
-def _normal_items(point: np.ndarray, psi: np.ndarray) -> list[dict[str, Any]]:
+def _normal_items(point: np.ndarray, psi: np.ndarray, single: np.ndarray) -> list[dict[str, Any]]:
     c = len(psi)
     se = np.sqrt(c / (c - 1) * (psi ** 2).sum(axis=0))
     out = []
     for q in range(len(point)):
+        if single[q]:
+            out.append({"ci95": None, "se": None, "half_width": None, "min_detectable_diff": None, "degenerate": 0,
+                        "replicates": 0, "unavailable": SINGLE_HOLDER_UNAVAILABLE})
+            continue
         ok = bool(np.isfinite(point[q]) and np.isfinite(se[q]))
         out.append({"ci95": [float(point[q] - Z95 * se[q]), float(point[q] + Z95 * se[q])] if ok else None,
                     "se": float(se[q]) if ok else None, "half_width": float(Z95 * se[q]) if ok else None,
@@ -170,9 +178,19 @@ def _normal_items(point: np.ndarray, psi: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
-def summarize(point: np.ndarray, reps: np.ndarray, method: str) -> list[dict[str, Any]]:
+def single_holders(counts: np.ndarray) -> np.ndarray:
+    """Per AU and for the mean ``(K + 1,)``: whether one unit of ``counts`` ``(C, K, 4)`` holds all of the AU's
+    positive frames, or all of its negatives (the mean: whether any AU is so)."""
+    held = np.stack([(counts[..., POS] > 0).sum(axis=0), (counts[..., NEG] > 0).sum(axis=0)])
+    single = ((held == 1).any(axis=0))
+    return np.append(single, single.any())
+
+
+def summarize(point: np.ndarray, reps: np.ndarray, method: str,
+              single: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Per quantity: 95 % interval, standard error, half-width, the smallest difference detectable with 80 %
-    power at 5 % (two-sided), and the number of degenerate replicates left out."""
+    power at 5 % (two-sided), and the number of degenerate replicates left out. ``single`` (``single_holders``):
+    the quantities given no interval, with the reason, whatever the method (module docstring)."""
     out = []
     for q in range(len(point)):
         col = reps[:, q] if reps.size else np.zeros(0)
@@ -183,11 +201,10 @@ def summarize(point: np.ndarray, reps: np.ndarray, method: str) -> list[dict[str
         if method == "none" or not np.isfinite(point[q]) or valid.size < 2:
             out.append(item)
             continue
-        if method == "jackknife-t" and degenerate:
-            # Leaving out the unit that holds all of an AU's positives (or negatives) leaves no balanced accuracy:
-            # dropping that replicate would leave out the most influential unit and narrow the interval, and no
-            # other replicate sees how that class varies between units. The interval is not given.
-            item["unavailable"] = JACKKNIFE_UNAVAILABLE.format(degenerate=degenerate, n=col.size)
+        if (single is not None and single[q]) or (method == "jackknife-t" and degenerate):
+            # One unit holds all of an AU's positives (or negatives): no replicate sees how that class varies
+            # between units (module docstring). Under the jackknife that is exactly a degenerate replicate.
+            item["unavailable"] = SINGLE_HOLDER_UNAVAILABLE
             out.append(item)
             continue
         if method == "jackknife-t":
@@ -226,7 +243,7 @@ def interval(counts: np.ndarray, rng: np.random.Generator, resamples: int = RESA
         return _with_mean(balanced_accuracy(summed.reshape(-1, k, 4)))
 
     point = theta(flat.sum(axis=0)[None])[0]
-    items = _within_unit(_items(flat, theta, point, method, rng, resamples, k, paired=False))
+    items = _within_unit(_items(flat, theta, point, method, rng, resamples, k, single_holders(counts)))
     for item, value in zip(items, point):
         item["value"] = None if not np.isfinite(value) else float(value)
     return {"method": method, "units": c, "per_au": items[:k], "mean": items[k]}
@@ -255,18 +272,19 @@ def pooled(counts: np.ndarray, rng: np.random.Generator, metric: str = "f1",
 
     point = theta(flat.sum(axis=0)[None])[0]
     reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
-    items = _within_unit(summarize(point, reps, method))
+    items = _within_unit(summarize(point, reps, method, single_holders(counts[0])))  # the labels: every seed's
     for item, value in zip(items, point):
         item["value"] = None if not np.isfinite(value) else float(value)
     return {"method": method, "units": c, "seeds": s, "metric": metric, "per_au": items[:k], "mean": items[k]}
 
 
 def _items(flat: np.ndarray, theta: Callable[[np.ndarray], np.ndarray], point: np.ndarray, method: str,
-           rng: np.random.Generator, resamples: int, k: int, paired: bool) -> list[dict[str, Any]]:
+           rng: np.random.Generator, resamples: int, k: int, single: np.ndarray,
+           paired: bool = False) -> list[dict[str, Any]]:
     if method == "normal-linearised":
-        return _normal_items(point, influence(flat, k, paired))
+        return _normal_items(point, influence(flat, k, paired), single)
     reps = replicate_values(flat, theta, method, rng, resamples) if method != "none" else np.zeros((0, k + 1))
-    return summarize(point, reps, method)
+    return summarize(point, reps, method, single)
 
 
 def _paired_theta(k: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -338,7 +356,7 @@ def paired(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Generator,
     flat = np.stack([counts_a, counts_b], axis=2).reshape(c, k * 8)
     theta = _paired_theta(k)
     point = theta(flat.sum(axis=0)[None])[0]
-    items = _items(flat, theta, point, method, rng, resamples, k, paired=True)
+    items = _items(flat, theta, point, method, rng, resamples, k, single_holders(counts_a), paired=True)
     # The permutation test: P and N of each AU do not change under swaps, so the difference is linear in units.
     pos = counts_a[..., POS].sum(axis=0).astype(np.float64)
     neg = counts_a[..., NEG].sum(axis=0).astype(np.float64)
@@ -386,12 +404,14 @@ def paired_seeds(counts_a: np.ndarray, counts_b: np.ndarray, rng: np.random.Gene
     point_a, reps_a = seed_means(counts_a, pick_a)
     point_b, reps_b = seed_means(counts_b, pick_b)
     point, reps = point_a - point_b, reps_a - reps_b
+    single = single_holders(counts_a[0])  # the labels: the same for every seed of either setting
     items = []
     for q in range(k + 1):
         col = reps[:, q][np.isfinite(reps[:, q])]
-        if not np.isfinite(point[q]) or len(col) < 2:
-            items.append({"value": None, "ci95": None, "se": None, "half_width": None, "min_detectable_diff": None,
-                          "p_value": None})
+        if not np.isfinite(point[q]) or len(col) < 2 or single[q]:
+            items.append({"value": None if not np.isfinite(point[q]) else float(point[q]), "ci95": None, "se": None,
+                          "half_width": None, "min_detectable_diff": None, "p_value": None,
+                          **({"unavailable": SINGLE_HOLDER_UNAVAILABLE} if single[q] else {})})
             continue
         lo, hi = np.percentile(col, [2.5, 97.5])
         se = float(col.std(ddof=1))
