@@ -636,3 +636,38 @@ def test_a_path_too_long_is_one_line(dataset, small, tmp_path):
     long = tmp_path / ("x" * 300)  # one name longer than any file system takes (255 bytes)
     _one_line_error(_preprocess(dataset, long), 2, "the path is too long", "choose a shorter")
     _one_line_error(_train(small, long / "run"), 2, "the path is too long")
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # pytest's form of the traceback
+def test_disk_full_in_the_tensorboard_writer_is_one_line_without_a_thread_traceback(small, tmp_path, monkeypatch,
+                                                                                   capfd):
+    """TensorBoard writes its event file from a thread of its own: a full disk there reaches the CLI as the usual
+    one line (the flush re-raises it), and the thread's traceback is not printed beside it."""
+    from tensorboard.summary.writer import record_writer
+
+    from aubench_cli.training import trainer as trainmod
+
+    real_end, real_write = trainmod.end_epoch, record_writer.RecordWriter.write
+    full = {"on": False}
+
+    def write(self, data):
+        if full["on"]:
+            _enospc()
+        return real_write(self, data)
+
+    def end_epoch(run, epoch, *args):
+        if epoch == 2:
+            run.writer.wait()  # epoch 1 is on disk; the disk fills up now, for TensorBoard's thread
+            full["on"] = True
+        return real_end(run, epoch, *args)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    monkeypatch.setattr(trainmod, "end_epoch", end_epoch)
+    run = tmp_path / "run"
+    result = _train(small, run, "--epochs", "2")
+    monkeypatch.undo()
+    line = _one_line_error(result, 1, "no space left", "events.out.tfevents", "free space")
+    assert line
+    printed = capfd.readouterr()  # what reached the process's own streams (a thread's excepthook writes there)
+    assert "Traceback" not in printed.err + result.stderr and "Exception in thread" not in printed.err + result.stderr
+    assert trainmod.load_checkpoint(run / "last.pt")["epoch"] == 1

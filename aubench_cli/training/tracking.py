@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,25 @@ def _summary_writer() -> Any:
     except ImportError:  # torch.utils.tensorboard raises ImportError without the tensorboard package
         return None
     return SummaryWriter
+
+
+def _quiet_writer_thread_errors() -> None:
+    """TensorBoard's writer thread keeps an error it meets (a full disk) for the next ``flush``, which raises it in
+    the training thread (``Tracker.epoch``: one line from the CLI), and then re-raises it, so Python would also
+    print that thread's traceback. That print, and only it, is left out: ``threading.excepthook`` is wrapped (once;
+    again if something replaced it since) to skip an exception its thread has kept for the flush."""
+    current = threading.excepthook
+    if getattr(current, "_aubench_quiet", False):
+        return
+
+    def hook(args: Any) -> None:
+        kept = getattr(args.thread, "exception", None) if args.thread is not None else None
+        if type(args.thread).__name__ == "_AsyncWriterThread" and kept is args.exc_value:
+            return
+        current(args)
+
+    hook._aubench_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def event_files(run_dir: str | Path, suffix: str | None = None) -> list[Path]:
@@ -69,6 +89,7 @@ class Tracker:
                          "(pip install tensorboard, or train with --no-tensorboard)")
                 self.enabled = False
                 return None
+            _quiet_writer_thread_errors()
             # flush_secs is large: end of epoch flushes, nothing else needs to
             self._writer = writer_class(str(self.run_dir), purge_step=self.first_epoch, flush_secs=3600)
         return self._writer
