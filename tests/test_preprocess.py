@@ -650,3 +650,37 @@ def test_a_video_skipped_for_its_label_file_is_named_and_fails_the_command(tmp_p
     assert "skipped videos/s2_v1.avi: label file" in " ".join(result.stderr.split())  # the file, not an internal id
     assert "videos__s2_v1" not in result.stderr
     assert "error: 1 video skipped" in " ".join(result.stderr.split())
+
+
+def test_the_chosen_split_seed_is_checked_again_on_the_frames_with_a_face(tmp_path):
+    """The label files give the val subject AU01 positives, so seed 0 balances every split by them; but those
+    frames have no face, so the cache's val split would hold no AU01 positive and training would refuse. The seed
+    is chosen again on the frames kept, recorded, and said."""
+    subjects = next(names for j in range(100) for names in [[f"p{j}s{i}" for i in range(8)]]
+                    if set(split_subjects(names, (0.74, 0.11, 0.15), 0).values()) == {"train", "val", "test"})
+    where = split_subjects(subjects, (0.74, 0.11, 0.15), 0)  # seed 0 puts a subject in every split
+    val = [s for s in subjects if where[s] == "val"]
+    root = tmp_path / "data"
+    manifest = ["video,subject"]
+    for i, subject in enumerate(subjects):
+        frames = face_frames(N_FRAMES, i)
+        rows = np.array([[f % 2, (f + 1) % 2] for f in range(N_FRAMES)])  # both AUs both ways, every subject
+        if subject in val:
+            rows[:, 0] = 0
+            rows[[5, 6], 0] = 1  # its only AU01 positives ...
+            for f in (5, 6):
+                frames[f] = np.full_like(frames[f], 90)  # ... on frames without a face
+        write_video(root / "videos" / f"{subject}_v1.avi", frames)
+        write_labels(root / "labels" / f"{subject}_v1.csv", list(range(N_FRAMES)), rows)
+        manifest.append(f"videos/{subject}_v1.avi,{subject}")
+    (root / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    out = tmp_path / "cache"
+    summary = run_preprocess(root, out, PreprocessOptions(workers=2))
+    assert summary["no_face_frames"] == 2 * len(val)
+    assert summary["split_seed"]["from"] == "first-balancing" and summary["split_seed"]["seed"] != 0
+    assert any(n.startswith("on the frames with a face found, split seed") for n in summary["notes"])
+    cache = open_cache(out)
+    assert json.loads((out / "cache.json").read_text())["splits"]["seed"] == summary["split_seed"]["seed"]
+    for split in ("train", "val", "test"):
+        labels = cache.labels[cache.indices(split)]
+        assert len(labels) and (labels == 1).any(0).all() and (labels == 0).any(0).all(), split

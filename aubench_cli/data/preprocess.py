@@ -424,11 +424,23 @@ def _coded_per_subject(videos: list, tables: dict, au_names: list[str]) -> dict[
     """Subject -> (the AUs its label files mark present in some frame, those they mark absent in some frame)."""
     coded: dict[str, tuple[set, set]] = {}
     for v in videos:
-        values = tables[v.id].values
-        pos, neg = coded.setdefault(v.subject, (set(), set()))
-        pos.update(au for au, hit in zip(au_names, (values == 1).any(0)) if hit)
-        neg.update(au for au, hit in zip(au_names, (values == 0).any(0)) if hit)
+        _code(coded, v.subject, tables[v.id].values, au_names)
     return coded
+
+
+def _coded_in_cache(cache: Any) -> dict[str, tuple[set, set]]:
+    """``_coded_per_subject`` on the frames a cache holds (a frame without a face is not there)."""
+    coded: dict[str, tuple[set, set]] = {}
+    for start, count, subject in zip(cache.video_offsets[:-1], cache.video_counts, cache.video_subject):
+        _code(coded, subject, np.asarray(cache.labels[start:start + count]), cache.au_names)
+    return coded
+
+
+def _code(coded: dict[str, tuple[set, set]], subject: str, values: np.ndarray, au_names: list[str]) -> None:
+    """Add to ``subject``'s sets the AUs ``values`` (frames x AUs: 1, 0, -1 unknown) mark present, and absent."""
+    pos, neg = coded.setdefault(subject, (set(), set()))
+    pos.update(au for au, hit in zip(au_names, (values == 1).any(0)) if hit)
+    neg.update(au for au, hit in zip(au_names, (values == 0).any(0)) if hit)
 
 
 def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOptions | None = None,
@@ -511,6 +523,17 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         failures = [{"video": r["video"], "reason": r["error"]} for r in reports if r["status"] != "ok"]
         consolidate(out, header)
         cache = open_cache(out)
+        if split_source == "seed" and seed_from in ("default", "first-filling", "first-balancing"):
+            # chosen here on the label files: checked again on the frames kept (those with a face found)
+            again = choose_split_seed([v.subject for v in videos], options.splits, None, None, _coded_in_cache(cache))
+            if again[0] != seed:
+                seed, seed_from = again[0], again[1]
+                seed_note = f"on the frames with a face found, {again[2]}"
+                subjects, _ = assign_splits(usable, options.splits, seed)
+                header = {**header, "subjects": subjects,
+                          "splits": {**header["splits"], "seed": seed, "seed_from": seed_from}}
+                consolidate(out, header)
+                cache = open_cache(out)
         summary = _summary(cache, listing, reports, failures, skipped, removed, already, workers, work_seconds)
         realised, split_warnings = split_report(subjects, options.splits, split_source)
         for split, info in realised.items():
