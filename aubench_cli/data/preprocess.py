@@ -645,20 +645,17 @@ def _plan_rerun(out: Path, videos: list[VideoSource], tables: dict[str, LabelTab
             record_input(out, v.id, now_fp)
             rerun["touched"].append(v.id)
 
-    def plural(n: int) -> str:
-        return f"{n} video{'s' if n != 1 else ''}"
-
     notes = rerun["notes"]
     if rerun["redone"]:
-        notes.append(f"video content changed for {plural(len(rerun['redone']))}: redone")
+        notes.append(f"video content changed for {plural(len(rerun['redone']), 'video')}: redone")
     if rerun["refreshed"]:
-        notes.append(f"labels changed for {plural(len(rerun['refreshed']))}: refreshed")
+        notes.append(f"labels changed for {plural(len(rerun['refreshed']), 'video')}: refreshed")
     if rerun["realigned"]:
-        notes.append(f"labels of {plural(len(rerun['realigned']))} now cover frames never aligned: re-aligned")
+        notes.append(f"labels of {plural(len(rerun['realigned']), 'video')} now cover frames never aligned: re-aligned")
     if rerun["touched"]:
-        notes.append(f"{plural(len(rerun['touched']))} have new file times but the same content: kept")
+        notes.append(f"{plural(len(rerun['touched']), 'video')} with new file times but the same content: kept")
     if rerun["removed"]:
-        notes.append(f"{plural(len(rerun['removed']))} no longer in the dataset (or without usable labels): "
+        notes.append(f"{plural(len(rerun['removed']), 'video')} no longer in the dataset (or without usable labels): "
                      "removed from the cache")
     return todo, rerun
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from aubench_cli.errors import UsageError, suggest
+from aubench_cli.errors import UsageError, plural, suggest
 from aubench_cli.evaluation import stats
 
 DEFAULT_ROPE = 0.01  # one point of balanced accuracy: below what a test split of a few dozen subjects resolves
@@ -262,8 +262,8 @@ def caveats(r: dict[str, Any]) -> list[str]:
     """What limits the answer: few subjects, few or no seeds, one fold assignment, a test that did not reject."""
     out = []
     if r["subjects"] < FEW_SUBJECTS:
-        out.append(f"only {r['subjects']} test subjects: resampling so few under-covers, so the rank intervals "
-                   "and P(best) are optimistic")
+        out.append(f"only {plural(r['subjects'], 'test subject')}: resampling so few under-covers, so the rank "
+                   "intervals and P(best) are optimistic")
     seeds = min(r["seeds"])
     if seeds == 1:
         out.append("one training seed per run: the ranking leaves out the spread due to training")
@@ -278,7 +278,7 @@ def caveats(r: dict[str, Any]) -> list[str]:
     if r["degenerate"]:
         out.append(f"{r['degenerate']} resamples left out (an AU without positive or negative frames in them)")
     held = r.get("aus_in_one_subject") or []
-    if held:
+    if held and r["subjects"] > 1:  # with one subject, the caveat on few subjects says it all
         out.append(f"{len(held)} AU{'s' if len(held) > 1 else ''} with every positive (or negative) frame in one "
                    "subject: how that class varies between subjects is in no resample, so the rank intervals and "
                    "P(best) are optimistic")

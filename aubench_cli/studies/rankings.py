@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from aubench_cli.errors import plural
 from aubench_cli.evaluation import ranking, stats
 from aubench_cli.studies.results import _read_run, fold_count, pooled_counts, tex_escape, unit_grid
 from aubench_cli.studies.study import FOLD_SEED_DIR, STUDY_FILE
@@ -239,7 +240,7 @@ def _rope_lines(result: dict[str, Any]) -> list[str]:
 def _method_line(result: dict[str, Any]) -> str:
     r = result["ranking"]
     cd = r["critical_difference"]
-    levels = f"{r['subjects']} test subjects resampled together for every run"
+    levels = f"{plural(r['subjects'], 'test subject')} resampled together for every run"
     if max(r["seeds"]) > 1:
         levels += f", each run's {max(r['seeds'])} training seeds resampled"
     if r["assignments"] > 1:
