@@ -737,4 +737,6 @@ def test_checkpoints_are_written_while_the_next_epoch_trains_and_hold_their_own_
     train(_cfg(cache), tmp_path / "r")
     assert overlapped == {1: True}
     assert written == at_end and at_end[1] != at_end[2]  # each epoch's own weights, though epoch 2 changed them
-    assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 2  # written before train() returned
+    saved = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert saved["epoch"] == 2  # written before train() returned
+    assert saved["model"]._metadata  # the copy is still a state dict (its modules' versions kept for loading)

@@ -19,6 +19,7 @@ augmented and normalized there. Rank 0 alone writes. Branches for CUDA only are 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -392,8 +393,11 @@ def host_copy(obj: Any) -> Any:
     a background writer saves is this moment's state while training goes on changing the live tensors."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # a shallow copy keeps the type and attributes (a state dict's _metadata)
+        out = copy.copy(obj)
+        for k, v in obj.items():
+            out[k] = host_copy(v)
+        return out
     if isinstance(obj, (list, tuple)):
         return type(obj)(host_copy(v) for v in obj)
     return obj
