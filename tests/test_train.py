@@ -740,3 +740,28 @@ def test_checkpoints_are_written_while_the_next_epoch_trains_and_hold_their_own_
     saved = load_checkpoint(tmp_path / "r" / "last.pt")
     assert saved["epoch"] == 2  # written before train() returned
     assert saved["model"]._metadata  # the copy is still a state dict (its modules' versions kept for loading)
+
+
+def test_pace_note_projects_the_rest_and_on_a_cpu_says_how_to_shorten_hours():
+    from aubench_cli.commands.train import pace_note
+
+    cpu = pace_note(200.0, 540, "cpu")  # the protocol's 600 epochs at 200 s each: what a 2-core CPU does
+    assert "other 540 epochs take about 30.0 h" in cpu and "3.3 min for the first epoch" in cpu
+    assert "--epochs" in cpu and "aubench demo" in cpu
+    gpu = pace_note(200.0, 540, "cuda:0")
+    assert "30.0 h" in gpu and "--epochs" not in gpu  # a GPU run of hours is what the protocol is
+    short = pace_note(30.0, 10, "cpu")
+    assert "about 5.0 min" in short and "--epochs" not in short  # minutes on a CPU need no advice
+    assert "the last epoch takes about 30 s" in pace_note(30.0, 1, "cpu")
+    assert pace_note(30.0, 0, "cpu") is None
+
+
+def test_train_says_after_the_first_epoch_how_long_the_rest_takes(cache, tmp_path):
+    result = runner.invoke(app, ["train", "--cache", str(cache), "--epochs", "3", "--batches-per-epoch", "2",
+                                 "--val-batches", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("at this pace")]
+    assert len(notes) == 1 and "the other 2 epochs take about" in notes[0], result.stderr
+    resumed = runner.invoke(app, ["train", "--resume", str(tmp_path / "r"), "--epochs", "4"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "the last epoch" not in resumed.stderr and "at this pace" not in resumed.stderr  # nothing left after it

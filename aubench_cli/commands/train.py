@@ -8,6 +8,7 @@ torchrun --nproc-per-node N -m aubench_cli train ...
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -84,11 +85,17 @@ def command(
                    TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
     state: dict = {}
 
+    def say(line: str) -> None:
+        if bar.disable:
+            stderr.print(line)
+        else:
+            bar.console.print(line)
+
     def on_progress(event: dict) -> None:
         kind = event["event"]
         if kind == "start":
             state["task"] = bar.add_task("train", total=event["total"], speed="")
-            state["run"] = event["run"]
+            state.update(run=event["run"], epochs=event["epochs"], device=event["device"], began=time.perf_counter())
             stderr.print(f"training into {event['run']} ({plural(event['epochs'], 'epoch')}, batches of {event['batch_size']})")
         elif kind == "step":
             bar.update(state["task"], advance=1, description=f"epoch {event['epoch']}")
@@ -96,10 +103,11 @@ def command(
             bar.update(state["task"], speed=f"{event['images_per_s']:.0f} img/s")
             line = (f"epoch {event['epoch']}: loss {event['train_loss']:.4f}  val mean acc {event['val_mean']:.4f}  "
                     f"(best epoch {event['best_epoch']})  {event['images_per_s']:.0f} img/s")
-            if bar.disable:
-                stderr.print(line)
-            else:
-                bar.console.print(line)
+            say(line)
+            if "began" in state:  # the first epoch of this process: the rest's time, set-up included (an upper bound)
+                note = pace_note(time.perf_counter() - state.pop("began"), state["epochs"] - event["epoch"], state["device"])
+                if note:
+                    say(note)
 
     with bar:
         try:
@@ -117,6 +125,29 @@ def command(
         return
     stdout.print(f"best mean validation accuracy {summary['best_val_mean_accuracy']:.4f} at epoch "
                  f"{summary['best_epoch']}; run written to {summary['run']}")
+
+
+def duration(seconds: float) -> str:
+    """42 -> '42 s', 200 -> '3.3 min', 108000 -> '30.0 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def pace_note(first_epoch_s: float, remaining: int, device: str) -> str | None:
+    """After the first epoch: how long the rest of the run takes at its pace; on a CPU, where that is hours (the
+    paper's protocol is sized for a GPU), how to take a first look sooner."""
+    if remaining <= 0:
+        return None
+    rest = first_epoch_s * remaining
+    rest_of_run = "the last epoch takes" if remaining == 1 else f"the other {remaining} epochs take"
+    note = f"at this pace ({duration(first_epoch_s)} for the first epoch) {rest_of_run} about {duration(rest)}"
+    if device.startswith("cpu") and rest > 3600:
+        note += ("; the paper's protocol is sized for a GPU: for a first look on this CPU shorten it "
+                 "(e.g. --epochs 10 --batches-per-epoch 50), or run aubench demo")
+    return note
 
 
 def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None, options: dict) -> None:

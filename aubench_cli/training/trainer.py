@@ -618,7 +618,7 @@ def train(
     if progress:
         total = (cfg.train.epochs - run.start_epoch + 1) * run.steps_per_epoch - run.first_step
         progress({"event": "start", "total": total, "batch_size": run.batch_size, "epochs": cfg.train.epochs,
-                  "run": str(run_dir)})
+                  "run": str(run_dir), "device": str(run.device)})
     # the writer's exit waits for the last checkpoint (and raises its error) before the summary is written
     with _deferred_interrupt() as interrupted, _cuda_oom_hint(run), run.writer:
         for epoch in range(run.start_epoch, cfg.train.epochs + 1):
