@@ -752,11 +752,14 @@ def test_pace_note_projects_the_rest_and_on_a_cpu_says_how_to_shorten_hours():
     assert "30.0 h" in gpu and "--epochs" not in gpu  # a GPU run of hours is what the protocol is
     short = pace_note(30.0, 10, "cpu")
     assert "about 5.0 min" in short and "--epochs" not in short  # minutes on a CPU need no advice
-    assert "the last epoch takes about 30 s" in pace_note(30.0, 1, "cpu")
-    assert pace_note(30.0, 0, "cpu") is None
+    assert "the last epoch takes about 1.5 min" in pace_note(90.0, 1, "cpu")
+    assert pace_note(30.0, 0, "cpu") is None and pace_note(4.0, 2, "cpu") is None  # under a minute: the bar says it
 
 
-def test_train_says_after_the_first_epoch_how_long_the_rest_takes(cache, tmp_path):
+def test_train_says_after_the_first_epoch_how_long_the_rest_takes(cache, tmp_path, monkeypatch):
+    from aubench_cli.commands import train as train_command
+
+    monkeypatch.setattr(train_command, "PACE_NOTE_MIN_S", 0.0)  # this run's rest takes seconds, not hours
     result = runner.invoke(app, ["train", "--cache", str(cache), "--epochs", "3", "--batches-per-epoch", "2",
                                  "--val-batches", "1", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output

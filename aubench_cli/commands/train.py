@@ -22,6 +22,8 @@ from aubench_cli.errors import UsageError, plural
 
 NAME = "train"
 # what a resume may pass anew: the total of epochs, where it runs, where its cache is now, whether it logs
+# after the first epoch, the rest of a run's time is said when it is at least this long (seconds)
+PACE_NOTE_MIN_S = 60.0
 RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.cache", "train.tensorboard", "train.cuda_graphs")
 
 
@@ -139,9 +141,9 @@ def duration(seconds: float) -> str:
 def pace_note(first_epoch_s: float, remaining: int, device: str) -> str | None:
     """After the first epoch: how long the rest of the run takes at its pace; on a CPU, where that is hours (the
     paper's protocol is sized for a GPU), how to take a first look sooner."""
-    if remaining <= 0:
-        return None
     rest = first_epoch_s * remaining
+    if remaining <= 0 or rest < PACE_NOTE_MIN_S:  # nothing left, or a short run: the bar says enough
+        return None
     rest_of_run = "the last epoch takes" if remaining == 1 else f"the other {remaining} epochs take"
     note = f"at this pace ({duration(first_epoch_s)} for the first epoch) {rest_of_run} about {duration(rest)}"
     if device.startswith("cpu") and rest > 3600:
