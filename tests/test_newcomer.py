@@ -26,12 +26,12 @@ def test_synth_preprocess_train_eval_at_defaults(tmp_path, monkeypatch):
     summary = json.loads(prep.stdout)
     names = [f"s{i:02d}" for i in range(1, 7)]
     assert set(split_subjects(names, seed=0).values()) != {"train", "val", "test"}  # what made train refuse
-    assert summary["split_seed"]["from"] == "first-filling" and summary["split_seed"]["seed"] > 0
+    assert summary["split_seed"]["from"] == "closest-filling" and summary["split_seed"]["seed"] > 0
     assert all(summary["splits"][s]["subjects"] >= 1 for s in ("train", "val", "test"))
     assert any(f"split seed {summary['split_seed']['seed']}" in n for n in summary["notes"])
     header = json.loads((tmp_path / "aubench-cache" / "cache.json").read_text())
     assert header["splits"]["seed"] == summary["split_seed"]["seed"]
-    assert header["splits"]["seed_from"] == "first-filling"
+    assert header["splits"]["seed_from"] == "closest-filling"
 
     train = runner.invoke(app, ["train", "--epochs", "1", "--batches-per-epoch", "2", "--val-batches", "1",
                                 "--out", "runs/first"])
@@ -67,7 +67,7 @@ def test_a_tiny_set_trains_and_evaluates_at_defaults(tmp_path, monkeypatch):
     assert made.exit_code == 0, made.output
     prep = runner.invoke(app, ["preprocess", "ds", "--out", "cache", "--workers", "1", "--json"])
     assert prep.exit_code == 0, prep.output
-    assert json.loads(prep.stdout)["split_seed"]["from"] == "first-balancing"
+    assert json.loads(prep.stdout)["split_seed"]["from"] == "closest-balancing"
     trained = runner.invoke(app, ["train", "--cache", "cache", "--epochs", "1", "--batches-per-epoch", "2",
                                   "--val-batches", "1", "--out", "run"])
     assert trained.exit_code == 0, trained.output

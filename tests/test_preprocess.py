@@ -456,8 +456,8 @@ def test_adding_subjects_keeps_every_split_in_the_cache(tmp_path):
     assert summary["split_warnings"] and all("--split-seed" in w for w in summary["split_warnings"])
     assert first["splits"]["train"]["wanted"] == 0.74
 def test_default_split_fills_every_split_and_a_rerun_with_added_subjects_keeps_it(tmp_path):
-    """Issue 22, item 1: seed 0 puts s1..s3 all in train; the default uses the first seed that fills train, val and
-    test, records it and says so; adding subjects and rerunning keeps that seed, so no subject moves (a fresh
+    """Issue 22, item 1: seed 0 puts s1..s3 all in train; the default uses the seed closest to the shares of those
+    that fill train, val and test, records it and says so; adding subjects and rerunning keeps that seed, so no subject moves (a fresh
     choice for the six would be another seed); --overwrite starts afresh."""
     from aubench_cli.data.splits import choose_split_seed
 
@@ -467,8 +467,8 @@ def test_default_split_fills_every_split_and_a_rerun_with_added_subjects_keeps_i
     first = run_preprocess(root, out, PreprocessOptions(workers=1))
     header = json.loads((out / "cache.json").read_text())
     seed = header["splits"]["seed"]
-    assert header["splits"]["seed_from"] == "first-filling" and first["split_seed"] == {"seed": seed,
-                                                                                      "from": "first-filling"}
+    assert header["splits"]["seed_from"] == "closest-filling" and first["split_seed"] == {"seed": seed,
+                                                                                        "from": "closest-filling"}
     assert sorted(header["subjects"].values()) == ["test", "train", "val"]
     assert any(n.startswith(f"split seed {seed}:") for n in first["notes"])
     make_dataset(root, subjects=("s1", "s2", "s3", "s4", "s5", "s6"))
@@ -479,7 +479,7 @@ def test_default_split_fills_every_split_and_a_rerun_with_added_subjects_keeps_i
     fresh = choose_split_seed([f"s{i}" for i in range(1, 7)])[0]
     assert fresh != seed  # without the record the rerun would have re-split
     again = run_preprocess(root, out, PreprocessOptions(workers=1, overwrite=True))
-    assert again["split_seed"] == {"seed": fresh, "from": "first-filling"}
+    assert again["split_seed"] == {"seed": fresh, "from": "closest-filling"}
 
 
 # -- labels read exactly, reports ---------------------------------------------------------------------------------
@@ -677,7 +677,7 @@ def test_the_chosen_split_seed_is_checked_again_on_the_frames_with_a_face(tmp_pa
     out = tmp_path / "cache"
     summary = run_preprocess(root, out, PreprocessOptions(workers=2))
     assert summary["no_face_frames"] == 2 * len(val)
-    assert summary["split_seed"]["from"] == "first-balancing" and summary["split_seed"]["seed"] != 0
+    assert summary["split_seed"]["from"] == "closest-balancing" and summary["split_seed"]["seed"] != 0
     assert any(n.startswith("on the frames with a face found, split seed") for n in summary["notes"])
     cache = open_cache(out)
     assert json.loads((out / "cache.json").read_text())["splits"]["seed"] == summary["split_seed"]["seed"]

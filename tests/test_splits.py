@@ -14,9 +14,9 @@ from aubench_cli.data.cache import open_cache, record_input
 from aubench_cli.data.splits import (
     check_held_out,
     choose_split_seed,
+    closest_seed,
     empty_split_error,
     seed_closest_to_shares,
-    seed_with_every_split,
     split_report,
     split_subjects,
     subject_position,
@@ -56,6 +56,20 @@ def test_split_is_a_cut_of_the_hash_position_at_the_proportions():
     assert "val" not in set(split_subjects(names, (0.8, 0.0, 0.2), seed=0).values())  # a zero share stays empty
 
 
+def test_a_split_the_shares_give_one_subject_is_reported_without_the_seed_advice():
+    """8 subjects: 11 % and 15 % of them are 0.9 and 1.2 subjects; no seed gives val or test 2 without taking them
+    from train, so the fix is k-fold cross-validation, not another seed. With 20, a one-subject val is the seed's."""
+    names = [f"s{i}" for i in range(8)]
+    split = {n: "train" for n in names[:6]} | {names[6]: "val", names[7]: "test"}
+    warnings = split_report(split, SHARES, "seed")[1]
+    assert len(warnings) == 2 and all("--folds" in w and "--split-seed" not in w for w in warnings), warnings
+    assert "the test split has 1 subject (of 8; 15% of 8 is 1.2)" in warnings[1]
+    twenty = [f"s{i}" for i in range(20)]
+    split = {n: "train" for n in twenty[:16]} | {twenty[16]: "val"} | {n: "test" for n in twenty[17:]}
+    warnings = split_report(split, SHARES, "seed")[1]
+    assert len(warnings) == 1 and warnings[0].startswith("the val split has 1 subject") and "--split-seed" in warnings[0]
+
+
 def test_small_splits_are_reported_with_the_fix():
     disfa = [f"SN{i:03d}" for i in range(1, 28)]
     seeds = {}
@@ -80,11 +94,26 @@ def test_small_splits_are_reported_with_the_fix():
     assert split_report(lopsided, SHARES, "manifest")[1] == []  # a manifest's split is the user's own choice
 
 
-def test_seed_with_every_split():
-    names = [f"s{i:02d}" for i in range(1, 11)]
-    seed = seed_with_every_split(names, SHARES, start=0)
+def _distance(names, seed, shares=SHARES):
+    got = list(split_subjects(names, shares, seed).values())
+    return sum(abs(got.count(x) - p / sum(shares) * len(set(names))) for x, p in zip(("train", "val", "test"), shares))
+
+
+def test_closest_seed_fills_every_split_and_is_the_first_of_the_closest():
+    names = [f"s{i:02d}" for i in range(1, 21)]
+    seed = closest_seed(names, SHARES)
     assert set(split_subjects(names, SHARES, seed).values()) == {"train", "val", "test"}
-    assert all(set(split_subjects(names, SHARES, s).values()) != {"train", "val", "test"} for s in range(seed))
+    complete = [s for s in range(1000) if set(split_subjects(names, SHARES, s).values()) == {"train", "val", "test"}]
+    assert _distance(names, seed) == min(_distance(names, s) for s in complete)
+    assert seed == min(s for s in complete if _distance(names, s) == _distance(names, seed))
+    counts = list(split_subjects(names, SHARES, seed).values())
+    assert counts.count("train") >= 14  # 0.74 x 20 = 14.8; the first filling seed here leaves 11
+    assert _distance(names, complete[0]) > _distance(names, seed)
+    # ``accept`` narrows the choice; nothing accepted, or too few subjects for the splits: None
+    other = closest_seed(names, SHARES, accept=lambda s: s != seed)
+    assert other != seed and other in complete
+    assert closest_seed(names, SHARES, accept=lambda s: False) is None
+    assert closest_seed(["a", "b"], SHARES) is None
 
 
 def _filled(names, seed, shares=SHARES):
@@ -93,7 +122,8 @@ def _filled(names, seed, shares=SHARES):
 
 def test_the_default_seed_fills_every_wanted_split():
     """Item 1 of issue 22: with default options every split with a share holds a subject whenever there are at
-    least as many subjects as such splits; seed 0 when it does, else the first seed that does, said in a note."""
+    least as many subjects as such splits; seed 0 when it does, else the seed closest to the shares of those that
+    do, said in a note."""
     seen_search = 0
     for n in (3, 4, 6, 10, 20, 30):
         for draw in range(40):
@@ -104,8 +134,10 @@ def test_the_default_seed_fills_every_wanted_split():
                 assert (seed, how, note) == (0, "default", None)
             else:
                 seen_search += 1
-                assert how == "first-filling" and seed == seed_with_every_split(names, SHARES, 0)
+                assert how == "closest-filling" and seed == closest_seed(names, SHARES)
                 assert note and f"split seed {seed}" in note and "recorded in the cache" in note
+                counts = list(split_subjects(names, SHARES, seed).values())
+                assert f"train {counts.count('train')}, val {counts.count('val')}, test {counts.count('test')}" in note
     assert seen_search > 20  # the rule was exercised, not only seed 0
     # a zero share need not be filled; fewer subjects than wanted splits: seed 0 (split_report warns)
     assert choose_split_seed(["a", "b"], SHARES)[:2] == (0, "default")
@@ -125,7 +157,7 @@ def test_a_rerun_keeps_the_recorded_seed_so_added_subjects_move_no_one():
     names = next(ns for ns in ([f"g{d}-s{i}" for i in range(6)] for d in range(100))
                  if _filled(ns, 0) != {"train", "val", "test"})
     seed, how, _ = choose_split_seed(names, SHARES)
-    assert how == "first-filling" and seed > 0
+    assert how == "closest-filling" and seed > 0
     before = split_subjects(names, SHARES, seed)
     recorded = {"source": "seed", "seed": seed, "seed_from": how, "proportions": list(SHARES)}
     for extra in range(1, 40):
@@ -240,11 +272,13 @@ def test_default_seed_also_balances_every_au_where_a_seed_can():
     coded = {s: ({"AU01", "AU06"} if s in carriers else {"AU01"}, {"AU01", "AU06"}) for s in subjects}
     assert unbalanced(subjects, (0.74, 0.11, 0.15), seed, coded, wanted)  # the old choice leaves AU06 one-sided
     chosen, how2, note = choose_split_seed(subjects, coded=coded)
-    assert how2 == "first-balancing" and chosen != seed and "AU06" in note
+    assert how2 == "closest-balancing" and chosen != seed and "AU06" in note
     assert set(split_subjects(subjects, seed=chosen).values()) == set(wanted)
     assert not unbalanced(subjects, (0.74, 0.11, 0.15), chosen, coded, wanted)
-    assert not any(set(split_subjects(subjects, seed=s).values()) == set(wanted)
-                   and not unbalanced(subjects, (0.74, 0.11, 0.15), s, coded, wanted) for s in range(chosen))
+    balancing = [s for s in range(1000) if set(split_subjects(subjects, seed=s).values()) == set(wanted)
+                 and not unbalanced(subjects, (0.74, 0.11, 0.15), s, coded, wanted)]
+    closest = min(_distance(subjects, s) for s in balancing)
+    assert _distance(subjects, chosen) == closest and chosen == min(s for s in balancing if _distance(subjects, s) == closest)
     # labels that every split can balance keep the choice by subjects alone; a given seed is obeyed as given
     plenty = {s: ({"AU01"}, {"AU01"}) for s in subjects}
     assert choose_split_seed(subjects, coded=plenty) == choose_split_seed(subjects)

@@ -146,7 +146,7 @@ def command(
         "as unknown / the first column, and reported, either way).")] = False,
     split_seed: Annotated[Optional[int], typer.Option(
         "--split-seed", help="Seed of the subject split (when the manifest gives none). Default: the cache's "
-        "recorded seed, else 0, else the first seed that gives every split a subject.", show_default=False)] = None,
+        "recorded seed, else 0, else of the seeds that give every split a subject the one closest to the shares.", show_default=False)] = None,
     splits: Annotated[str, typer.Option(
         "--splits", help="Train,val,test shares of subjects (the paper's by default).")] = "0.74,0.11,0.15",
     overwrite: Annotated[bool, typer.Option(

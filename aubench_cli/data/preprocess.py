@@ -47,7 +47,7 @@ from aubench_cli.data.cache import (
 )
 from aubench_cli.data.workers import die_with_parent, ignore_interrupts
 from aubench_cli.data.fingerprint import changed, content_hash, fingerprint, stat_key
-from aubench_cli.data.splits import choose_split_seed, split_report, split_subjects
+from aubench_cli.data.splits import CHOSEN_HERE, choose_split_seed, split_report, split_subjects
 from aubench_cli.errors import UsageError, plural
 from aubench_cli.data.labels import (
     IMAGE_EXTENSIONS,
@@ -74,7 +74,7 @@ class PreprocessOptions:
     layout: str = "auto"
     threshold: float = 2.0  # DISFA-style intensities count as present at >= 2 (the field's convention, B level)
     workers: int = 0  # 0: one per CPU core
-    split_seed: int | None = None  # None: the cache's recorded seed, else 0, else the first seed filling every split
+    split_seed: int | None = None  # None: the cache's recorded seed, else 0, else the seed filling every split closest to the shares
     splits: tuple[float, float, float] = PAPER_SPLITS
     overwrite: bool = False
     min_confidence: float = 0.5  # mediapipe's default for both detection and tracking
@@ -523,7 +523,7 @@ def run_preprocess(input_dir: str | Path, out: str | Path, options: PreprocessOp
         failures = [{"video": r["video"], "reason": r["error"]} for r in reports if r["status"] != "ok"]
         consolidate(out, header)
         cache = open_cache(out)
-        if split_source == "seed" and seed_from in ("default", "first-filling", "first-balancing"):
+        if split_source == "seed" and seed_from in CHOSEN_HERE:
             # chosen here on the label files: checked again on the frames kept (those with a face found)
             again = choose_split_seed([v.subject for v in videos], options.splits, None, None, _coded_in_cache(cache))
             if again[0] != seed:

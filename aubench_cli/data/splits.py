@@ -20,15 +20,21 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from aubench_cli.errors import UsageError
+from aubench_cli.errors import UsageError, plural
 
 SPLITS = ("train", "val", "test")
 ROLES_FILE = "data.json"  # the run directory's data record, where ``train`` writes ``subject_roles``
 SPLIT_FIX = ("choose another --split-seed, give the splits in the manifest's split column, "
              "or train with k-fold cross-validation over subjects (--folds K --fold I)")
-SEED_HOW = ("given", "default", "first-filling", "first-balancing", "recorded")  # cache.json splits.seed_from: where the seed came from
+# cache.json splits.seed_from: where the seed came from ("first-filling" and "first-balancing": caches made before the
+# search took the seed closest to the shares instead of the first one that did)
+FEW_SUBJECTS_FIX = ("train with k-fold cross-validation over subjects (--folds K --fold I: every subject is tested "
+                    "once), or give the splits in the manifest's split column")
+SEED_HOW = ("given", "default", "closest-filling", "closest-balancing", "recorded", "first-filling", "first-balancing")
+CHOSEN_HERE = ("default", "closest-filling", "closest-balancing", "first-filling", "first-balancing")  # by preprocess
+SEED_TRIES = 1000  # seeds searched when seed 0 does not do
 
 
 def subject_position(name: str, proportions: tuple[float, float, float], seed: int) -> float:
@@ -64,9 +70,11 @@ def split_report(subjects: dict[str, str], proportions, source: str) -> tuple[di
             want = p / total
             if want <= 0:
                 continue
-            if sizes[s] < 2:
-                warnings.append(f"the {s} split has {sizes[s]} subject{'s' if sizes[s] != 1 else ''} "
-                                f"(of {n}; wanted {want:.0%}): {SPLIT_FIX}")
+            if sizes[s] == 1 and want * n < 1.5:  # the shares themselves give it one subject: no seed does better
+                warnings.append(f"the {s} split has {plural(sizes[s], 'subject')} (of {n}; {want:.0%} of {n} is "
+                                f"{want * n:.1f}): too few subjects to hold out; {FEW_SUBJECTS_FIX}")
+            elif sizes[s] < 2:
+                warnings.append(f"the {s} split has {plural(sizes[s], 'subject')} (of {n}; wanted {want:.0%}): {SPLIT_FIX}")
             elif abs(sizes[s] / n - want) > want / 3:
                 warnings.append(f"the {s} split holds {sizes[s] / n:.0%} of the {n} subjects, far from its {want:.0%}: "
                                 f"{SPLIT_FIX}")
@@ -145,14 +153,25 @@ def check_held_out(run_dir: str | Path, cache: Any, split: str, index: Any) -> N
         )
 
 
-def seed_with_every_split(subjects: list[str], proportions=(0.74, 0.11, 0.15), start: int = 0) -> int:
-    """The first seed from ``start`` whose split gives every split with a share above 0 at least one subject
-    (what a tiny demo set needs to train and test at all); ``start`` itself when none in 1000 does."""
+def closest_seed(subjects: list[str], proportions=(0.74, 0.11, 0.15), start: int = 0, tries: int = SEED_TRIES,
+                 accept: Callable[[int], bool] | None = None) -> int | None:
+    """Of the seeds ``start .. start + tries - 1`` that give every split with a share above 0 a subject (and that
+    ``accept`` takes, when given), the one whose realised subject counts are closest to the shares (L1 distance to
+    share x subjects; the smallest seed among equals); None when none does. Closest, not first: the first seed that
+    fills the splits of 20 subjects can leave 11 of them to train, the closest leaves 15."""
+    names = sorted(set(subjects))
+    total = float(sum(proportions))
+    target = [p / total * len(names) for p in proportions]
     wanted = {s for s, p in zip(SPLITS, proportions) if p > 0}
-    for seed in range(start, start + 1000):
-        if wanted <= set(split_subjects(subjects, proportions, seed).values()):
-            return seed
-    return start
+    best, best_seed = None, None
+    for seed in range(start, start + tries):
+        got = list(split_subjects(names, proportions, seed).values())
+        if not wanted <= set(got):
+            continue
+        distance = sum(abs(got.count(s) - t) for s, t in zip(SPLITS, target))
+        if (best is None or distance < best - 1e-9) and (accept is None or accept(seed)):
+            best, best_seed = distance, seed
+    return best_seed
 
 
 def choose_split_seed(subjects: list[str], proportions=(0.74, 0.11, 0.15), given: int | None = None,
@@ -162,28 +181,33 @@ def choose_split_seed(subjects: list[str], proportions=(0.74, 0.11, 0.15), given
     to say). ``given`` (``--split-seed``) is obeyed as given. Without it: the seed the existing cache records
     (``recorded``: its header's ``splits``) when made with the same shares and it still gives every wanted split a
     subject, so a rerun with added subjects moves no one (adding subjects never empties a split); else seed 0 when
-    it fills every split with a share above 0, else the first seed from 0 that does (``seed_with_every_split``);
-    seed 0 when none can (fewer subjects than wanted splits: ``split_report`` warns). ``coded`` (subject -> the AUs
-    it has a positive label for, and those it has a negative label for): when that seed leaves some split without
-    a positive or a negative frame of an AU the dataset codes both ways (a small set: training or evaluation would
-    refuse it), the first seed from 0 that fills every split and balances every AU in each is used instead
-    (``first-balancing``), where one in 1000 does."""
+    it fills every split with a share above 0, else of the first 1000 seeds that do, the one closest to the shares
+    (``closest_seed``); seed 0 when none can (fewer subjects than wanted splits: ``split_report`` warns). ``coded``
+    (subject -> the AUs it has a positive label for, and those it has a negative label for): when that seed leaves
+    some split without a positive or a negative frame of an AU the dataset codes both ways (a small set: training
+    or evaluation would refuse it), the seed closest to the shares of those that fill every split and balance every
+    AU in each is used instead (``closest-balancing``), where one of the first 1000 does."""
     chosen = _choose_filling(subjects, proportions, given, recorded)
-    if chosen[1] not in ("default", "first-filling") or not coded:
+    if chosen[1] not in ("default", "closest-filling") or not coded:
         return chosen
     wanted = [s for s, p in zip(SPLITS, proportions) if p > 0]
     lacking = unbalanced(subjects, proportions, chosen[0], coded, wanted)
     if not lacking:
         return chosen
-    for seed in range(1000):
-        if set(wanted) <= set(split_subjects(subjects, proportions, seed).values()) \
-                and not unbalanced(subjects, proportions, seed, coded, wanted):
-            return seed, "first-balancing", (
-                f"split seed {seed}: seed {chosen[0]} leaves {'; '.join(lacking[:3])} without a positive or a "
-                "negative frame, so the first seed that gives every split a subject and both kinds of frame of "
-                "every AU is used and recorded in the cache (a rerun keeps it; --split-seed N or the manifest's "
-                "split column choose the split yourself)")
-    return chosen
+    seed = closest_seed(subjects, proportions, accept=lambda s: not unbalanced(subjects, proportions, s, coded, wanted))
+    if seed is None:
+        return chosen
+    return seed, "closest-balancing", (
+        f"split seed {seed}: seed {chosen[0]} leaves {'; '.join(lacking[:3])} without a positive or a negative "
+        f"frame, so of the seeds that give every split a subject and both kinds of frame of every AU, the one "
+        f"closest to the shares ({_counts(subjects, proportions, seed)}) is used and recorded in the cache (a rerun "
+        "keeps it; --split-seed N or the manifest's split column choose the split yourself)")
+
+
+def _counts(subjects: list[str], proportions, seed: int) -> str:
+    """'train 15, val 2, test 3 subjects' under ``seed`` (the splits with a share)."""
+    got = list(split_subjects(sorted(set(subjects)), proportions, seed).values())
+    return ", ".join(f"{s} {got.count(s)}" for s, p in zip(SPLITS, proportions) if p > 0) + " subjects"
 
 
 def unbalanced(subjects: list[str], proportions, seed: int, coded: dict[str, tuple[set, set]],
@@ -205,7 +229,7 @@ def unbalanced(subjects: list[str], proportions, seed: int, coded: dict[str, tup
 
 def _choose_filling(subjects: list[str], proportions=(0.74, 0.11, 0.15), given: int | None = None,
                     recorded: dict[str, Any] | None = None) -> tuple[int, str, str | None]:
-    """``choose_split_seed`` without the labels: obeyed, recorded, default or first-filling."""
+    """``choose_split_seed`` without the labels: obeyed, recorded, default or closest-filling."""
     if given is not None:
         return int(given), "given", None
     wanted = [s for s, p in zip(SPLITS, proportions) if p > 0]
@@ -222,33 +246,23 @@ def _choose_filling(subjects: list[str], proportions=(0.74, 0.11, 0.15), given: 
             return seed, "recorded", note
     if fills(0) or len(set(subjects)) < len(wanted):
         return 0, "default", None
-    seed = seed_with_every_split(subjects, proportions, 0)
-    if not fills(seed):
+    seed = closest_seed(subjects, proportions)
+    if seed is None:
         return 0, "default", None
     empty = [s for s in wanted if s not in set(split_subjects(subjects, proportions, 0).values())]
-    return seed, "first-filling", (
+    return seed, "closest-filling", (
         f"split seed {seed}: the default seed 0 leaves the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
-        f"empty with these {len(set(subjects))} subjects, so the first seed that gives {', '.join(wanted)} a subject "
-        "each is used and recorded in the cache (a rerun keeps it; --split-seed N or the manifest's split column "
-        "choose the split yourself)")
+        f"empty with these {len(set(subjects))} subjects, so of the seeds that give {', '.join(wanted)} a subject "
+        f"each, the one closest to the shares ({_counts(subjects, proportions, seed)}) is used and recorded in the "
+        "cache (a rerun keeps it; --split-seed N or the manifest's split column choose the split yourself)")
 
 
 def seed_closest_to_shares(subjects: list[str], proportions=(0.74, 0.11, 0.15), start: int = 0,
                            tries: int = 200) -> int:
-    """Of the seeds ``start .. start + tries - 1``, the first whose realised subject counts are closest to the
-    proportions (L1 distance to ``share x subjects``) with every split that has a share above 0 non-empty: what a
-    tiny set such as the demo's needs (10 subjects: 7 / 1 / 2, not a test split of one subject)."""
-    wanted = {s for s, p in zip(SPLITS, proportions) if p > 0}
-    target = [p * len(subjects) for p in proportions]
-    best, best_seed = None, start
-    for seed in range(start, start + tries):
-        got = list(split_subjects(subjects, proportions, seed).values())
-        if not wanted <= set(got):
-            continue
-        distance = sum(abs(got.count(s) - t) for s, t in zip(SPLITS, target))
-        if best is None or distance < best - 1e-9:
-            best, best_seed = distance, seed
-    return best_seed
+    """``closest_seed`` from ``start`` (the demo's, from its own seed), ``start`` when no seed fills the splits:
+    what a tiny set such as the demo's needs (10 subjects: 7 / 1 / 2, not a test split of one subject)."""
+    seed = closest_seed(subjects, proportions, start, tries)
+    return start if seed is None else seed
 
 
 # -- k-fold cross-validation over subjects ----------------------------------------------------------------------
