@@ -315,3 +315,17 @@ def test_study_cache_is_used_for_resume_and_evaluation(tmp_path):
     assert ok.exit_code == 0, ok.output
     bad = runner.invoke(app, ["train", "--resume", str(out / "raw"), "--cache", str(other), "--epochs", "4"])
     assert bad.exit_code == 2 and "holds other content" in " ".join(bad.stderr.split())
+
+
+def test_study_says_after_each_runs_first_epoch_how_long_its_rest_takes(tmp_path, monkeypatch):
+    from aubench_cli.commands import _render
+
+    monkeypatch.setattr(_render, "PACE_NOTE_MIN_S", 0.0)  # these runs take seconds, not the protocol's hours
+    cache = make_cache(tmp_path / "cache", subjects=5, videos_per_subject=1, frames=30)
+    preset = _tiny_preset(tmp_path / "tiny.yaml")
+    result = runner.invoke(app, ["study", str(preset), "--cache", str(cache), "--out", str(tmp_path / "s"),
+                                 "--only", "raw,snorm", "--set", "train.epochs=3"])
+    assert result.exit_code == 0, result.output
+    for name in ("raw", "snorm"):
+        notes = [line for line in result.stderr.splitlines() if line.startswith(f"{name}: at this pace")]
+        assert len(notes) == 1 and "the other 2 epochs take about" in notes[0], result.stderr

@@ -743,7 +743,7 @@ def test_checkpoints_are_written_while_the_next_epoch_trains_and_hold_their_own_
 
 
 def test_pace_note_projects_the_rest_and_on_a_cpu_says_how_to_shorten_hours():
-    from aubench_cli.commands.train import pace_note
+    from aubench_cli.commands._render import pace_note
 
     cpu = pace_note(200.0, 540, "cpu")  # the protocol's 600 epochs at 200 s each: what a 2-core CPU does
     assert "other 540 epochs take about 30.0 h" in cpu and "3.3 min for the first epoch" in cpu
@@ -754,12 +754,13 @@ def test_pace_note_projects_the_rest_and_on_a_cpu_says_how_to_shorten_hours():
     assert "about 5.0 min" in short and "--epochs" not in short  # minutes on a CPU need no advice
     assert "the last epoch takes about 1.5 min" in pace_note(90.0, 1, "cpu")
     assert pace_note(30.0, 0, "cpu") is None and pace_note(4.0, 2, "cpu") is None  # under a minute: the bar says it
+    assert "(e.g. --set train.epochs=10)" in pace_note(200.0, 540, "cpu", shorten="--set train.epochs=10")  # study's
 
 
 def test_train_says_after_the_first_epoch_how_long_the_rest_takes(cache, tmp_path, monkeypatch):
-    from aubench_cli.commands import train as train_command
+    from aubench_cli.commands import _render
 
-    monkeypatch.setattr(train_command, "PACE_NOTE_MIN_S", 0.0)  # this run's rest takes seconds, not hours
+    monkeypatch.setattr(_render, "PACE_NOTE_MIN_S", 0.0)  # this run's rest takes seconds, not hours
     result = runner.invoke(app, ["train", "--cache", str(cache), "--epochs", "3", "--batches-per-epoch", "2",
                                  "--val-batches", "1", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output

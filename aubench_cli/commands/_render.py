@@ -13,6 +13,8 @@ from rich.progress import Progress, ProgressColumn
 # into 80 columns.
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False)
+# after a run's first epoch, the rest of its time is said when it is at least this long (seconds)
+PACE_NOTE_MIN_S = 60.0
 
 
 def progress(*columns: str | ProgressColumn, transient: bool = True) -> Progress:
@@ -48,3 +50,27 @@ def mega(n: int) -> str:
 
 def signed_pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:+.2f}%"
+
+
+def duration(seconds: float) -> str:
+    """42 -> '42 s', 200 -> '3.3 min', 108000 -> '30.0 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def pace_note(first_epoch_s: float, remaining: int, device: str,
+              shorten: str = "--epochs 10 --batches-per-epoch 50") -> str | None:
+    """After a run's first epoch: how long the rest of it takes at its pace; on a CPU, where that is hours (the
+    paper's protocol is sized for a GPU), how to take a first look sooner (``shorten``: the command's options)."""
+    rest = first_epoch_s * remaining
+    if remaining <= 0 or rest < PACE_NOTE_MIN_S:  # nothing left, or a short run: the bar says enough
+        return None
+    rest_of_run = "the last epoch takes" if remaining == 1 else f"the other {remaining} epochs take"
+    note = f"at this pace ({duration(first_epoch_s)} for the first epoch) {rest_of_run} about {duration(rest)}"
+    if device.startswith("cpu") and rest > 3600:
+        note += ("; the paper's protocol is sized for a GPU: for a first look on this CPU shorten it "
+                 f"(e.g. {shorten}), or run aubench demo")
+    return note

@@ -14,6 +14,7 @@ train.epochs=2 for a quick pass). `aubench report DIR` then makes the tables.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from aubench_cli.commands.choices import Launcher
-from aubench_cli.commands._render import print_json, progress, stderr, stdout
+from aubench_cli.commands._render import pace_note, print_json, progress, stderr, stdout
 from aubench_cli.errors import plural
 
 NAME = "study"
@@ -118,16 +119,24 @@ def command(
 
     bar = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     tasks: dict[str, int] = {}
+    began: dict[str, tuple[float, int, str]] = {}  # run -> (start time, its epochs, its device) until its first epoch
 
     def on_progress(name: str, event: dict) -> None:
         kind = event["event"]
         if kind == "start":
             tasks[name] = bar.add_task(f"{name}: train", total=event["total"])
+            began[name] = (time.perf_counter(), event["epochs"], event["device"])
         elif kind == "step" and name in tasks:
             bar.update(tasks[name], advance=1, description=f"{name}: epoch {event['epoch']}")
         elif kind == "epoch":
             line = f"{name}: epoch {event['epoch']} val mean acc {event['val_mean']:.4f} (best epoch {event['best_epoch']})"
             (stderr if bar.disable else bar.console).print(line, markup=False)
+            if name in began:
+                start, epochs, device = began.pop(name)
+                note = pace_note(time.perf_counter() - start, epochs - event["epoch"], device,
+                                 shorten="--set train.epochs=10 --set train.batches_per_epoch=50")
+                if note:
+                    (stderr if bar.disable else bar.console).print(f"{name}: {note}", markup=False)
         elif kind == "eval" and name in tasks:
             bar.update(tasks[name], description=f"{name}: eval")
 

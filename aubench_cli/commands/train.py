@@ -15,15 +15,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from aubench_cli import config as cfgmod
-from aubench_cli.commands._render import print_json, progress, stderr, stdout
+from aubench_cli.commands._render import pace_note, print_json, progress, stderr, stdout
 from aubench_cli.commands.choices import Aug, Balance, CudaGraphs, Norm, Optimizer, complete_device, value
 from aubench_cli.commands.preprocess import close_unused
 from aubench_cli.errors import UsageError, plural
 
 NAME = "train"
 # what a resume may pass anew: the total of epochs, where it runs, where its cache is now, whether it logs
-# after the first epoch, the rest of a run's time is said when it is at least this long (seconds)
-PACE_NOTE_MIN_S = 60.0
 RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.cache", "train.tensorboard", "train.cuda_graphs")
 
 
@@ -127,29 +125,6 @@ def command(
         return
     stdout.print(f"best mean validation accuracy {summary['best_val_mean_accuracy']:.4f} at epoch "
                  f"{summary['best_epoch']}; run written to {summary['run']}")
-
-
-def duration(seconds: float) -> str:
-    """42 -> '42 s', 200 -> '3.3 min', 108000 -> '30.0 h'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def pace_note(first_epoch_s: float, remaining: int, device: str) -> str | None:
-    """After the first epoch: how long the rest of the run takes at its pace; on a CPU, where that is hours (the
-    paper's protocol is sized for a GPU), how to take a first look sooner."""
-    rest = first_epoch_s * remaining
-    if remaining <= 0 or rest < PACE_NOTE_MIN_S:  # nothing left, or a short run: the bar says enough
-        return None
-    rest_of_run = "the last epoch takes" if remaining == 1 else f"the other {remaining} epochs take"
-    note = f"at this pace ({duration(first_epoch_s)} for the first epoch) {rest_of_run} about {duration(rest)}"
-    if device.startswith("cpu") and rest > 3600:
-        note += ("; the paper's protocol is sized for a GPU: for a first look on this CPU shorten it "
-                 "(e.g. --epochs 10 --batches-per-epoch 50), or run aubench demo")
-    return note
 
 
 def _check_resume_settings(run: str, preset: str | None, sets: list[str] | None, options: dict) -> None:
