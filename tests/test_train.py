@@ -769,3 +769,17 @@ def test_train_says_after_the_first_epoch_how_long_the_rest_takes(cache, tmp_pat
     resumed = runner.invoke(app, ["train", "--resume", str(tmp_path / "r"), "--epochs", "4"])
     assert resumed.exit_code == 0, resumed.output
     assert "the last epoch" not in resumed.stderr and "at this pace" not in resumed.stderr  # nothing left after it
+
+
+def test_under_torchrun_only_rank_0_prints(cache, tmp_path, monkeypatch):
+    """Every torchrun process runs the command; rank 1 printing too would double every line, draw a second bar and
+    put a second JSON document on stdout (`torchrun ... train --json | jq` would fail). Its run trains all the same."""
+    args = ["train", "--cache", str(cache), "--epochs", "1", "--batches-per-epoch", "2", "--val-batches", "1", "--json"]
+    monkeypatch.setenv("RANK", "1")  # WORLD_SIZE unset: one process, which reads itself as rank 1
+    quiet = runner.invoke(app, args + ["--out", str(tmp_path / "r1")])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stdout == "" and "training into" not in quiet.stderr and "epoch 1" not in quiet.stderr
+    assert (tmp_path / "r1" / "best.pt").is_file()
+    monkeypatch.setenv("RANK", "0")
+    spoken = runner.invoke(app, args + ["--out", str(tmp_path / "r0")])
+    assert spoken.exit_code == 0 and json.loads(spoken.stdout)["best_epoch"] == 1 and "training into" in spoken.stderr

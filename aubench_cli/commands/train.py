@@ -8,6 +8,8 @@ torchrun --nproc-per-node N -m aubench_cli train ...
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from typing import Annotated, Optional
 
@@ -109,17 +111,25 @@ def command(
                 if note:
                     say(note)
 
-    with bar:
+    # under torchrun every process runs this command: rank 0 alone speaks (one bar, one set of lines, one summary or
+    # JSON document on stdout); the others' errors still reach their stderr
+    speaks = os.environ.get("RANK", "0") in ("", "0")
+    with bar if speaks else contextlib.nullcontext():
         try:
             summary = train(cfg, resume or out, resume=bool(resume), epochs=epochs if resume else None,
-                            overwrite=overwrite, cache=cache if resume else None, log=lambda m: stderr.print(m, markup=False), progress=on_progress)
+                            overwrite=overwrite, cache=cache if resume else None,
+                            log=(lambda m: stderr.print(m, markup=False)) if speaks else (lambda m: None),
+                            progress=on_progress if speaks else None)
         except KeyboardInterrupt:
             run = state.get("run", resume or out)
-            stderr.print(f"[yellow]interrupted: checkpoint saved; continue with aubench train --resume {run}[/]")
+            if speaks:
+                stderr.print(f"[yellow]interrupted: checkpoint saved; continue with aubench train --resume {run}[/]")
             raise typer.Exit(130) from None
         finally:
-            if not bar.tasks:  # an error before the first epoch, a resume with nothing left to do: no empty bar
+            if speaks and not bar.tasks:  # an error before the first epoch, a resume with nothing left to do: no empty bar
                 close_unused(bar)
+    if not speaks:
+        return
     if json_out:
         print_json(summary)
         return
