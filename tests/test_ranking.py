@@ -210,3 +210,44 @@ def test_an_au_without_positives_leaves_no_resample_and_nothing_breaks(tmp_path)
     assert "| a | - | - | - |" in rankmod.into_report("# r\n", "md", {"s": result})
     assert rankmod.render_csv({"s": result}).count("\n") == 4
     assert rankfig.rank_figure("s", result, tmp_path / "r.png") is None
+
+
+def test_one_test_subject_one_seed_one_split_is_ranked_on_the_data_with_no_uncertainty():
+    """With one unit of everything every resample is the data itself: P(best) would be 1 and the rank interval a
+    point by construction (the report said "best in 100 % of 2000 resamples" of one subject). The order on the data
+    is kept; the intervals, P(best) and P(better) are absent, and the summary says the study shows no run better."""
+    rng = np.random.default_rng(3)
+    labels = labels_of(rng, subjects=1)
+    names = ["low", "high", "mid"]
+    counts = [counts_of(labels, np.array([acc]), rng) for acc in (0.6, 0.9, 0.75)]
+    r = ranking.rankings(counts, names, resamples=200)
+    assert r["resampled"] is False and r["resamples"] == 0 and r["degenerate"] == 0
+    by = {x["run"]: x for x in r["runs"]}
+    assert [by[n]["mean_rank"] for n in ("high", "mid", "low")] == [1.0, 2.0, 3.0] and r["best"] == "high"
+    assert all(x["rank_ci95"] is None and x["p_best"] is None for x in r["runs"])
+    assert all(v is None for row in r["p_better"] for v in row)
+    assert r["lead"]["value"] == pytest.approx(by["high"]["value"] - by["mid"]["value"]) and r["lead"]["ci95"] is None
+    assert r["summary"].startswith("Highest: high, ") and "no run is shown better than another" in r["summary"]
+    assert "--folds" in r["summary"] and "resamples" not in r["summary"]
+    assert not any("resampling so few" in c for c in r["caveats"])
+    # a second training seed is something to resample: the usual answer, with its caveat on few subjects
+    seeded = [np.stack([c, counts_of(labels, np.array([acc]), rng)]) for c, acc in zip(counts, (0.6, 0.9, 0.75))]
+    r2 = ranking.rankings([s[None] for s in seeded], names, resamples=200)
+    assert r2["resampled"] is True and r2["resamples"] > 0 and r2["summary"].startswith("Best: ")
+    assert all(x["rank_ci95"] is not None for x in r2["runs"])
+
+
+def test_the_report_says_no_resampling_and_draws_no_rank_figure(tmp_path):
+    from aubench_cli.studies import rankings as study_rankings
+    from aubench_cli.studies.rankfig import rank_figure
+
+    rng = np.random.default_rng(4)
+    labels = labels_of(rng, subjects=1)
+    names = ["a", "b", "c"]
+    r = ranking.public(ranking.rankings([counts_of(labels, np.array([acc]), rng) for acc in (0.6, 0.9, 0.75)], names))
+    result = {"ranking": r, "ranked": names, "aus": list(range(AUS)), "left_out": {}, "note": ""}
+    text = "\n".join(study_rankings.markdown_section("s", result, []))
+    assert "no resampling (1 test subject, one training seed, one test split" in text
+    assert "P(row better than column)" not in text  # every cell would be blank
+    assert "(3 runs, 1 subject)" in text
+    assert rank_figure("s", result, tmp_path / "ranks.png") is None and not (tmp_path / "ranks.png").exists()

@@ -262,7 +262,9 @@ def test_subjects_with_zero_difference_do_not_count_towards_the_smallest_p():
     run = {"per_au": {au: {"accuracy": 0.5} for au in aus}}
     pair = compare_counts({**run, "run": "a"}, {**run, "run": "b"}, ca, cb, aus, {}, "subject", 0)
     assert pair["min_p_value"] == 0.25 and not pair["can_be_significant"]
-    assert "no difference can be significant" in pair["note"] and "3 of which" in pair["note"]
+    assert "no difference can be significant" in pair["note"] and "with 10 subjects, 3 of which" in pair["note"]
+    one = compare_counts({**run, "run": "a"}, {**run, "run": "b"}, ca[:1], cb[:1], aus, {}, "subject", 0)
+    assert "with 1 subject, 1 of which" in one["note"]  # not '1 subjects'
     # the same through the Monte Carlo and the exact paths: per column, n is that column's non-zero terms
     delta = np.zeros((30, 2))
     delta[:3, 0] = [0.2, 0.1, 0.3]

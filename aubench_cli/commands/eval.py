@@ -139,8 +139,9 @@ def render_rankings(r: dict) -> None:
     """The rank table (mean rank, 95 % rank interval, P(best), CD group), the ROPE comparisons and the summary."""
     cd = r["critical_difference"]
     group_of = {name: i + 1 for i, g in enumerate(cd["groups"]) for name in g}
-    table = Table(title=f"Rankings on mean balanced accuracy: {r['resamples']} paired resamples of "
-                        f"{r['subjects']} test subjects; CD groups: {cd['note']}")
+    resampling = (f"{r['resamples']} paired resamples of {r['subjects']} test subjects" if r.get("resampled", True)
+                  else f"no resampling ({r['subjects']} test subject, one seed: ranks on the data alone)")
+    table = Table(title=f"Rankings on mean balanced accuracy: {resampling}; CD groups: {cd['note']}")
     for col in ("run", "balanced", "mean rank", "95 % rank interval", "P(best)", "CD group", "Friedman mean rank"):
         table.add_column(col, justify="left" if col == "run" else "right")
     for row in sorted(r["runs"], key=lambda x: x["mean_rank"] if x["mean_rank"] is not None else 1e9):

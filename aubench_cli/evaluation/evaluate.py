@@ -40,7 +40,7 @@ import torch
 
 from aubench_cli import config as cfgmod
 from aubench_cli.device import check_precision, inference_precision, keep_host_memory, resolve_device
-from aubench_cli.errors import UsageError, suggest
+from aubench_cli.errors import UsageError, plural, suggest
 from aubench_cli.evaluation import stats
 from aubench_cli.fileio import atomic_write_text
 from aubench_cli.training.inference import store_val_thresholds
@@ -377,7 +377,7 @@ def compare_counts(a: dict[str, Any], b: dict[str, Any], counts_a: np.ndarray, c
     can = test["min_p_value"] < alpha
     note = stats.method_reason(test["method"], test["units"], unit)
     if not can:
-        note += (f"; with {test['units']} {unit}s, {test['units_differing']} of which the two runs decide "
+        note += (f"; with {plural(test['units'], unit)}, {test['units_differing']} of which the two runs decide "
                  f"differently on, the smallest possible p-value of the permutation test is "
                  f"{test['min_p_value']:.3g}, so no difference can be significant at {alpha:g}")
     mean_acc = float(np.mean([per_au[au]["accuracy_diff"] for au in shared]))

@@ -93,13 +93,28 @@ def rank_rows(values: np.ndarray) -> np.ndarray:
     return rankdata(-values, axis=1, method="average")
 
 
+def resamplable(counts: Sequence[np.ndarray]) -> bool:
+    """Whether paired resampling has anything to draw: 2 or more test subjects, fold assignments, or training seeds
+    of some run. With one of each, every resample is the data itself: P(best) would be 1 and every interval a
+    point by construction, which measures nothing (as ``stats`` gives no interval over fewer than 2 units)."""
+    return any(x.shape[0] > 1 or x.shape[1] > 1 or x.shape[2] > 1 for x in map(as_levels, counts))
+
+
 def rank_uncertainty(counts: Sequence[np.ndarray], names: Sequence[str], rng: np.random.Generator,
                      resamples: int = stats.RESAMPLES) -> dict[str, Any]:
-    """Mean rank, 95 % rank interval, P(best) and P(row better than column) of each run under paired resampling."""
-    reps, dropped = replicates(counts, rng, resamples)
-    ranks = rank_rows(reps) if len(reps) else np.zeros((0, len(names)))
+    """Mean rank, 95 % rank interval, P(best) and P(row better than column) of each run under paired resampling.
+    Where nothing can be resampled (``resamplable``): each run's rank on the data, and no interval, P(best) or
+    P(better)."""
     point = point_values(counts)
     n = len(names)
+    if not resamplable(counts):
+        ranks = rank_rows(np.nan_to_num(point, nan=-np.inf)[None, :])[0]
+        runs = [{"run": name, "value": _num(point[i]), "mean_rank": _num(ranks[i]), "rank_ci95": None, "p_best": None}
+                for i, name in enumerate(names)]
+        return {"metric": "balanced_accuracy", "resamples": 0, "resampled": False, "degenerate": 0, "runs": runs,
+                "p_better": [[None] * n for _ in range(n)], "_replicates": np.zeros((0, n))}
+    reps, dropped = replicates(counts, rng, resamples)
+    ranks = rank_rows(reps) if len(reps) else np.zeros((0, len(names)))
     better = np.full((n, n), np.nan)
     for i in range(n):
         for j in range(n):
@@ -115,8 +130,8 @@ def rank_uncertainty(counts: Sequence[np.ndarray], names: Sequence[str], rng: np
                      "mean_rank": _num(col.mean()) if len(col) else None,
                      "rank_ci95": [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))] if len(col) else None,
                      "p_best": _num(p_best[i])})
-    return {"metric": "balanced_accuracy", "resamples": len(reps), "degenerate": dropped, "runs": runs,
-            "p_better": [[_num(v) for v in row] for row in better], "_replicates": reps}
+    return {"metric": "balanced_accuracy", "resamples": len(reps), "resampled": True, "degenerate": dropped,
+            "runs": runs, "p_better": [[_num(v) for v in row] for row in better], "_replicates": reps}
 
 
 def _num(v: Any) -> float | None:
@@ -164,7 +179,8 @@ def critical_difference(scores: np.ndarray, names: Sequence[str], alpha: float =
     if k < 3 or n < 2:
         out.update(statistic=None, p_value=None, cd=None, p_matrix=None,
                    groups=[[names[i] for i in order]],
-                   note=f"the Friedman test needs at least 3 runs and 2 subjects ({k} runs, {n} subjects): no groups")
+                   note=f"the Friedman test needs at least 3 runs and 2 subjects ({k} runs, {plural(n, 'subject')}): "
+                        "no groups")
         return out
     from scipy.stats import friedmanchisquare, studentized_range
 
@@ -248,10 +264,10 @@ def rankings(counts: Sequence[np.ndarray], names: Sequence[str], *, rope: float 
     one_holder = stats.single_holders(as_levels(counts[0])[0, 0])[:-1]
     out = {**ranked, "alpha": alpha, "rope": rope, "best": names[order[0]], "second": names[order[1]],
            "aus_in_one_subject": [int(i) for i in np.flatnonzero(one_holder)],
-           "lead": _lead(reps, point, order[0], order[1]) if len(reps) else None,
+           "lead": _lead(reps, point, order[0], order[1]) if len(reps) or not ranked["resampled"] else None,
            "subjects": levels[0][2], "assignments": levels[0][0], "seeds": [s[1] for s in levels],
            "critical_difference": cd, "rope_comparisons": comparisons}
-    if baseline in names and baseline != names[order[0]] and len(reps):
+    if baseline in names and baseline != names[order[0]] and (len(reps) or not ranked["resampled"]):
         out["baseline"] = {"run": baseline, **_lead(reps, point, order[0], names.index(baseline))}
     out["caveats"] = caveats(out)
     out["summary"] = summary(out)
@@ -261,7 +277,7 @@ def rankings(counts: Sequence[np.ndarray], names: Sequence[str], *, rope: float 
 def caveats(r: dict[str, Any]) -> list[str]:
     """What limits the answer: few subjects, few or no seeds, one fold assignment, a test that did not reject."""
     out = []
-    if r["subjects"] < FEW_SUBJECTS:
+    if r["subjects"] < FEW_SUBJECTS and r["resampled"]:  # not resampled: the summary says what that means
         out.append(f"only {plural(r['subjects'], 'test subject')}: resampling so few under-covers, so the rank "
                    "intervals and P(best) are optimistic")
     seeds = min(r["seeds"])
@@ -288,6 +304,8 @@ def caveats(r: dict[str, Any]) -> list[str]:
 def summary(r: dict[str, Any]) -> str:
     """One paragraph: the best run, how often it is best, the runs it cannot be told from, its lead, caveats."""
     best = r["best"]
+    if not r["resampled"]:
+        return _unresampled_summary(r)
     row = next(x for x in r["runs"] if x["run"] == best)
     text = f"Best: {best}"
     if row["p_best"] is not None:
@@ -296,7 +314,8 @@ def summary(r: dict[str, Any]) -> str:
     group = next((g for g in r["critical_difference"]["groups"] if best in g), [best])
     others = [n for n in group if n != best]
     if r["critical_difference"].get("p_value") is None:
-        text += "; no critical-difference test (it needs 3 runs)"
+        text += "; no critical-difference test (it needs 3 runs)" if len(r["runs"]) < 3 else \
+            f"; no critical-difference test (it needs 2 test subjects; {r['critical_difference']['subjects']} here)"
     elif others:
         text += f"; not distinguishable from {_names(others)} (CD group)"
     else:
@@ -315,6 +334,20 @@ def summary(r: dict[str, Any]) -> str:
     if r["caveats"]:
         text += " Caveats: " + "; ".join(r["caveats"]) + "."
     return text
+
+
+def _unresampled_summary(r: dict[str, Any]) -> str:
+    """One test subject, one training seed, one test split: the order on the data, and plainly that it shows no
+    run better than another."""
+    text = f"Highest: {r['best']}"
+    lead = r.get("lead")
+    if lead and lead["value"] is not None:
+        text += f", {100 * lead['value']:.1f} points ahead of {r['second']}"
+    text += (f". With {plural(r['subjects'], 'test subject')}, one training seed per run and one test split, "
+             "nothing here measures chance (no rank interval, P(best) or test can be computed), so no run is shown "
+             "better than another: test every subject once with k-fold cross-validation (--folds K) and repeat "
+             "training (aubench study --seeds N). Measure: mean balanced accuracy over AUs.")
+    return text  # the caveats (one seed, one split) are what the paragraph already says
 
 
 def _ci(ci: list[float] | None) -> str:

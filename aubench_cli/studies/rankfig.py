@@ -24,7 +24,7 @@ def rank_figure(name: str, result: dict[str, Any], path: Path) -> Path | None:
     """Left: each run's mean rank and 95 % rank interval, P(best) beside it. Right: P(row better than column)."""
     plt = _pyplot()
     r = result["ranking"]
-    if any(x["mean_rank"] is None for x in r["runs"]):  # no valid resample: nothing to draw
+    if any(x["rank_ci95"] is None for x in r["runs"]):  # no valid resample, or nothing to resample: nothing to draw
         return None
     runs = sorted(r["runs"], key=lambda x: x["mean_rank"])
     k = len(runs)

@@ -248,8 +248,11 @@ def _method_line(result: dict[str, Any]) -> str:
     cd_text = (f"Critical difference: Friedman test over the subjects as blocks ({cd['note']}"
                + (f"; CD = {cd['cd']:.2f} mean ranks" if cd.get("cd") else "") + "); runs sharing a group cannot "
                "be told apart. ")
-    return (f"Rankings on the mean balanced accuracy over {len(result['aus'])} AUs: {r['resamples']} paired resamples "
-            f"({levels}); rank 1 is best, the interval holds 95 % of a run's ranks. {cd_text}"
+    resampling = (f"{r['resamples']} paired resamples ({levels}); rank 1 is best, the interval holds 95 % of a run's "
+                  "ranks" if r.get("resampled", True) else
+                  f"no resampling ({plural(r['subjects'], 'test subject')}, one training seed, one test split: every "
+                  "resample would be the data itself), so ranks on the data alone, with no interval or P(best)")
+    return (f"Rankings on the mean balanced accuracy over {len(result['aus'])} AUs: {resampling}. {cd_text}"
             f"Tests by {cd['library']}. How to read them: docs/studies.md.")
 
 
@@ -310,7 +313,9 @@ def markdown_section(name: str, result: dict[str, Any], figures: list[str]) -> l
     out = [f"**{name}.**", ""]  # not a heading: the report's ### headings are its tables
     if result["ranking"] is None:
         return out + [f"No ranking: {result['note']}.", ""]
-    out += [_method_line(result), ""] + _md_table(*_rank_rows(result)) + _md_table(*_better_rows(result))
+    out += [_method_line(result), ""] + _md_table(*_rank_rows(result))
+    if result["ranking"].get("resampled", True):  # unresampled: every P(better) would be blank
+        out += _md_table(*_better_rows(result))
     out += [line for c in _rope_lines(result) for line in (c, "")]
     noise = _noise_rows(result)
     if noise:
@@ -329,8 +334,9 @@ def html_section(name: str, result: dict[str, Any], figures: list[str]) -> str:
     out = [f"<h3>{html.escape(name)}</h3>"]
     if result["ranking"] is None:
         return out[0] + f"<p>No ranking: {html.escape(result['note'])}.</p>"
-    out += [f"<p>{html.escape(_method_line(result))}</p>", _html_table(*_rank_rows(result)),
-            _html_table(*_better_rows(result))]
+    out += [f"<p>{html.escape(_method_line(result))}</p>", _html_table(*_rank_rows(result))]
+    if result["ranking"].get("resampled", True):
+        out.append(_html_table(*_better_rows(result)))
     out += [f"<p>{html.escape(line)}</p>" for line in _rope_lines(result)]
     noise = _noise_rows(result)
     if noise:
