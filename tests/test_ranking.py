@@ -251,3 +251,9 @@ def test_the_report_says_no_resampling_and_draws_no_rank_figure(tmp_path):
     assert "P(row better than column)" not in text  # every cell would be blank
     assert "(3 runs, 1 subject)" in text
     assert rank_figure("s", result, tmp_path / "ranks.png") is None and not (tmp_path / "ranks.png").exists()
+
+
+def test_the_rope_is_said_in_points_with_the_right_number(clear):
+    r, _, _ = clear
+    assert "P(equivalent within 1 point)" in r["summary"]  # the default ROPE, 0.01: not '1 points'
+    assert [ranking.rope_points(x) for x in (0.01, 0.005, 0.02)] == ["1 point", "0.5 points", "2 points"]

@@ -137,6 +137,8 @@ def render(results: list[dict], pairs: list[dict]) -> None:
 
 def render_rankings(r: dict) -> None:
     """The rank table (mean rank, 95 % rank interval, P(best), CD group), the ROPE comparisons and the summary."""
+    from aubench_cli.evaluation.ranking import rope_points
+
     cd = r["critical_difference"]
     group_of = {name: i + 1 for i, g in enumerate(cd["groups"]) for name in g}
     resampling = (f"{r['resamples']} paired resamples of {r['subjects']} test subjects" if r.get("resampled", True)
@@ -153,7 +155,7 @@ def render_rankings(r: dict) -> None:
     for c in r["rope_comparisons"]:
         if c["p_a"] is None:
             continue
-        stdout.print(f"{c['a']} vs {c['b']} (ROPE {100 * c['rope']:g} points, Bayesian signed-rank over "
+        stdout.print(f"{c['a']} vs {c['b']} (ROPE {rope_points(c['rope'])}, Bayesian signed-rank over "
                      f"{c['subjects']} subjects): P({c['a']} better) {c['p_a']:.3f}, P(equivalent) "
                      f"{c['p_equivalent']:.3f}, P({c['b']} better) {c['p_b']:.3f}: {c['verdict']}", markup=False)
     stdout.print(f"summary: {r['summary']}", markup=False)

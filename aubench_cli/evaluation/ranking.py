@@ -329,7 +329,7 @@ def summary(r: dict[str, Any]) -> str:
     first = r["rope_comparisons"][0] if r["rope_comparisons"] else None
     if first and first["p_equivalent"] is not None:
         text += (f". Against {first['b']}: P(better) {first['p_a']:.2f}, P(equivalent within "
-                 f"{100 * r['rope']:g} points) {first['p_equivalent']:.2f}, P(worse) {first['p_b']:.2f}")
+                 f"{rope_points(r['rope'])}) {first['p_equivalent']:.2f}, P(worse) {first['p_b']:.2f}")
     text += ". Measure: mean balanced accuracy over AUs."
     if r["caveats"]:
         text += " Caveats: " + "; ".join(r["caveats"]) + "."
@@ -348,6 +348,12 @@ def _unresampled_summary(r: dict[str, Any]) -> str:
              "better than another: test every subject once with k-fold cross-validation (--folds K) and repeat "
              "training (aubench study --seeds N). Measure: mean balanced accuracy over AUs.")
     return text  # the caveats (one seed, one split) are what the paragraph already says
+
+
+def rope_points(rope: float) -> str:
+    """The ROPE (a fraction of balanced accuracy) in points: '1 point', '0.5 points', '2 points'."""
+    value = 100 * rope
+    return f"{value:g} point" + ("" if value == 1 else "s")
 
 
 def _ci(ci: list[float] | None) -> str:

@@ -230,8 +230,8 @@ def _rope_lines(result: dict[str, Any]) -> list[str]:
         if c["p_a"] is None:
             continue
         diff = "-" if c["diff"] is None else f"{100 * c['diff']:+.2f}"
-        out.append(f"{c['a']} vs {c['b']} (difference {diff} points; ROPE ±{100 * c['rope']:g} "
-                   f"points; Bayesian signed-rank test over {c['subjects']} subjects): P({c['a']} better) "
+        out.append(f"{c['a']} vs {c['b']} (difference {diff} points; ROPE ±{ranking.rope_points(c['rope'])}; "
+                   f"Bayesian signed-rank test over {c['subjects']} subjects): P({c['a']} better) "
                    f"{c['p_a']:.3f}, P(practically equivalent) {c['p_equivalent']:.3f}, P({c['b']} better) "
                    f"{c['p_b']:.3f}: {c['verdict']}.")
     return out
