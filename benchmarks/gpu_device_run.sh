@@ -9,8 +9,10 @@
 #      graphs on (seed 0) beside eager (seeds 0 and 1: the seed noise), three runs at once       (B_S seconds)
 #   c. packing: PACK runs at once of the baseline and mobilenetv2 against one alone (graphs on)  (C_S seconds)
 #   d. `aubench study --launcher local --runs-per-device 2` on a tiny study: the jobs pinned to the GPU (D_S)
+#   e. benchmarks/vmap_seeds.py: E_SEEDS seeds of the baseline and EmoNets in one vmapped step against in turn,
+#      the model step alone, eager (E_S seconds each; only with STAGES=...e..., e.g. STAGES=ae A_GRAPHS=on)
 # Writes to $OUT (default /tmp/aubench-gpu-out): env.json, gpu_bench.json, curve.json, pack.json,
-# study_pack.json and device_run.log (everything printed). Every setting below can be overridden from the
+# study_pack.json, vmap_<arch>.json and device_run.log (everything printed). Every setting below can be overridden from the
 # environment, e.g. CURVE_EPOCHS=20 A_S=150 bash benchmarks/gpu_device_run.sh; STAGES=a A_GRAPHS=on A_S=150 runs
 # the Table I sweep with graphs alone (what docs/performance.md still lacks after the background checkpoints).
 set -u
@@ -29,6 +31,7 @@ STAGES=${STAGES:-abcd}  # which stages to run, e.g. STAGES=a A_GRAPHS=on: the sw
 B_S=${B_S:-140}; CURVE_EPOCHS=${CURVE_EPOCHS:-40}
 C_S=${C_S:-90}; PACK=${PACK:-4}
 D_S=${D_S:-45}
+E_S=${E_S:-40}; E_SEEDS=${E_SEEDS:-4}; E_STEPS=${E_STEPS:-30}  # stage e (not in the default STAGES: STAGES=e)
 WORK=${WORK:-/tmp/aubench-gpu-work}
 rm -rf "$WORK"; mkdir -p "$WORK"
 stamp() { echo "[$(date -u +%T)] $*"; }
@@ -138,6 +141,16 @@ json.dump({"outcome": outcome, "runs": runs}, open(sys.argv[2], "w"), indent=2)
 print(json.dumps(runs, indent=2))
 PY
 stamp "d. done"
+fi
+
+if [[ $STAGES == *e* ]]; then
+stamp "e. several seeds in one process (vmap) vs in turn: ${E_SEEDS} seeds of the baseline and EmoNets (cap ${E_S} s)"
+for arch in baseline emonets; do
+  timeout -k 10 "$E_S" "$PY" benchmarks/vmap_seeds.py --device "$DEVICE" --arch "$arch" --seeds "$E_SEEDS" \
+    --steps "$E_STEPS" --rounds 3 --json-out "$OUT/vmap_$arch.json"
+  echo "vmap $arch exit $?"
+done
+stamp "e. done"
 fi
 
 ls -la "$OUT"

@@ -66,3 +66,20 @@ def test_gpu_benchmark_packs_runs_and_keeps_going_past_a_failure(cache, tmp_path
     pack = result["packed"][0]
     assert pack["runs_at_once"] == 2 and len(pack["per_run_train_images_per_s"]) == 2 and not pack["errors"]
     assert pack["aggregate_train_images_per_s"] == pytest.approx(sum(pack["per_run_train_images_per_s"]), abs=0.2)
+
+
+def test_vmap_seeds_benchmark_computes_each_seeds_own_step(tmp_path):
+    """benchmarks/vmap_seeds.py (several seeds of one network in one process, issue 23) on the CPU: the vmapped
+    step gives each seed the gradient of its own model on its own batch, and both variants are timed."""
+    out = tmp_path / "vmap.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vmap_seeds.py"), "--seeds", "2", "--steps", "2",
+                           "--rounds", "1", "--json-out", str(out)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert "error" not in result and result["seeds"] == 2 and result["arch"] == "baseline"
+    assert result["grad_gap_float64"] < 1e-10  # the same computation: each seed's own gradient
+    assert result["grad_gap_as_timed"] < 0.1  # float32: another summation order, max-pool near-ties
+    assert result["plain_images_per_s"]["median"] > 0 and result["vmap_images_per_s"]["median"] > 0
+    assert result["speedup"] == pytest.approx(result["vmap_images_per_s"]["median"] / result["plain_images_per_s"]["median"])
+    assert "relative L2 gap" in done.stdout
