@@ -28,10 +28,10 @@ SPLITS = ("train", "val", "test")
 ROLES_FILE = "data.json"  # the run directory's data record, where ``train`` writes ``subject_roles``
 SPLIT_FIX = ("choose another --split-seed, give the splits in the manifest's split column, "
              "or train with k-fold cross-validation over subjects (--folds K --fold I)")
-# cache.json splits.seed_from: where the seed came from ("first-filling" and "first-balancing": caches made before the
-# search took the seed closest to the shares instead of the first one that did)
 FEW_SUBJECTS_FIX = ("train with k-fold cross-validation over subjects (--folds K --fold I: every subject is tested "
                     "once), or give the splits in the manifest's split column")
+# cache.json splits.seed_from: where the seed came from ("first-filling" and "first-balancing": caches made before the
+# search took the seed closest to the shares instead of the first one that did)
 SEED_HOW = ("given", "default", "closest-filling", "closest-balancing", "recorded", "first-filling", "first-balancing")
 CHOSEN_HERE = ("default", "closest-filling", "closest-balancing", "first-filling", "first-balancing")  # by preprocess
 SEED_TRIES = 1000  # seeds searched when seed 0 does not do
