@@ -343,7 +343,7 @@ class FaceAligner:
     # -- mediapipe objects -------------------------------------------------------------------------------------
     def _face_mesh(self):
         if self._mesh is None:
-            import mediapipe as mp
+            from aubench_cli.data.mp_import import mediapipe as mp
 
             # Tracking mode: the graph reuses the last landmarks inside our ROI and only re-detects when it loses
             # them, which is what makes following cheaper than detecting.
@@ -362,7 +362,7 @@ class FaceAligner:
         """FaceMesh in still-image mode: its own face detection on every call, no memory of earlier frames. It
         re-aligns a followed face whose landmarks moved too far (cheaper than restarting the tracking graph)."""
         if self._still is None:
-            import mediapipe as mp
+            from aubench_cli.data.mp_import import mediapipe as mp
 
             with quiet_native_stderr():
                 self._still = mp.solutions.face_mesh.FaceMesh(
@@ -372,7 +372,7 @@ class FaceAligner:
 
     def _detector(self, model: int):
         if model not in self._detectors:
-            import mediapipe as mp
+            from aubench_cli.data.mp_import import mediapipe as mp
 
             self._fresh = True
             with quiet_native_stderr():

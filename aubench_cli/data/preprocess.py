@@ -836,7 +836,7 @@ def _kill_workers(executor: ProcessPoolExecutor) -> None:
 # Imported once by the forkserver; a wrong name here is swallowed by multiprocessing (every worker would then
 # re-import mediapipe itself), so tests import each of them.
 FORKSERVER_PRELOAD = ["aubench_cli.data.preprocess", "aubench_cli.data.align", "cv2",
-                      "mediapipe"]
+                      "aubench_cli.data.mp_import"]  # mediapipe, without matplotlib (data/mp_import.py)
 
 
 def _mp_context(preload: list[str] | None = None):

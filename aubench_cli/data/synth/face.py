@@ -35,7 +35,7 @@ def astronaut_landmarks() -> np.ndarray:
     FaceMesh runs once per process. Coordinates are rounded to 1/64 px so that tiny run-to-run differences of the
     detector do not leak into the rendered frames.
     """
-    import mediapipe as mp
+    from aubench_cli.data.mp_import import mediapipe as mp
 
     from aubench_cli.data.align import quiet_native_stderr
 
