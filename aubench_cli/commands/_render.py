@@ -22,6 +22,11 @@ def progress(*columns: str | ProgressColumn, transient: bool = True) -> Progress
     return Progress(*columns, console=stderr, transient=transient, disable=not stderr.is_terminal)
 
 
+def say(bar: Progress, line: str, markup: bool = True) -> None:
+    """A line on stderr beside a progress bar: above it while it is live, plainly when it is off."""
+    (stderr if bar.disable else bar.console).print(line, markup=markup)
+
+
 def print_json(obj: Any) -> None:
     """Plain JSON on stdout (no Rich markup or wrapping), so ``| jq`` always works."""
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")

@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from aubench_cli.commands.choices import complete_device
-from aubench_cli.commands._render import print_json, progress, stderr, stdout
+from aubench_cli.commands._render import print_json, progress, say, stderr, stdout
 
 NAME = "demo"
 
@@ -45,7 +45,7 @@ def command(
     def on_stage(stage: str, info: dict) -> None:
         note = " (reused)" if info.get("reused") else ""
         message = f"[{time.perf_counter() - started:5.0f}s] {stage}{note} {info.get('path', '')}"
-        (stderr if bar.disable else bar.console).print(message)
+        say(bar, message)
 
     def on_frames(done: int, total: int) -> None:
         if "synth" not in tasks:

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from aubench_cli.commands.choices import Launcher
-from aubench_cli.commands._render import pace_note, print_json, progress, stderr, stdout
+from aubench_cli.commands._render import pace_note, print_json, progress, say, stderr, stdout
 from aubench_cli.errors import plural
 
 NAME = "study"
@@ -130,13 +130,13 @@ def command(
             bar.update(tasks[name], advance=1, description=f"{name}: epoch {event['epoch']}")
         elif kind == "epoch":
             line = f"{name}: epoch {event['epoch']} val mean acc {event['val_mean']:.4f} (best epoch {event['best_epoch']})"
-            (stderr if bar.disable else bar.console).print(line, markup=False)
+            say(bar, line, markup=False)
             if name in began:
                 start, epochs, device = began.pop(name)
                 note = pace_note(time.perf_counter() - start, epochs - event["epoch"], device,
                                  shorten="--set train.epochs=10 --set train.batches_per_epoch=50")
                 if note:
-                    (stderr if bar.disable else bar.console).print(f"{name}: {note}", markup=False)
+                    say(bar, f"{name}: {note}", markup=False)
         elif kind == "eval" and name in tasks:
             bar.update(tasks[name], description=f"{name}: eval")
 

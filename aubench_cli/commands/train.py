@@ -17,7 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from aubench_cli import config as cfgmod
-from aubench_cli.commands._render import pace_note, print_json, progress, stderr, stdout
+from aubench_cli.commands._render import pace_note, print_json, progress, say, stderr, stdout
 from aubench_cli.commands.choices import Aug, Balance, CudaGraphs, Norm, Optimizer, complete_device, value
 from aubench_cli.commands.preprocess import close_unused
 from aubench_cli.errors import UsageError, plural
@@ -87,12 +87,6 @@ def command(
                    TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
     state: dict = {}
 
-    def say(line: str) -> None:
-        if bar.disable:
-            stderr.print(line)
-        else:
-            bar.console.print(line)
-
     def on_progress(event: dict) -> None:
         kind = event["event"]
         if kind == "start":
@@ -105,11 +99,11 @@ def command(
             bar.update(state["task"], speed=f"{event['images_per_s']:.0f} img/s")
             line = (f"epoch {event['epoch']}: loss {event['train_loss']:.4f}  val mean acc {event['val_mean']:.4f}  "
                     f"(best epoch {event['best_epoch']})  {event['images_per_s']:.0f} img/s")
-            say(line)
-            if "began" in state:  # the first epoch of this process: the rest's time, set-up included (an upper bound)
+            say(bar, line)
+            if "began" in state:  # this process's first epoch (warm-up and all: an upper bound) times the rest
                 note = pace_note(time.perf_counter() - state.pop("began"), state["epochs"] - event["epoch"], state["device"])
                 if note:
-                    say(note)
+                    say(bar, note)
 
     # under torchrun every process runs this command: rank 0 alone speaks (one bar, one set of lines, one summary or
     # JSON document on stdout); the others' errors still reach their stderr

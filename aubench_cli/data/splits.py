@@ -162,13 +162,12 @@ def closest_seed(subjects: list[str], proportions=(0.74, 0.11, 0.15), start: int
     names = sorted(set(subjects))
     total = float(sum(proportions))
     target = [p / total * len(names) for p in proportions]
-    wanted = {s for s, p in zip(SPLITS, proportions) if p > 0}
     best, best_seed = None, None
     for seed in range(start, start + tries):
-        got = list(split_subjects(names, proportions, seed).values())
-        if not wanted <= set(got):
+        sizes = _sizes(names, proportions, seed)
+        if any(n == 0 and p > 0 for n, p in zip(sizes, proportions)):
             continue
-        distance = sum(abs(got.count(s) - t) for s, t in zip(SPLITS, target))
+        distance = sum(abs(n - t) for n, t in zip(sizes, target))
         if (best is None or distance < best - 1e-9) and (accept is None or accept(seed)):
             best, best_seed = distance, seed
     return best_seed
@@ -204,10 +203,16 @@ def choose_split_seed(subjects: list[str], proportions=(0.74, 0.11, 0.15), given
         "keeps it; --split-seed N or the manifest's split column choose the split yourself)")
 
 
+def _sizes(subjects: list[str], proportions, seed: int) -> list[int]:
+    """Subjects per split (train, val, test) under ``seed``."""
+    got = list(split_subjects(subjects, proportions, seed).values())
+    return [got.count(s) for s in SPLITS]
+
+
 def _counts(subjects: list[str], proportions, seed: int) -> str:
     """'train 15, val 2, test 3 subjects' under ``seed`` (the splits with a share)."""
-    got = list(split_subjects(sorted(set(subjects)), proportions, seed).values())
-    return ", ".join(f"{s} {got.count(s)}" for s, p in zip(SPLITS, proportions) if p > 0) + " subjects"
+    sizes = _sizes(subjects, proportions, seed)
+    return ", ".join(f"{s} {n}" for s, n, p in zip(SPLITS, sizes, proportions) if p > 0) + " subjects"
 
 
 def unbalanced(subjects: list[str], proportions, seed: int, coded: dict[str, tuple[set, set]],
